@@ -1,0 +1,1 @@
+"""Data layer: TFDS builders for ECG–report datasets, preprocessing, tokenizer, Grain pipeline."""

@@ -1,0 +1,1 @@
+"""Evaluators: linear probe, zero-shot, retrieval, distribution shift, metrics."""

@@ -1,0 +1,39 @@
+"""Shared pytest fixtures.
+
+Every test process sees 8 simulated CPU devices, so multi-device code is exercised in the same
+run as single-device code (a test that wants one device uses `jax.devices()[:1]`). Real PTB-XL
+files are read from `../shared/data` beside the checkout and never copied into the project.
+"""
+
+import os
+import pathlib
+
+# Must be set before jax is imported anywhere in the test process.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest  # noqa: E402
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+PTBXL_DIR = SHARED_DATA / "ptbxl"
+PTBXL_DERIVED_DIR = SHARED_DATA / "ptbxl_derived"
+
+
+def _require(path: pathlib.Path) -> pathlib.Path:
+  if not path.exists():
+    pytest.skip(f"real PTB-XL files not found at {path} (expected ../shared beside the checkout)")
+  return path
+
+
+@pytest.fixture(scope="session")
+def ptbxl_dir() -> pathlib.Path:
+  """The real PTB-XL subset in the PhysioNet layout (skips when absent)."""
+  return _require(PTBXL_DIR)
+
+
+@pytest.fixture(scope="session")
+def ptbxl_derived_dir() -> pathlib.Path:
+  """Real PTB-XL records that were band-passed and z-scored upstream (header unit NU)."""
+  return _require(PTBXL_DERIVED_DIR)
