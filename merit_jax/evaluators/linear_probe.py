@@ -1,0 +1,256 @@
+"""Linear probe on frozen features, with every choice made on the validation fold.
+
+Public API:
+
+- `run_linear_probe(train=(X, Y), val=(X, Y), test=(X, Y), grid=None, seed=0, ...)
+  -> ProbeResult`. X: (N, D) float features, Y: (N, C) 0/1 labels.
+  Protocol (DESIGN §3): standardise with train statistics; train a linear multi-label head
+  (sigmoid / BCE, L2 weight decay) with optax Adam in JAX, one run per grid point (the grid
+  points train together under `jax.vmap`); every `eval_every` epochs score the validation fold;
+  keep the parameters with the best validation macro AUROC (= early stopping, `patience`
+  evaluations without improvement). The grid point with the best validation macro AUROC wins;
+  F1 thresholds are fitted on validation with those parameters. Only then is the test fold
+  scored, once. Test labels never influence any choice.
+  `ProbeResult` holds `test_metrics` and `val_metrics` (layout of
+  `metrics.evaluate_multilabel`; test with bootstrap CIs), `hparams` (weight_decay,
+  learning_rate, epochs = the early-stopping epoch, batch_size), `thresholds` (C,),
+  `grid_results` (validation AUROC per grid point), `test_scores` / `val_scores` (N, C)
+  logits and the fitted `head`; `result.evaluate(features, labels)` scores other features
+  (corrupted test signals, another dataset) with the fixed head and validation thresholds.
+  Test macro AUROC: `result.test_metrics["macro_auroc"]["value"]` (also `ci_low`, `ci_high`).
+- `run_label_fractions(train, val, test, fractions=(0.01, 0.1, 1.0), seeds=(0, 1, 2), ...)
+  -> dict`: for each fraction, training subsets drawn by `stratify.stratified_subset` (one per
+  seed; a single run at fraction 1), a probe per subset, and the mean ± std over seeds of each
+  macro test metric.
+
+`grid` is a dict of lists: `weight_decay` (L2 coefficient; default 0, 1e-4, 1e-3, 1e-2, 1e-1)
+and `learning_rate` (default 1e-2). The head starts at zero (the problem is convex), so with
+full-batch training the result does not depend on the seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from merit_jax.evaluators import metrics
+from merit_jax.evaluators import stratify
+
+DEFAULT_GRID = {"weight_decay": [0.0, 1e-4, 1e-3, 1e-2, 1e-1], "learning_rate": [1e-2]}
+
+
+@dataclasses.dataclass
+class ProbeResult:
+  """What one linear-probe run reports, plus the fitted head for scoring other features."""
+  test_metrics: dict
+  val_metrics: dict
+  hparams: dict
+  thresholds: np.ndarray
+  grid_results: list
+  test_scores: np.ndarray
+  val_scores: np.ndarray
+  head: dict  # feature_mean (D,), feature_std (D,), w (D, C), b (C,); float32 numpy
+
+  def predict(self, features) -> np.ndarray:
+    """Logits (N, C) of the fitted head, standardised with the train statistics."""
+    x = np.asarray(features, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != self.head["w"].shape[0]:
+      raise ValueError(f"ProbeResult.predict: features {x.shape} must be (N, "
+                       f"{self.head['w'].shape[0]})")
+    x = (x - self.head["feature_mean"]) / self.head["feature_std"]
+    return x @ self.head["w"] + self.head["b"]
+
+  def evaluate(self, features, labels, n_bootstrap: int = 1000, seed: int = 0) -> dict:
+    """Metrics of the fixed head and validation thresholds on other features.
+
+    For distribution shift (corrupted test signals) and cross-dataset transfer: nothing is
+    refitted; `labels` must use the same classes in the same order.
+    """
+    return metrics.evaluate_multilabel(labels, self.predict(features), self.thresholds,
+                                       n_bootstrap=n_bootstrap, seed=seed)
+
+
+def _check_split(split, name: str, num_features=None, num_classes=None):
+  if not isinstance(split, (tuple, list)) or len(split) != 2:
+    raise ValueError(f"run_linear_probe: {name} must be a pair (features, labels)")
+  x = np.asarray(split[0], dtype=np.float32)
+  y = np.asarray(split[1])
+  if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
+    raise ValueError(f"run_linear_probe: {name} features {x.shape} / labels {y.shape} must be "
+                     "(N, D) and (N, C) with the same N")
+  if num_features is not None and x.shape[1] != num_features:
+    raise ValueError(f"run_linear_probe: {name} has {x.shape[1]} features, train has "
+                     f"{num_features}")
+  if num_classes is not None and y.shape[1] != num_classes:
+    raise ValueError(f"run_linear_probe: {name} has {y.shape[1]} classes, train has "
+                     f"{num_classes}")
+  if not np.all(np.isfinite(x)):
+    raise ValueError(f"run_linear_probe: {name} features contain NaN or inf")
+  return x, y.astype(np.float32)
+
+
+def _feature_stats(x_train: np.ndarray):
+  mean = x_train.mean(axis=0)
+  std = x_train.std(axis=0)
+  # Constant features would divide by zero; they carry no information, so leave them at 0.
+  std = np.where(std > 1e-6, std, 1.0)
+  return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _bce_loss(params, x, y, weight_decay):
+  logits = x @ params["w"] + params["b"]
+  loss = optax.sigmoid_binary_cross_entropy(logits, y).mean()
+  return loss + 0.5 * weight_decay * jnp.sum(params["w"] ** 2)
+
+
+def _make_epoch_fn():
+  """Jitted: runs the given batches (a few epochs) for every grid point at once (vmapped)."""
+
+  def one_grid_point(params, opt_state, x, y, batches, weight_decay, learning_rate):
+    optimiser = optax.adam(learning_rate)
+
+    def step(carry, batch_idx):
+      params, opt_state = carry
+      grads = jax.grad(_bce_loss)(params, x[batch_idx], y[batch_idx], weight_decay)
+      updates, opt_state = optimiser.update(grads, opt_state, params)
+      return (optax.apply_updates(params, updates), opt_state), None
+
+    (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), batches)
+    return params, opt_state
+
+  vmapped = jax.vmap(one_grid_point, in_axes=(0, 0, None, None, None, 0, 0))
+  return jax.jit(vmapped)
+
+
+# One jitted function for the module, so repeated probes of the same shapes compile once.
+_EPOCH_FN = _make_epoch_fn()
+
+
+def _epoch_batches(num_records: int, batch_size: Optional[int], num_epochs: int,
+                   rng: np.random.Generator) -> np.ndarray:
+  """(num_epochs * batches_per_epoch, batch) record indices; the last partial batch is dropped."""
+  if batch_size is None or batch_size >= num_records:
+    return np.tile(np.arange(num_records), (num_epochs, 1))
+  per_epoch = num_records // batch_size
+  rows = [rng.permutation(num_records)[:per_epoch * batch_size].reshape(per_epoch, batch_size)
+          for _ in range(num_epochs)]
+  return np.concatenate(rows, axis=0)
+
+
+def run_linear_probe(train, val, test, grid: Optional[dict] = None, seed: int = 0,
+                     max_epochs: int = 300, eval_every: int = 10, patience: int = 5,
+                     batch_size: Optional[int] = None, n_bootstrap: int = 1000,
+                     bootstrap_seed: int = 0) -> ProbeResult:
+  """Trains linear heads over `grid`, picks on validation, scores test once (module docstring)."""
+  x_train, y_train = _check_split(train, "train")
+  x_val, y_val = _check_split(val, "val", x_train.shape[1], y_train.shape[1])
+  x_test, y_test = _check_split(test, "test", x_train.shape[1], y_train.shape[1])
+  if eval_every < 1 or max_epochs < eval_every:
+    raise ValueError(f"run_linear_probe: need 1 <= eval_every ({eval_every}) <= max_epochs "
+                     f"({max_epochs})")
+  val_pos = y_val.sum(axis=0)
+  if not np.any((val_pos > 0) & (val_pos < y_val.shape[0])):
+    raise ValueError("run_linear_probe: no class has both positives and negatives in val, so "
+                     "nothing can be selected on validation")
+  grid = dict(DEFAULT_GRID if grid is None else grid)
+  unknown = set(grid) - {"weight_decay", "learning_rate"}
+  if unknown:
+    raise ValueError(f"run_linear_probe: unknown grid keys {sorted(unknown)}; "
+                     "use weight_decay and learning_rate")
+  points = list(itertools.product(grid.get("weight_decay", DEFAULT_GRID["weight_decay"]),
+                                  grid.get("learning_rate", DEFAULT_GRID["learning_rate"])))
+  weight_decays = np.array([p[0] for p in points], dtype=np.float32)
+  learning_rates = np.array([p[1] for p in points], dtype=np.float32)
+
+  feature_mean, feature_std = _feature_stats(x_train)
+  x_train, x_val, x_test = ((x - feature_mean) / feature_std for x in (x_train, x_val, x_test))
+  num_features, num_classes = x_train.shape[1], y_train.shape[1]
+  num_points = len(points)
+
+  params = {"w": jnp.zeros((num_points, num_features, num_classes), jnp.float32),
+            "b": jnp.zeros((num_points, num_classes), jnp.float32)}
+  opt_state = jax.vmap(lambda p, lr: optax.adam(lr).init(p))(params, jnp.asarray(learning_rates))
+  rng = np.random.default_rng(seed)
+  x_train_j, y_train_j = jnp.asarray(x_train), jnp.asarray(y_train)
+
+  best_auc = np.full(num_points, -np.inf)
+  best_epoch = np.zeros(num_points, dtype=np.int64)
+  best_params = jax.tree.map(lambda a: np.array(a, copy=True), params)
+  stale = np.zeros(num_points, dtype=np.int64)
+  epoch = 0
+  while epoch < max_epochs and np.any(stale < patience):
+    chunk = min(eval_every, max_epochs - epoch)
+    batches = jnp.asarray(_epoch_batches(x_train.shape[0], batch_size, chunk, rng))
+    params, opt_state = _EPOCH_FN(params, opt_state, x_train_j, y_train_j, batches,
+                                  jnp.asarray(weight_decays), jnp.asarray(learning_rates))
+    epoch += chunk
+    w, b = np.asarray(params["w"]), np.asarray(params["b"])
+    for g in range(num_points):
+      if stale[g] >= patience:
+        continue
+      auc = metrics.macro_auroc(y_val, x_val @ w[g] + b[g])
+      if auc > best_auc[g]:
+        best_auc[g], best_epoch[g], stale[g] = auc, epoch, 0
+        best_params["w"][g], best_params["b"][g] = w[g], b[g]
+      else:
+        stale[g] += 1
+
+  chosen = int(np.argmax(best_auc))  # ties: first grid point in order
+  w, b = best_params["w"][chosen], best_params["b"][chosen]
+  val_scores = x_val @ w + b
+  thresholds = metrics.best_f1_thresholds(y_val, val_scores)
+  val_metrics = metrics.evaluate_multilabel(y_val, val_scores, thresholds, n_bootstrap=0)
+  # The test fold is touched here, once, with everything already fixed.
+  test_scores = x_test @ w + b
+  test_metrics = metrics.evaluate_multilabel(y_test, test_scores, thresholds,
+                                             n_bootstrap=n_bootstrap, seed=bootstrap_seed)
+  hparams = {"weight_decay": float(points[chosen][0]),
+             "learning_rate": float(points[chosen][1]),
+             "epochs": int(best_epoch[chosen]),
+             "batch_size": batch_size}
+  grid_results = [{"weight_decay": float(p[0]), "learning_rate": float(p[1]),
+                   "epochs": int(best_epoch[g]), "val_auroc": float(best_auc[g])}
+                  for g, p in enumerate(points)]
+  head = {"feature_mean": feature_mean, "feature_std": feature_std, "w": w, "b": b}
+  return ProbeResult(test_metrics=test_metrics, val_metrics=val_metrics, hparams=hparams,
+                     thresholds=thresholds, grid_results=grid_results, test_scores=test_scores,
+                     val_scores=val_scores, head=head)
+
+
+def _mean_std(values: Sequence[float]) -> dict:
+  values = np.asarray(values, dtype=np.float64)
+  return {"mean": float(np.mean(values)),
+          "std": float(np.std(values, ddof=1)) if values.size > 1 else 0.0,
+          "values": values.tolist()}
+
+
+def run_label_fractions(train, val, test, fractions: Sequence[float] = (0.01, 0.1, 1.0),
+                        seeds: Sequence[int] = (0, 1, 2), cover_all: bool = False,
+                        **probe_kwargs: Any) -> dict:
+  """Linear probes on stratified fractions of the training set, mean ± std over seeds.
+
+  Returns `{fraction: {"runs": [ProbeResult], "subset_sizes": [...], "seeds": [...],
+  "macro_auroc"|"macro_auprc"|"macro_f1": {"mean", "std", "values"}}}` (std with ddof=1).
+  At fraction 1 one run is made (the subset is the whole set), with the first seed.
+  """
+  x_train, y_train = _check_split(train, "train")
+  out = {}
+  for fraction in fractions:
+    run_seeds = list(seeds) if fraction < 1 else list(seeds)[:1]
+    runs, sizes = [], []
+    for seed in run_seeds:
+      idx = stratify.stratified_subset(y_train, fraction, seed, cover_all=cover_all)
+      runs.append(run_linear_probe((x_train[idx], y_train[idx]), val, test, seed=seed,
+                                   **probe_kwargs))
+      sizes.append(int(idx.size))
+    summary = {"runs": runs, "subset_sizes": sizes, "seeds": run_seeds}
+    for name in ("macro_auroc", "macro_auprc", "macro_f1"):
+      summary[name] = _mean_std([r.test_metrics[name]["value"] for r in runs])
+    out[fraction] = summary
+  return out

@@ -1,0 +1,107 @@
+"""Tests for the linear probe protocol: choices are made on validation only."""
+
+import numpy as np
+import pytest
+
+from merit_jax.evaluators import linear_probe
+from merit_jax.evaluators import metrics
+
+GRID = {"weight_decay": [0.0, 1e-2, 1.0], "learning_rate": [3e-2]}
+FAST = dict(max_epochs=60, eval_every=10, patience=3, n_bootstrap=100)
+
+
+def _features(num, rng, weights, noise=1.5):
+  latent = rng.normal(size=(num, weights.shape[0]))
+  labels = (latent @ weights + rng.normal(size=(num, weights.shape[1])) * noise > 1.0)
+  features = np.concatenate([latent, rng.normal(size=(num, 8))], axis=1) * 3.0 + 5.0
+  return features.astype(np.float32), labels.astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def splits():
+  rng = np.random.default_rng(0)
+  weights = rng.normal(size=(16, 6))
+  return tuple(_features(n, rng, weights) for n in (800, 300, 300))
+
+
+@pytest.fixture(scope="module")
+def probe(splits):
+  train, val, test = splits
+  return linear_probe.run_linear_probe(train, val, test, grid=GRID, seed=0, **FAST)
+
+
+def test_probe_learns_and_reports_cis(probe, splits):
+  test_auroc = probe.test_metrics["macro_auroc"]
+  assert test_auroc["value"] > 0.8
+  assert test_auroc["ci_low"] <= test_auroc["value"] <= test_auroc["ci_high"]
+  assert probe.test_metrics["macro_f1"]["value"] > 0.4
+  assert probe.hparams["weight_decay"] in GRID["weight_decay"]
+  assert 10 <= probe.hparams["epochs"] <= FAST["max_epochs"]
+  assert len(probe.grid_results) == 3
+  best_val = max(r["val_auroc"] for r in probe.grid_results)
+  assert probe.val_metrics["macro_auroc"]["value"] == pytest.approx(best_val)
+  assert probe.thresholds.shape == (splits[0][1].shape[1],)
+  assert probe.test_scores.shape == splits[2][1].shape
+
+
+def test_thresholds_come_from_validation_and_head_is_reusable(probe, splits):
+  _, (x_val, y_val), (x_test, y_test) = splits
+  np.testing.assert_array_equal(probe.thresholds,
+                                metrics.best_f1_thresholds(y_val, probe.val_scores))
+  np.testing.assert_allclose(probe.predict(x_val), probe.val_scores, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(probe.predict(x_test), probe.test_scores, rtol=1e-5, atol=1e-5)
+  again = probe.evaluate(x_test, y_test, n_bootstrap=0)
+  assert again["macro_auroc"]["value"] == pytest.approx(
+      probe.test_metrics["macro_auroc"]["value"], abs=1e-6)
+  assert again["macro_f1"]["value"] == pytest.approx(probe.test_metrics["macro_f1"]["value"])
+  # Noisier features (a shifted test set) score lower with the same head.
+  rng = np.random.default_rng(3)
+  noisy = x_test + rng.normal(size=x_test.shape).astype(np.float32) * 6.0
+  assert probe.evaluate(noisy, y_test, n_bootstrap=0)["macro_auroc"]["value"] < (
+      again["macro_auroc"]["value"] - 0.05)
+
+
+def test_test_labels_change_no_choice(probe, splits):
+  train, val, (x_test, y_test) = splits
+  rng = np.random.default_rng(1)
+  permuted = y_test[rng.permutation(len(y_test))]
+  other = linear_probe.run_linear_probe(train, val, (x_test, permuted), grid=GRID, seed=0,
+                                        **FAST)
+  assert other.hparams == probe.hparams
+  np.testing.assert_array_equal(other.thresholds, probe.thresholds)
+  assert other.grid_results == probe.grid_results
+  np.testing.assert_array_equal(other.test_scores, probe.test_scores)
+  # The test numbers do move (they depend on the test labels, and only they do).
+  permuted_auroc = other.test_metrics["macro_auroc"]["value"]
+  assert permuted_auroc < probe.test_metrics["macro_auroc"]["value"] - 0.2
+
+
+def test_validation_labels_drive_the_choice(splits):
+  train, (x_val, y_val), test = splits
+  # With noise-only validation labels the selection differs from the informative one.
+  rng = np.random.default_rng(2)
+  shuffled = y_val[rng.permutation(len(y_val))]
+  result = linear_probe.run_linear_probe(train, (x_val, shuffled), test, grid=GRID, seed=0,
+                                         **FAST)
+  assert result.val_metrics["macro_auroc"]["value"] < 0.65
+
+
+def test_mini_batch_and_label_fractions(splits):
+  train, val, test = splits
+  out = linear_probe.run_label_fractions(train, val, test, fractions=(0.1, 1.0), seeds=(0, 1),
+                                         grid={"weight_decay": [1e-3]}, batch_size=64,
+                                         max_epochs=20, eval_every=10, patience=2,
+                                         n_bootstrap=0)
+  assert out[0.1]["subset_sizes"] == [80, 80] and out[0.1]["seeds"] == [0, 1]
+  assert len(out[1.0]["runs"]) == 1 and out[1.0]["subset_sizes"] == [800]
+  assert out[1.0]["macro_auroc"]["mean"] > out[0.1]["macro_auroc"]["mean"] - 0.02
+  assert out[0.1]["macro_auroc"]["std"] >= 0
+  assert len(out[0.1]["macro_auroc"]["values"]) == 2
+
+
+def test_bad_input(splits):
+  train, val, test = splits
+  with pytest.raises(ValueError, match="features"):
+    linear_probe.run_linear_probe(train, (val[0][:, :3], val[1]), test)
+  with pytest.raises(ValueError, match="unknown grid keys"):
+    linear_probe.run_linear_probe(train, val, test, grid={"lr": [1.0]})
