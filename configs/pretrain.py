@@ -1,0 +1,196 @@
+"""MERIT pretraining configs.
+
+Usage:
+  python -m merit_jax.train --config=configs/pretrain.py --workdir=DIR
+  python -m merit_jax.train --config=configs/pretrain.py:quick --workdir=DIR
+  python -m merit_jax.train --config=configs/pretrain.py:ptbxl_shared --workdir=DIR \
+      --config.model.size=small --config.total_steps=2000
+
+Variants (the text after the colon):
+  (none) / full   ViT-base on the full PTB-XL 100 Hz build (a PhysioNet download in
+                  `data.manual_dir`); 100k steps at global batch 256. Accelerator scale.
+  quick           CPU quick start on the project's synthetic ECG-report data (~2,000
+                  records, built on first use), a tiny model, a few minutes on 2 cores, then
+                  a short linear-probe summary.
+  ptbxl_shared    the real PTB-XL subset in `../shared/data` mixed with the real records that
+                  were normalised upstream (`ptbxl_derived`), small model, short run.
+  test            the smallest runnable config (width 32, 2 layers) for unit tests.
+
+The key layout is the contract in docs/ARCHITECTURE.md ("Config schema"); keys that are
+optional (model.width/depth/heads override the size preset) use placeholders so they can be
+set from the command line.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+VARIANTS = ("full", "quick", "ptbxl_shared", "test")
+
+
+def _base_config() -> ml_collections.ConfigDict:
+  """Full-scale defaults: ViT-base on PTB-XL 100 Hz."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.total_steps = 100_000
+  config.batch_size = 256
+  config.log_every = 50
+  config.eval_every = 2_000
+  config.checkpoint_every = 2_000
+  config.keep_checkpoints = 3
+  config.max_consecutive_nonfinite = 20
+
+  # --- model -----------------------------------------------------------------------------
+  config.model = ml_collections.ConfigDict()
+  config.model.size = "base"
+  # Optional overrides of the size preset (None = from `size`).
+  config.model.width = config_dict.placeholder(int)
+  config.model.depth = config_dict.placeholder(int)
+  config.model.heads = config_dict.placeholder(int)
+  config.model.mlp_dim = config_dict.placeholder(int)
+  config.model.patch_size = 50
+  config.model.num_leads = 12
+  config.model.mask_ratio = 0.75
+  config.model.decoder = ml_collections.ConfigDict(
+      dict(width=256, depth=4, heads=4))
+  config.model.text = ml_collections.ConfigDict(
+      dict(kind="transformer", hf_dir=config_dict.placeholder(str), width=512, depth=6,
+           heads=8, max_len=64, vocab_size=config_dict.placeholder(int)))
+  config.model.proj_dim = 256
+  config.model.temperature_init = 0.07
+  config.model.dtype = "float32"
+  config.model.remat = False
+
+  # --- objective (DESIGN §1.1) -----------------------------------------------------------
+  config.objective = ml_collections.ConfigDict()
+  config.objective.lambda_nce = 1.0
+  config.objective.reconstruction = True
+  config.objective.contrastive_view = "masked"
+  config.objective.norm_pix_loss = True
+
+  # --- optimiser ---------------------------------------------------------------------------
+  config.optim = ml_collections.ConfigDict(
+      dict(lr=1.5e-4, warmup_steps=5_000, weight_decay=0.05, b1=0.9, b2=0.95,
+           grad_clip=1.0))
+
+  config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+
+  # --- data --------------------------------------------------------------------------------
+  config.data = ml_collections.ConfigDict()
+  config.data.name = "ptbxl"
+  config.data.config = "100hz"
+  config.data.data_dir = "~/tensorflow_datasets"
+  # The unpacked PhysioNet release (ptbxl_database.csv, records100/, ...).
+  config.data.manual_dir = "~/physionet/ptb-xl/1.0.3"
+  # Extra keyword arguments for merit_jax.data.build.build() (e.g. num_records for the
+  # synthetic builder) when the dataset has to be built first.
+  config.data.build_kwargs = ml_collections.ConfigDict()
+  # Optional mixture of built datasets: a list of dicts {name, config, data_dir, weight}.
+  config.data.sources = config_dict.placeholder(list)
+  config.data.preprocess = ml_collections.ConfigDict(
+      dict(sample_rate=100, num_samples=1000, bandpass=config_dict.placeholder(tuple),
+           normalize="zscore"))
+  config.data.augment = ml_collections.ConfigDict(
+      dict(enabled=False, crop=False, scale=0.0, noise_std=0.0, lead_dropout=0.0))
+  config.data.tokenizer = ml_collections.ConfigDict(
+      dict(kind="sentencepiece", path=config_dict.placeholder(str)))
+  config.data.max_text_len = 64
+  config.data.worker_count = 0
+
+  # --- evaluation during training (owned by train.py) --------------------------------------
+  config.eval = ml_collections.ConfigDict()
+  config.eval.split = "validation"
+  config.eval.batch_size = 256
+  config.eval.max_batches = config_dict.placeholder(int)  # None = the whole split
+  config.eval.num_plot_ecgs = 3
+  # Linear-probe summary on frozen features at the end of training.
+  config.eval.linear_probe = False
+  config.eval.probe_task = "superdiagnostic"
+  config.eval.probe_train_split = "train"
+  config.eval.probe_eval_split = "test"
+  config.eval.probe_max_records = 5_000
+  return config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Returns the pretraining config for the variant named by `arg` (see module doc)."""
+  variant = (arg or "full").strip()
+  if variant not in VARIANTS:
+    raise ValueError(f"configs/pretrain.py: unknown variant {variant!r}; choose one of "
+                     f"{', '.join(VARIANTS)} (e.g. --config=configs/pretrain.py:quick)")
+  config = _base_config()
+  if variant == "full":
+    return config
+
+  if variant in ("quick", "test"):
+    # synthetic_ecg configs: 'default' = 2,000 records (seed 0, 100 Hz); 'n<N>_s<seed>' for
+    # any other size. The PTB-XL layout is generated under manual_dir on first use.
+    config.data.name = "synthetic_ecg"
+    config.data.config = "default"
+    config.data.data_dir = "~/tensorflow_datasets"
+    config.data.manual_dir = "~/merit_jax_data/synthetic_ecg"
+    config.model.size = "tiny"
+    config.model.width = 64
+    config.model.depth = 3
+    config.model.heads = 4
+    config.model.mlp_dim = 128
+    config.model.decoder = ml_collections.ConfigDict(dict(width=64, depth=1, heads=4))
+    config.model.text.update(dict(width=64, depth=2, heads=4, max_len=48))
+    config.model.proj_dim = 64
+    config.data.max_text_len = 48
+    config.total_steps = 300
+    config.batch_size = 32
+    config.log_every = 10
+    config.eval_every = 100
+    config.checkpoint_every = 100
+    config.optim.lr = 1e-3
+    config.optim.warmup_steps = 30
+    config.eval.batch_size = 64
+    config.eval.max_batches = 4
+    config.eval.linear_probe = True
+    config.eval.probe_max_records = 2_000
+
+  if variant == "test":
+    config.data.config = "n64_s0"
+    config.model.width = 32
+    config.model.depth = 2
+    config.model.heads = 2
+    config.model.mlp_dim = 64
+    config.model.decoder = ml_collections.ConfigDict(dict(width=32, depth=1, heads=2))
+    config.model.text.update(dict(width=32, depth=1, heads=2, max_len=16))
+    config.model.proj_dim = 16
+    config.data.max_text_len = 16
+    config.total_steps = 6
+    config.batch_size = 8
+    config.log_every = 2
+    config.eval_every = 3
+    config.checkpoint_every = 3
+    config.optim.warmup_steps = 2
+    config.eval.batch_size = 16
+    config.eval.max_batches = 1
+    config.eval.num_plot_ecgs = 2
+    config.eval.linear_probe = False
+
+  if variant == "ptbxl_shared":
+    # Publisher files relative to the repository root (run from there); each source is built
+    # into its own TFDS dir on first use (same builder, different manual_dir).
+    config.data.data_dir = "~/tensorflow_datasets/merit_shared/ptbxl"
+    config.data.manual_dir = "../shared/data/ptbxl"
+    config.data.sources = [
+        dict(name="ptbxl", config="100hz", weight=0.6,
+             data_dir="~/tensorflow_datasets/merit_shared/ptbxl",
+             manual_dir="../shared/data/ptbxl"),
+        dict(name="ptbxl", config="100hz", weight=0.4,
+             data_dir="~/tensorflow_datasets/merit_shared/ptbxl_derived",
+             manual_dir="../shared/data/ptbxl_derived"),
+    ]
+    config.model.size = "small"
+    config.total_steps = 5_000
+    config.batch_size = 64
+    config.log_every = 25
+    config.eval_every = 500
+    config.checkpoint_every = 500
+    config.optim.lr = 3e-4
+    config.optim.warmup_steps = 250
+    config.eval.batch_size = 128
+    config.eval.linear_probe = True
+  return config

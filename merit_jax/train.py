@@ -1,0 +1,464 @@
+"""MERIT pretraining entry point: config -> mesh -> data -> state -> loop.
+
+  python -m merit_jax.train --config=configs/pretrain.py:quick --workdir=/tmp/merit_quick
+  python -m merit_jax.train --config=configs/pretrain.py --workdir=DIR --config.model.size=small
+
+The run directory holds config.json, the tokenizer, metrics.jsonl (one JSON object per logged
+step; validation entries carry "split": "validation"), TensorBoard events (tensorboard/),
+checkpoints (checkpoints/, checkpoints_best/), reconstruction plots (plots/) and, when the
+config asks for it, summary.json with a linear-probe summary on frozen features. Restarting
+with the same --workdir resumes from the latest complete checkpoint, data position included.
+
+The loop never blocks on the device between log steps: per-step metrics stay on the device
+and are fetched together at the next log step, so host-side batch preparation overlaps with the
+running step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, Mapping
+
+from absl import app
+from absl import flags
+from absl import logging as absl_logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+
+from merit_jax import checkpoint as checkpoint_lib
+from merit_jax import config_utils
+from merit_jax import distributed
+from merit_jax import run_logging
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Training config file, e.g. configs/pretrain.py:quick.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed when it exists).")
+_DISTRIBUTED = flags.DEFINE_enum("distributed", "off", ["off", "auto", "explicit"],
+                                 "Multi-process start-up (see merit_jax/distributed.py).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Total number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Dataset preparation.
+
+
+def _source_build_specs(data_cfg) -> list[dict]:
+  """Every dataset the run reads, with what is needed to build it."""
+  if data_cfg.get("sources"):
+    specs = []
+    for src in data_cfg.sources:
+      src = dict(src)
+      specs.append(dict(name=src["name"], config=src.get("config"), data_dir=src["data_dir"],
+                        manual_dir=src.get("manual_dir", data_cfg.get("manual_dir")),
+                        build_kwargs=dict(src.get("build_kwargs", {}))))
+    if data_cfg.get("name") and not any(
+        os.path.expanduser(s["data_dir"]) == os.path.expanduser(data_cfg.data_dir)
+        for s in specs):
+      specs.insert(0, dict(name=data_cfg.name, config=data_cfg.get("config"),
+                           data_dir=data_cfg.data_dir, manual_dir=data_cfg.get("manual_dir"),
+                           build_kwargs=dict(data_cfg.get("build_kwargs") or {})))
+    return specs
+  return [dict(name=data_cfg.name, config=data_cfg.get("config"), data_dir=data_cfg.data_dir,
+               manual_dir=data_cfg.get("manual_dir"),
+               build_kwargs=dict(data_cfg.get("build_kwargs") or {}))]
+
+
+def ensure_datasets(data_cfg) -> None:
+  """Builds every dataset of the run that is not built yet (process 0; others wait).
+
+  The synthetic dataset needs no download; a PhysioNet dataset is built from `manual_dir`
+  when that folder exists, otherwise the run stops with the command that would fix it.
+  """
+  from merit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  missing = []
+  for spec in _source_build_specs(data_cfg):
+    try:
+      pipeline.builder_dir(pipeline.SourceSpec(spec["name"], spec["config"],
+                                               os.path.expanduser(spec["data_dir"])))
+    except FileNotFoundError:
+      missing.append(spec)
+  if missing and jax.process_index() == 0:
+    from merit_jax.data import build as build_lib  # pylint: disable=g-import-not-at-top
+    for spec in missing:
+      manual_dir = os.path.expanduser(spec["manual_dir"]) if spec["manual_dir"] else None
+      synthetic = spec["name"].startswith("synthetic")
+      if not synthetic and not (manual_dir and os.path.isdir(manual_dir)):
+        raise FileNotFoundError(
+            f"dataset {spec['name']!r} (config {spec['config']!r}) is not built under "
+            f"{spec['data_dir']} and its publisher files are not at data.manual_dir="
+            f"{spec['manual_dir']!r}. Download them (python -m merit_jax.data.download) and "
+            f"set --config.data.manual_dir, or point --config.data.data_dir at a built copy.")
+      logging.info("building %s (%s) into %s", spec["name"], spec["config"], spec["data_dir"])
+      print(f"building dataset {spec['name']} ({spec['config']}) into {spec['data_dir']} ...",
+            flush=True)
+      build_lib.build(spec["name"], manual_dir, os.path.expanduser(spec["data_dir"]),
+                      config=spec["config"], **spec["build_kwargs"])
+  if missing and jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices("merit_jax.train.ensure_datasets")
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation helpers (features in numpy; the evaluators never see the model).
+
+
+def _pad_rows(array: np.ndarray, multiple: int) -> np.ndarray:
+  extra = (-array.shape[0]) % multiple
+  if not extra:
+    return array
+  return np.concatenate([array, np.repeat(array[-1:], extra, axis=0)], axis=0)
+
+
+def _replicate(array: np.ndarray, mesh) -> Any:
+  """A host array every process holds in full, as a replicated global array over `mesh`."""
+  if mesh is None or jax.process_count() == 1:
+    return jnp.asarray(array)
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
+def _to_global_batch(batch: Mapping[str, np.ndarray], mesh) -> dict:
+  """Host batches (identical on every process) as global arrays sharded like training."""
+  if jax.process_count() == 1:
+    return dict(batch)
+  from merit_jax import parallel  # pylint: disable=g-import-not-at-top
+  sharding = parallel.batch_sharding(mesh)
+  return {k: jax.make_array_from_callback(v.shape, sharding, lambda index, v=v: v[index])
+          for k, v in batch.items()}
+
+
+def _fetch(tree: Any) -> Any:
+  """Device -> host for outputs that may span several processes."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
+class InferenceFns:
+  """Jitted ECG/text embedding and reconstruction functions of a MERIT model.
+
+  Outputs are replicated, so every process can read them whatever the params' sharding.
+  """
+
+  def __init__(self, model, config, mesh=None):
+    self.model = model
+    self.mesh = mesh
+    norm_pix = bool(config.objective.get("norm_pix_loss", True))
+
+    def embed_ecg(params, ecg):
+      return model.apply({"params": params}, ecg, method=model.embed_ecg)
+
+    def reconstruct(params, ecg, rng):
+      tokens = jnp.zeros((ecg.shape[0], 2), jnp.int32)
+      out = model.apply({"params": params}, ecg, tokens, rng, reconstruction=True,
+                        contrastive=False)
+      pred, target = out["pred"].astype(jnp.float32), out["target"].astype(jnp.float32)
+      if norm_pix:  # Predictions live in per-patch normalised units: map back to the input's.
+        mean = target.mean(-1, keepdims=True)
+        std = jnp.sqrt(target.var(-1, keepdims=True) + 1e-6)
+        pred = pred * std + mean
+      b, n, patch = pred.shape
+      leads = model.num_leads
+      return (pred.reshape(b, leads, (n // leads) * patch),
+              out["mask"].reshape(b, leads, n // leads))
+
+    out_sharding = None
+    if mesh is not None:
+      out_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    self._embed_ecg = jax.jit(embed_ecg, out_shardings=out_sharding)
+    self._reconstruct = jax.jit(reconstruct, out_shardings=out_sharding)
+
+  def embed_ecg(self, params, ecg: np.ndarray) -> dict[str, np.ndarray]:
+    return jax.device_get(self._embed_ecg(params, _replicate(np.asarray(ecg), self.mesh)))
+
+  def reconstruct(self, params, ecg: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
+    """(reconstruction (B, leads, S) in input units, patch mask (B, leads, patches))."""
+    return jax.device_get(self._reconstruct(params, _replicate(np.asarray(ecg), self.mesh),
+                                            rng))
+
+
+def _retrieval_metrics(ecg_emb: np.ndarray, text_emb: np.ndarray, tokens: np.ndarray) -> dict:
+  """ECG->report R@1/5 with chance level, via the project's evaluator when present."""
+  # Identical reports tokenize identically: token rows serve as duplicate groups.
+  _, group_ids = np.unique(tokens, axis=0, return_inverse=True)
+  from merit_jax.evaluators import retrieval  # pylint: disable=g-import-not-at-top
+  ks = tuple(k for k in (1, 5) if k <= ecg_emb.shape[0])
+  result = retrieval.recall_at_k(ecg_emb, text_emb, ks=ks, group_ids=group_ids.reshape(-1))
+  out = {}
+  for k in ks:
+    out[f"ecg_to_report_R@{k}"] = result[f"ecg_to_report/R@{k}"]
+    out[f"chance_ecg_to_report_R@{k}"] = result[f"chance/ecg_to_report/R@{k}"]
+    out[f"report_to_ecg_R@{k}"] = result[f"report_to_ecg/R@{k}"]
+  out["retrieval_num_queries"] = int(result["num_queries"])
+  return out
+
+
+def evaluate(config, state, eval_step, fns: InferenceFns, tokenizer, mesh, step: int,
+             workdir: str | None) -> dict:
+  """Validation losses, retrieval accuracy and (main process) a reconstruction PNG."""
+  from merit_jax import plots  # pylint: disable=g-import-not-at-top
+  from merit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+
+  ecg_embs, text_embs, tokens_all = [], [], []
+  sums: dict[str, float] = {}
+  count = 0
+  plotted = False
+  rng = jax.random.key(config.seed + 1)  # Fixed masks: validation numbers stay comparable.
+  devices = jax.device_count()
+  for i, batch in enumerate(pipeline.iterate_split(config.data, config.eval.split,
+                                                   config.eval.batch_size, tokenizer)):
+    if config.eval.max_batches is not None and i >= config.eval.max_batches:
+      break
+    n = int(np.asarray(batch["valid"]).sum())
+    model_batch = {"ecg": _pad_rows(batch["ecg"], devices),
+                   "tokens": _pad_rows(batch["tokens"], devices)}
+    metrics, embeddings = eval_step(state, _to_global_batch(model_batch, mesh), rng)
+    metrics, embeddings = _fetch((metrics, embeddings))
+    # Batch means, weighted by the real records (the padded tail repeats the last record).
+    for key, value in metrics.items():
+      sums[key] = sums.get(key, 0.0) + float(value) * n
+    count += n
+    ecg_embs.append(np.asarray(embeddings["ecg"])[:n])
+    text_embs.append(np.asarray(embeddings["text"])[:n])
+    tokens_all.append(np.asarray(batch["tokens"])[:n])
+    if not plotted and config.eval.num_plot_ecgs:
+      k = min(config.eval.num_plot_ecgs, n)
+      recon, mask = fns.reconstruct(state.params, batch["ecg"][:k], rng)  # All processes.
+      if workdir and jax.process_index() == 0:
+        plots.plot_reconstructions(
+            os.path.join(workdir, "plots", f"reconstruction_{step:07d}.png"),
+            batch["ecg"][:k], recon, mask, config.model.patch_size,
+            config.data.preprocess.sample_rate,
+            titles=[f"ecg_id {int(e)}" for e in batch["ecg_id"][:k]])
+      plotted = True
+  if not count:
+    raise ValueError(f"validation split {config.eval.split!r} yielded no records")
+  out = {f"val_{k}": v / count for k, v in sums.items()
+         if k not in ("skipped", "nonfinite_steps")}
+  out.update(_retrieval_metrics(np.concatenate(ecg_embs), np.concatenate(text_embs),
+                                np.concatenate(tokens_all)))
+  out["val_records"] = count
+  return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Linear-probe summary on frozen features.
+
+
+def _split_features(config, fns, params, tokenizer, split, task, max_records):
+  from merit_jax.data import features  # pylint: disable=g-import-not-at-top
+  from merit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  # Accept the short task names too ('super' -> 'superdiagnostic').
+  task = {short: full for full, short in features.PTBXL_TASKS.items()}.get(task, task)
+  feats, labels = [], []
+  seen = 0
+  for batch in pipeline.iterate_split(config.data, split, config.eval.batch_size, tokenizer):
+    n = int(np.asarray(batch["valid"]).sum())
+    if f"labels/{task}" not in batch:
+      tasks = sorted(k[len("labels/"):] for k in batch if k.startswith("labels/"))
+      raise KeyError(f"config.eval.probe_task={task!r} has no labels in {split}; "
+                     f"available: {tasks}")
+    feats.append(fns.embed_ecg(params, batch["ecg"])["pooled"][:n])
+    labels.append(np.asarray(batch[f"labels/{task}"])[:n])
+    seen += n
+    if max_records and seen >= max_records:
+      break
+  return np.concatenate(feats)[:max_records], np.concatenate(labels)[:max_records]
+
+
+def linear_probe_summary(config, fns: InferenceFns, params, tokenizer) -> dict:
+  """Linear probe (engineer H's evaluator: choices on validation, test scored once)."""
+  from merit_jax.evaluators import linear_probe  # pylint: disable=g-import-not-at-top
+  task = config.eval.probe_task
+  limit = config.eval.probe_max_records
+  splits = {}
+  for name, split in (("train", config.eval.probe_train_split), ("val", config.eval.split),
+                      ("test", config.eval.probe_eval_split)):
+    splits[name] = _split_features(config, fns, params, tokenizer, split, task, limit)
+  # Classes without positives (or without negatives) in a split cannot be scored; keep those
+  # that can be learned and checked everywhere.
+  keep = np.ones(splits["train"][1].shape[1], bool)
+  for _, y in splits.values():
+    pos = y.sum(0)
+    keep &= (pos > 0) & (pos < y.shape[0])
+  if not keep.any():
+    return {"task": task, "error": "no class has positives and negatives in every split"}
+  splits = {k: (x, y[:, keep]) for k, (x, y) in splits.items()}
+  result = linear_probe.run_linear_probe(splits["train"], splits["val"], splits["test"],
+                                         max_epochs=200, n_bootstrap=200)
+  summary = {"task": task, "evaluator": "merit_jax.evaluators.linear_probe",
+             "num_classes": int(keep.sum()),
+             "records": {k: int(v[0].shape[0]) for k, v in splits.items()},
+             "hparams": result.hparams}
+  for key in ("macro_auroc", "macro_auprc", "macro_f1"):
+    if key in result.test_metrics:
+      summary[f"test_{key}"] = result.test_metrics[key]
+  summary["test_metrics"] = {k: v for k, v in result.test_metrics.items()
+                             if not isinstance(v, (list, np.ndarray))}
+  return json.loads(json.dumps(summary, default=lambda o: np.asarray(o).tolist()))
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop.
+
+
+def _mean_metrics(pending: list[Mapping[str, Any]]) -> dict[str, float]:
+  """Fetches the steps' device metrics at once and averages them over the steps."""
+  fetched = jax.device_get(pending)
+  return {k: float(np.mean([np.asarray(m[k], np.float64) for m in fetched]))
+          for k in fetched[0]}
+
+
+def _summary_lines(summary: Mapping[str, Any]) -> str:
+  """A few human-readable lines of the run summary (summary.json has everything)."""
+  def fmt(value):
+    return "n/a" if value is None else f"{value:.4f}"
+
+  lines = [f"finished step {summary['final_step']} in {summary['wall_time_s']:.0f} s; "
+           f"logged training loss {fmt(summary['first_logged_loss'])} (first log) -> "
+           f"{fmt(summary['last_logged_loss'])} (last log)"]
+  val = summary.get("validation") or {}
+  if "ecg_to_report_R@1" in val:
+    lines.append(
+        f"validation: loss {val.get('val_loss', float('nan')):.4f}, ECG->report "
+        f"R@1 {val['ecg_to_report_R@1']:.3f} (chance {val['chance_ecg_to_report_R@1']:.3f})"
+        + (f", R@5 {val['ecg_to_report_R@5']:.3f} (chance "
+           f"{val['chance_ecg_to_report_R@5']:.3f})" if "ecg_to_report_R@5" in val else ""))
+  probe = summary.get("linear_probe")
+  if probe and "test_macro_auroc" in probe:
+    auc = probe["test_macro_auroc"]
+    lines.append(
+        f"linear probe ({probe['task']}, {probe['num_classes']} classes, frozen pooled "
+        f"features, {probe['evaluator']}): test macro AUROC {auc['value']:.3f} "
+        f"[{auc['ci_low']:.3f}, {auc['ci_high']:.3f}]"
+        + (f", macro F1 {probe['test_macro_f1']['value']:.3f}"
+           if "test_macro_f1" in probe else ""))
+  elif probe:
+    lines.append(f"linear probe: {probe}")
+  return "\n".join(lines)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs (or resumes) pretraining in `workdir`; returns the final summary dict."""
+  t_start = time.time()
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  config = ml_collections.ConfigDict(config.to_dict())  # Unlocked private copy.
+  # Before anything expensive: a bad value stops here with the key and the fix.
+  config_utils.validate_config(config, jax.device_count(), jax.process_count())
+  from merit_jax import parallel  # pylint: disable=g-import-not-at-top
+  from merit_jax import step as step_lib  # pylint: disable=g-import-not-at-top
+  from merit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from merit_jax.models import merit as merit_lib  # pylint: disable=g-import-not-at-top
+
+  main = jax.process_index() == 0
+  mesh = parallel.make_mesh(config.mesh)
+
+  ensure_datasets(config.data)
+  tokenizer = pipeline.load_data_tokenizer(config.data)
+  config.model.text.vocab_size = int(tokenizer.vocab_size)
+  checkpoint_lib.save_run_files(workdir, config, tokenizer)
+
+  train_iter = pipeline.make_train_iterator(config.data, mesh, config.batch_size, config.seed,
+                                            tokenizer)
+  init_rng, loop_rng = jax.random.split(jax.random.key(config.seed))
+  state, state_shardings = step_lib.create_train_state(config, mesh, init_rng)
+  ckpt = checkpoint_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
+  start_step = 0
+  if ckpt.latest_step() is not None:
+    state, data_state, start_step = ckpt.restore(state)
+    train_iter.set_state(data_state)
+    if main:
+      print(f"resumed from {ckpt.latest.directory}/{start_step}", flush=True)
+  train_step = step_lib.make_train_step(config, mesh, state_shardings)
+  eval_step = step_lib.make_eval_step(config, mesh, state_shardings)
+  model = merit_lib.build_model(config)
+  fns = InferenceFns(model, config, mesh)
+
+  writer = run_logging.MetricWriter(workdir, enabled=main)
+  bar = run_logging.ProgressBar(config.total_steps, initial=start_step, enabled=main)
+  pending: list[Mapping[str, Any]] = []
+  last_log_time, last_log_step = time.time(), start_step
+  val_metrics: dict = {}
+  first_loss = last_loss = None
+  for step in range(start_step, config.total_steps):
+    batch = next(train_iter)
+    # The step folds state.step into the rng: a fresh mask per step, identical after resume.
+    state, metrics = train_step(state, batch, loop_rng)
+    pending.append(metrics)  # Device arrays; fetched at the next log step.
+    done = step + 1
+    bar.update(1)
+    if done % config.log_every == 0 or done == config.total_steps:
+      logged = _mean_metrics(pending)
+      pending = []
+      now = time.time()
+      logged["steps_per_sec"] = (done - last_log_step) / max(now - last_log_time, 1e-9)
+      last_log_time, last_log_step = now, done
+      entry = writer.write(done, logged)
+      last_loss = entry.get("loss")
+      if first_loss is None:
+        first_loss = last_loss
+      bar.update(0, loss=f"{logged.get('loss', float('nan')):.4f}")
+      # The step skips non-finite updates and counts the current run of them in the state.
+      nonfinite_run = int(jax.device_get(getattr(state, "consecutive_nonfinite", 0)))
+      if nonfinite_run >= config.max_consecutive_nonfinite:
+        raise FloatingPointError(
+            f"{nonfinite_run} consecutive steps up to {done} had non-finite loss or gradients "
+            "and were skipped; lower config.optim.lr or check the data (see metrics.jsonl)")
+    if done % config.checkpoint_every == 0 or done == config.total_steps:
+      ckpt.save(done, state, train_iter.get_state(), config)
+    if done % config.eval_every == 0 or done == config.total_steps:
+      val_metrics = evaluate(config, state, eval_step, fns, tokenizer, mesh, done,
+                             workdir if main else None)
+      writer.write(done, val_metrics, split="validation")
+      ckpt.save_best(done, state, train_iter.get_state(), config,
+                     {"val_loss": val_metrics.get("val_loss", float("nan"))})
+      if main:
+        bar.write(f"step {done}: " + ", ".join(
+            f"{k}={v:.4g}" for k, v in val_metrics.items() if isinstance(v, float)))
+  bar.close()
+  ckpt.wait()
+
+  summary = {"final_step": int(config.total_steps), "resumed_from": int(start_step),
+             "first_logged_loss": first_loss, "last_logged_loss": last_loss,
+             "validation": val_metrics}
+  if config.eval.linear_probe:
+    summary["linear_probe"] = linear_probe_summary(config, fns, state.params, tokenizer)
+  summary["wall_time_s"] = time.time() - t_start
+  ckpt.close()
+  writer.close()
+  if main:
+    with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
+      json.dump(summary, f, indent=2, default=float)
+    print(_summary_lines(summary), flush=True)
+  return summary
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _CONFIG.value is None or _WORKDIR.value is None:
+    raise app.UsageError("both --config (e.g. configs/pretrain.py:quick) and --workdir are "
+                         "required")
+  if not flags.FLAGS["verbosity"].present:
+    # Orbax logs every save step at INFO; keep the console to the progress bar and results.
+    absl_logging.set_verbosity(absl_logging.WARNING)
+  distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
+                         _PROCESS_ID.value)
+  try:
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except config_utils.ConfigError as e:
+    sys.exit(f"merit_jax.train: {e}")
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=config_utils.make_flags_parser("merit_jax.train"))
