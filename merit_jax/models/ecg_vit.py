@@ -1,0 +1,269 @@
+"""ECG Vision Transformer over per-lead patches (ST-MEM style) and its MAE decoder.
+
+Every lead is cut into non-overlapping patches of `patch_size` samples; each patch is one
+token that carries a learnable *lead* embedding (12 leads) and a *temporal* position
+embedding shared by all leads. Because a token knows its lead and its time slot, any subset
+of tokens is a valid input: random masking selects token indices, and a reduced-lead ECG is
+just the tokens of those leads.
+
+API:
+  SIZES: {'tiny': (192, 12, 3), 'small': (384, 12, 6), 'base': (768, 12, 12)} as
+    (width, depth, heads); the MLP is 4x wide.
+  patchify(x (B, leads, S), patch) -> (B, leads * S // patch, patch), token order lead-major
+    (token k = lead k // P, time slot k % P with P = S // patch); unpatchify inverts it.
+  token_ids(num_leads, num_patches, leads=None) -> (lead_ids, time_ids), int32 (T,).
+  ECGEncoder(...)(patches (B, T, patch), lead_ids, time_ids) -> {'tokens' (B, T, D) after
+    the final LayerNorm, 'pooled' (B, D) = mean over tokens}.
+  ECGDecoder(...)(visible (B, T_vis, D_enc), ids_restore (B, T), lead_ids (T,), time_ids
+    (T,)) -> predicted patches (B, T, patch) for every position (the loss picks masked ones).
+  EncoderBlock / MlpBlock / SelfAttention: pre-LN Transformer pieces shared with text.py.
+
+Params are float32 with logical axis names ('embed', 'mlp', 'heads', 'kv', 'vocab',
+'patch', 'leads', 'time') so parallel.py can shard them; compute runs in `dtype`.
+"""
+
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dtype = Any
+
+# (width, depth, heads); MLP width is 4 * width.
+SIZES = {
+    "tiny": (192, 12, 3),
+    "small": (384, 12, 6),
+    "base": (768, 12, 12),
+}
+
+_DENSE_INIT = nn.initializers.xavier_uniform()
+
+
+def patchify(x: jax.Array, patch: int) -> jax.Array:
+  """(B, leads, S) -> (B, leads * S // patch, patch), tokens ordered lead-major."""
+  if x.ndim != 3:
+    raise ValueError(f"patchify: expected (batch, leads, samples), got shape {x.shape}")
+  b, leads, samples = x.shape
+  if samples % patch:
+    raise ValueError(f"patchify: patch size {patch} does not divide {samples} samples")
+  return x.reshape(b, leads * (samples // patch), patch)
+
+
+def unpatchify(patches: jax.Array, num_leads: int) -> jax.Array:
+  """(B, leads * P, patch) -> (B, leads, P * patch); inverse of `patchify`."""
+  b, tokens, patch = patches.shape
+  if tokens % num_leads:
+    raise ValueError(f"unpatchify: {tokens} tokens are not a multiple of {num_leads} leads")
+  return patches.reshape(b, num_leads, (tokens // num_leads) * patch)
+
+
+def token_ids(num_leads: int, num_patches: int,
+              leads: Optional[Sequence[int]] = None) -> tuple[np.ndarray, np.ndarray]:
+  """Lead and time-slot index of every token in `patchify` order (static numpy arrays)."""
+  leads = np.arange(num_leads) if leads is None else np.asarray(leads)
+  lead_ids = np.repeat(leads, num_patches).astype(np.int32)
+  time_ids = np.tile(np.arange(num_patches), len(leads)).astype(np.int32)
+  return lead_ids, time_ids
+
+
+def sinusoidal_init(max_len: int, width: int):
+  """Initialiser giving the fixed sin/cos table of Vaswani et al. (then learned)."""
+
+  def init(key, shape, dtype=jnp.float32):
+    del key
+    assert shape == (max_len, width), (shape, max_len, width)
+    pos = np.arange(max_len)[:, None]
+    div = np.exp(np.arange(0, width, 2) * (-np.log(10000.0) / width))
+    table = np.zeros((max_len, width), np.float32)
+    table[:, 0::2] = np.sin(pos * div)
+    table[:, 1::2] = np.cos(pos * div)[:, : width // 2]
+    return jnp.asarray(table, dtype)
+
+  return init
+
+
+def _param_init(init, names):
+  return nn.with_logical_partitioning(init, names)
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention via `jax.nn.dot_product_attention` (XLA may fuse it)."""
+  num_heads: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, pad_mask: Optional[jax.Array] = None) -> jax.Array:
+    """x (B, T, D); pad_mask (B, T) bool, True = a real token that may be attended to."""
+    width = x.shape[-1]
+    if width % self.num_heads:
+      raise ValueError(f"width {width} is not divisible by {self.num_heads} heads")
+    head_dim = width // self.num_heads
+    dense = lambda name: nn.DenseGeneral(  # noqa: E731
+        (self.num_heads, head_dim), dtype=self.dtype, name=name,
+        kernel_init=_param_init(_DENSE_INIT, ("embed", "heads", "kv")),
+        bias_init=_param_init(nn.initializers.zeros, ("heads", "kv")))
+    q, k, v = dense("query")(x), dense("key")(x), dense("value")(x)
+    mask = None
+    if pad_mask is not None:
+      mask = pad_mask[:, None, None, :]  # (B, heads, T_q, T_k) broadcast.
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+    return nn.DenseGeneral(
+        width, axis=(-2, -1), dtype=self.dtype, name="out",
+        kernel_init=_param_init(_DENSE_INIT, ("heads", "kv", "embed")),
+        bias_init=_param_init(nn.initializers.zeros, ("embed",)))(out)
+
+
+class MlpBlock(nn.Module):
+  """Two-layer GELU MLP."""
+  mlp_dim: int
+  dtype: Dtype = jnp.float32
+  approximate_gelu: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    width = x.shape[-1]
+    h = nn.Dense(self.mlp_dim, dtype=self.dtype, name="fc1",
+                 kernel_init=_param_init(_DENSE_INIT, ("embed", "mlp")),
+                 bias_init=_param_init(nn.initializers.zeros, ("mlp",)))(x)
+    h = nn.gelu(h, approximate=self.approximate_gelu)
+    return nn.Dense(width, dtype=self.dtype, name="fc2",
+                    kernel_init=_param_init(_DENSE_INIT, ("mlp", "embed")),
+                    bias_init=_param_init(nn.initializers.zeros, ("embed",)))(h)
+
+
+def layer_norm(name: str, dtype: Dtype, epsilon: float = 1e-6) -> nn.LayerNorm:
+  return nn.LayerNorm(epsilon=epsilon, dtype=dtype, name=name,
+                      scale_init=_param_init(nn.initializers.ones, ("embed",)),
+                      bias_init=_param_init(nn.initializers.zeros, ("embed",)))
+
+
+class EncoderBlock(nn.Module):
+  """Pre-LN Transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
+  num_heads: int
+  mlp_dim: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, pad_mask: Optional[jax.Array] = None) -> jax.Array:
+    x = x + SelfAttention(self.num_heads, self.dtype, name="attn")(
+        layer_norm("ln1", self.dtype)(x), pad_mask)
+    x = x + MlpBlock(self.mlp_dim, self.dtype, name="mlp")(layer_norm("ln2", self.dtype)(x))
+    return x
+
+
+class Transformer(nn.Module):
+  """A stack of pre-LN blocks, optionally rematerialised, with a final LayerNorm."""
+  depth: int
+  num_heads: int
+  mlp_dim: int
+  dtype: Dtype = jnp.float32
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array, pad_mask: Optional[jax.Array] = None) -> jax.Array:
+    block_cls = nn.remat(EncoderBlock) if self.remat else EncoderBlock
+    for i in range(self.depth):
+      x = block_cls(self.num_heads, self.mlp_dim, self.dtype, name=f"block{i}")(x, pad_mask)
+    return layer_norm("ln_final", self.dtype)(x)
+
+
+class TokenEmbedding(nn.Module):
+  """Patch values -> width, plus lead and shared temporal position embeddings."""
+  width: int
+  num_leads: int
+  max_patches: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, patches, lead_ids, time_ids):
+    x = nn.Dense(self.width, dtype=self.dtype, name="patch_proj",
+                 kernel_init=_param_init(_DENSE_INIT, ("patch", "embed")),
+                 bias_init=_param_init(nn.initializers.zeros, ("embed",)))(patches)
+    lead_table = self.param(
+        "lead_embedding",
+        _param_init(nn.initializers.normal(0.02), ("leads", "embed")),
+        (self.num_leads, self.width))
+    time_table = self.param(
+        "time_embedding",
+        _param_init(sinusoidal_init(self.max_patches, self.width), ("time", "embed")),
+        (self.max_patches, self.width))
+    pos = jnp.take(lead_table, lead_ids, axis=0) + jnp.take(time_table, time_ids, axis=0)
+    if pos.ndim == 2:  # Shared ids (T, D) broadcast over the batch.
+      pos = pos[None]
+    return x + pos.astype(x.dtype)
+
+
+class ECGEncoder(nn.Module):
+  """ViT over per-lead patch tokens; any subset of (lead, time) tokens is a valid input."""
+  width: int = 192
+  depth: int = 12
+  num_heads: int = 3
+  mlp_dim: Optional[int] = None
+  num_leads: int = 12
+  max_patches: int = 20
+  dtype: Dtype = jnp.float32
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, patches: jax.Array, lead_ids: jax.Array,
+               time_ids: jax.Array) -> dict[str, jax.Array]:
+    """patches (B, T, patch); lead_ids/time_ids int (T,) or (B, T)."""
+    x = TokenEmbedding(self.width, self.num_leads, self.max_patches, self.dtype,
+                       name="embed")(patches.astype(self.dtype), lead_ids, time_ids)
+    x = Transformer(self.depth, self.num_heads, self.mlp_dim or 4 * self.width, self.dtype,
+                    self.remat, name="transformer")(x)
+    return {"tokens": x, "pooled": jnp.mean(x.astype(jnp.float32), axis=1)}
+
+
+class ECGDecoder(nn.Module):
+  """MAE decoder shared across leads: visible encodings + mask tokens -> patch values."""
+  patch_size: int
+  width: int = 256
+  depth: int = 4
+  num_heads: int = 4
+  num_leads: int = 12
+  max_patches: int = 20
+  dtype: Dtype = jnp.float32
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, visible: jax.Array, ids_restore: jax.Array, lead_ids: jax.Array,
+               time_ids: jax.Array) -> jax.Array:
+    """Predicts every token's patch.
+
+    Args:
+      visible: (B, T_vis, D_enc) encoder output of the kept tokens, in keep order.
+      ids_restore: (B, T) position of each original token in [kept..., masked...] order.
+      lead_ids, time_ids: (T,) ids of all tokens in `patchify` order.
+
+    Returns:
+      (B, T, patch_size) float32 predictions.
+    """
+    b, t_vis, _ = visible.shape
+    t = ids_restore.shape[1]
+    x = nn.Dense(self.width, dtype=self.dtype, name="input_proj",
+                 kernel_init=_param_init(_DENSE_INIT, ("embed", "mlp")),
+                 bias_init=_param_init(nn.initializers.zeros, ("mlp",)))(visible)
+    mask_token = self.param("mask_token",
+                            _param_init(nn.initializers.normal(0.02), (None, None, "mlp")),
+                            (1, 1, self.width))
+    x = jnp.concatenate(
+        [x, jnp.broadcast_to(mask_token.astype(x.dtype), (b, t - t_vis, self.width))], axis=1)
+    x = jnp.take_along_axis(x, ids_restore[..., None], axis=1)  # Back to patchify order.
+    lead_table = self.param("lead_embedding",
+                            _param_init(nn.initializers.normal(0.02), ("leads", "mlp")),
+                            (self.num_leads, self.width))
+    time_table = self.param(
+        "time_embedding",
+        _param_init(sinusoidal_init(self.max_patches, self.width), ("time", "mlp")),
+        (self.max_patches, self.width))
+    x = x + (jnp.take(lead_table, lead_ids, axis=0)
+             + jnp.take(time_table, time_ids, axis=0))[None].astype(x.dtype)
+    x = Transformer(self.depth, self.num_heads, 4 * self.width, self.dtype, self.remat,
+                    name="transformer")(x)
+    pred = nn.Dense(self.patch_size, dtype=self.dtype, name="head",
+                    kernel_init=_param_init(_DENSE_INIT, ("mlp", "patch")),
+                    bias_init=_param_init(nn.initializers.zeros, ("patch",)))(x)
+    return pred.astype(jnp.float32)

@@ -1,0 +1,228 @@
+"""MERIT: one ECG encoder shared by a masked-reconstruction branch and an ECG-text branch.
+
+Forward pass (DESIGN §1.1): the ECG is patchified per lead; a per-sample random permutation
+keeps the first round((1 - mask_ratio) * N) tokens (static shapes); the encoder sees the kept
+tokens; the decoder predicts all patches from the kept encodings plus mask tokens. The
+contrastive branch uses either the pooled visible-token encoding (`contrastive_view='masked'`,
+FLIP-style) or a second, unmasked pass (`'full'`), projected linearly to `proj_dim` and
+L2-normalised; the text tower's pooled output is projected and normalised the same way.
+
+API:
+  build_model(config) -> MERIT, from the config schema in docs/ARCHITECTURE.md
+    (model.size [+ width/depth/heads/mlp_dim overrides], patch_size, num_leads, mask_ratio,
+    decoder, text, proj_dim, temperature_init, dtype, remat; data.preprocess.num_samples).
+  MERIT.__call__(ecg (B, leads, S), tokens (B, L), rng, *, reconstruction=True,
+    contrastive=True, contrastive_view='masked') -> dict with
+      'pred' (B, N, patch) predictions for every patch token (zeros if not reconstruction),
+      'target' (B, N, patch) raw patch values, 'mask' (B, N) float 1 = masked (hidden),
+      'ecg_proj' (B, proj_dim), 'text_proj' (B, proj_dim) (only if contrastive),
+      'logit_scale' () = log(1 / temperature), already clipped.
+  MERIT.embed_ecg(ecg, leads=None, return_tokens=False) -> {'pooled', 'projected'[, 'tokens']}:
+    unmasked pass; `leads` is a static tuple of lead indices; ecg may hold all leads (they get
+    selected) or only those; `tokens` (B, len(leads) * patches, D) are the encoder's final
+    token features (lead-major order), e.g. for an LLM prefix.
+  MERIT.embed_text(tokens) -> {'pooled', 'projected'}.
+  Called with `method=MERIT.embed_ecg` etc. through `model.apply`.
+"""
+
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from merit_jax.models import ecg_vit
+from merit_jax.models import text as text_lib
+
+# Temperature is clipped to [1/100, 1] as in CLIP: logit_scale in [0, log 100].
+MAX_LOGIT_SCALE = float(np.log(100.0))
+CONTRASTIVE_VIEWS = ("masked", "full")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def random_masking(rng: jax.Array, batch: int, num_tokens: int, num_keep: int):
+  """Per-sample random permutation; keeps its first `num_keep` tokens.
+
+  Returns:
+    ids_keep (B, num_keep) token indices kept, ids_restore (B, N) inverse permutation,
+    mask (B, N) float32 with 1 at masked (hidden) tokens.
+  """
+  noise = jax.random.uniform(rng, (batch, num_tokens))
+  ids_shuffle = jnp.argsort(noise, axis=1)
+  ids_restore = jnp.argsort(ids_shuffle, axis=1)
+  ids_keep = ids_shuffle[:, :num_keep]
+  mask = (ids_restore >= num_keep).astype(jnp.float32)
+  return ids_keep, ids_restore, mask
+
+
+def num_kept_tokens(num_tokens: int, mask_ratio: float) -> int:
+  return max(1, int(round((1.0 - mask_ratio) * num_tokens)))
+
+
+class MERIT(nn.Module):
+  """ECG encoder + MAE decoder + text tower + projections + learnable temperature."""
+  encoder: ecg_vit.ECGEncoder
+  decoder: ecg_vit.ECGDecoder
+  text_encoder: nn.Module
+  num_leads: int = 12
+  num_samples: int = 1000
+  patch_size: int = 50
+  mask_ratio: float = 0.75
+  proj_dim: int = 256
+  temperature_init: float = 0.07
+
+  @property
+  def num_patches(self) -> int:
+    return self.num_samples // self.patch_size
+
+  def setup(self):
+    self.ecg_projection = nn.Dense(
+        self.proj_dim, use_bias=False,
+        kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
+                                                 ("embed", "proj")))
+    self.text_projection = nn.Dense(
+        self.proj_dim, use_bias=False,
+        kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
+                                                 ("embed", "proj")))
+    self.logit_scale = self.param(
+        "logit_scale", nn.with_logical_partitioning(
+            nn.initializers.constant(np.log(1.0 / self.temperature_init)), ()), ())
+
+  def _project(self, projection, pooled):
+    z = projection(pooled.astype(jnp.float32))
+    return z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-6)
+
+  def _check_ecg(self, ecg, num_leads):
+    if ecg.ndim != 3 or ecg.shape[1] != num_leads or ecg.shape[2] != self.num_samples:
+      raise ValueError(f"MERIT: expected ecg of shape (batch, {num_leads}, {self.num_samples}),"
+                       f" got {ecg.shape}")
+
+  def _encode_all(self, ecg, leads: Optional[Sequence[int]] = None):
+    lead_ids, time_ids = ecg_vit.token_ids(self.num_leads, self.num_patches, leads)
+    return self.encoder(ecg_vit.patchify(ecg, self.patch_size), lead_ids, time_ids)
+
+  def clipped_logit_scale(self):
+    return jnp.clip(self.logit_scale, 0.0, MAX_LOGIT_SCALE)
+
+  def __call__(self, ecg: jax.Array, tokens: jax.Array, rng: jax.Array, *,
+               reconstruction: bool = True, contrastive: bool = True,
+               contrastive_view: str = "masked") -> dict[str, jax.Array]:
+    if contrastive_view not in CONTRASTIVE_VIEWS:
+      raise ValueError(f"MERIT: contrastive_view must be one of {CONTRASTIVE_VIEWS}, "
+                       f"got {contrastive_view!r}")
+    self._check_ecg(ecg, self.num_leads)
+    b = ecg.shape[0]
+    patches = ecg_vit.patchify(ecg, self.patch_size)
+    n = patches.shape[1]
+    lead_ids, time_ids = ecg_vit.token_ids(self.num_leads, self.num_patches)
+    out = {"target": patches, "logit_scale": self.clipped_logit_scale()}
+
+    need_masked_pass = reconstruction or (contrastive and contrastive_view == "masked")
+    if need_masked_pass:
+      ids_keep, ids_restore, mask = random_masking(
+          rng, b, n, num_kept_tokens(n, self.mask_ratio))
+      visible = jnp.take_along_axis(patches, ids_keep[..., None], axis=1)
+      encoded = self.encoder(visible, jnp.asarray(lead_ids)[ids_keep],
+                             jnp.asarray(time_ids)[ids_keep])
+      out["mask"] = mask
+    else:
+      out["mask"] = jnp.zeros((b, n), jnp.float32)
+    if reconstruction:
+      out["pred"] = self.decoder(encoded["tokens"], ids_restore, lead_ids, time_ids)
+    else:
+      out["pred"] = jnp.zeros(patches.shape, jnp.float32)
+    if contrastive:
+      if contrastive_view == "masked":
+        ecg_pooled = encoded["pooled"]
+      else:
+        ecg_pooled = self.encoder(patches, lead_ids, time_ids)["pooled"]
+      out["ecg_proj"] = self._project(self.ecg_projection, ecg_pooled)
+      out["text_proj"] = self._project(self.text_projection,
+                                       self.text_encoder(tokens)["pooled"])
+    return out
+
+  def embed_ecg(self, ecg: jax.Array, leads: Optional[Sequence[int]] = None,
+                return_tokens: bool = False) -> dict[str, jax.Array]:
+    if leads is not None:
+      leads = tuple(int(i) for i in leads)
+      if not leads or min(leads) < 0 or max(leads) >= self.num_leads:
+        raise ValueError(f"MERIT.embed_ecg: lead indices {leads} outside 0..{self.num_leads-1}")
+      if ecg.ndim == 3 and ecg.shape[1] == self.num_leads and len(leads) != self.num_leads:
+        ecg = ecg[:, np.asarray(leads)]
+      self._check_ecg(ecg, len(leads))
+    else:
+      self._check_ecg(ecg, self.num_leads)
+    encoded = self._encode_all(ecg, leads)
+    pooled = encoded["pooled"]
+    out = {"pooled": pooled, "projected": self._project(self.ecg_projection, pooled)}
+    if return_tokens:
+      out["tokens"] = encoded["tokens"]  # (B, leads * patches, D) after the final LayerNorm.
+    return out
+
+  def embed_text(self, tokens: jax.Array) -> dict[str, jax.Array]:
+    pooled = self.text_encoder(tokens)["pooled"]
+    return {"pooled": pooled, "projected": self._project(self.text_projection, pooled)}
+
+
+def _get(cfg, key, default=None):
+  value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+  return default if value is None else value
+
+
+def build_model(config) -> MERIT:
+  """Builds MERIT from the full config (needs `model` and `data.preprocess.num_samples`)."""
+  m = config.model
+  size = _get(m, "size", "tiny")
+  if size not in ecg_vit.SIZES:
+    raise ValueError(f"config.model.size must be one of {sorted(ecg_vit.SIZES)}, got {size!r}")
+  width, depth, heads = ecg_vit.SIZES[size]
+  width, depth, heads = _get(m, "width", width), _get(m, "depth", depth), _get(m, "heads", heads)
+  dtype_name = _get(m, "dtype", "float32")
+  if dtype_name not in DTYPES:
+    raise ValueError(f"config.model.dtype must be one of {sorted(DTYPES)}, got {dtype_name!r}")
+  dtype = DTYPES[dtype_name]
+  remat = bool(_get(m, "remat", False))
+  num_samples = int(config.data.preprocess.num_samples)
+  patch = int(_get(m, "patch_size", 50))
+  if patch <= 0 or num_samples % patch:
+    raise ValueError(f"config.model.patch_size={patch} must divide "
+                     f"config.data.preprocess.num_samples={num_samples}")
+  mask_ratio = float(_get(m, "mask_ratio", 0.75))
+  if not 0.0 <= mask_ratio < 1.0:
+    raise ValueError(f"config.model.mask_ratio must be in [0, 1), got {mask_ratio}")
+  num_leads = int(_get(m, "num_leads", 12))
+  num_patches = num_samples // patch
+  if width % heads:
+    raise ValueError(f"config.model: width {width} not divisible by heads {heads}")
+
+  encoder = ecg_vit.ECGEncoder(width=width, depth=depth, num_heads=heads,
+                               mlp_dim=_get(m, "mlp_dim", 4 * width), num_leads=num_leads,
+                               max_patches=num_patches, dtype=dtype, remat=remat)
+  d = m.decoder
+  decoder = ecg_vit.ECGDecoder(patch_size=patch, width=d.width, depth=d.depth,
+                               num_heads=d.heads, num_leads=num_leads,
+                               max_patches=num_patches, dtype=dtype, remat=remat)
+  t = m.text
+  kind = _get(t, "kind", "transformer")
+  if kind == "transformer":
+    vocab = _get(t, "vocab_size")
+    if not vocab:
+      raise ValueError("config.model.text.vocab_size must be set for kind='transformer' "
+                       "(the tokenizer's vocab_size)")
+    max_len = int(_get(t, "max_len", 64))
+    text_encoder = text_lib.TextTransformer(int(vocab), t.width, t.depth, t.heads, max_len,
+                                            dtype=dtype, remat=remat)
+  elif kind == "hf_bert":
+    hf_dir = _get(t, "hf_dir")
+    if not hf_dir:
+      raise ValueError("config.model.text.hf_dir must name a local Hugging Face folder for "
+                       "kind='hf_bert'")
+    bert_config = text_lib.read_hf_bert_config(hf_dir)
+    text_encoder = text_lib.BertEncoder(bert_config, dtype=dtype, remat=remat)
+  else:
+    raise ValueError(f"config.model.text.kind must be 'transformer' or 'hf_bert', got {kind!r}")
+  return MERIT(encoder=encoder, decoder=decoder, text_encoder=text_encoder,
+               num_leads=num_leads, num_samples=num_samples, patch_size=patch,
+               mask_ratio=mask_ratio, proj_dim=int(_get(m, "proj_dim", 256)),
+               temperature_init=float(_get(m, "temperature_init", 0.07)))

@@ -1,0 +1,167 @@
+"""The MERIT objective: DESIGN §1.1 in code.
+
+The paper's equations are not public; this formulation is OURS. With X the ECG, T the report
+and Z = f(X), I(Z;X) = I(Z;T) + I(Z;X|T), and we maximise I(Z;X) + lambda * I(Z;T) through two
+variational lower bounds:
+
+* signal term (Barber-Agakov): I(Z_v; X_m) >= H(X_m) + E[log q(X_m | Z_v)], Z_v the encoding of
+  the visible patches and X_m the masked patches. A Gaussian q with a shared variance turns the
+  second term into the mean-squared error on masked patches (`masked_patch_mse`, per-patch
+  normalised targets when `norm_pix_loss`, as in MAE / ST-MEM);
+* text term (InfoNCE): I(Z;T) >= log N - L_NCE, L_NCE the symmetric cross-entropy over the N x N
+  cosine-similarity matrix of the GLOBAL batch with a learnable temperature (`info_nce`).
+
+Loss: L = L_rec + lambda * L_NCE (`merit_loss`), with the ablation switches lambda_nce = 0
+(masked modelling only), reconstruction = False (contrastive only) and contrastive_view.
+
+Reported MI diagnostics (`mi_bounds`, both in nats):
+
+* `mi_signal_nats` = -1/2 * log(MSE): the Barber-Agakov bound PER MASKED SCALAR SAMPLE,
+  taking H(X_m) as that of a unit-variance Gaussian, 1/2 log(2 pi e), and the optimal Gaussian
+  variance sigma^2 = MSE, so that H + E[log q] = 1/2 log(2 pi e) - 1/2 log(2 pi e MSE). It is
+  only meaningful with unit-variance targets (norm_pix_loss=True makes every patch exactly
+  so) and is an estimate rather than a certified bound, because the Gaussian entropy is an
+  upper bound on H(X_m). Multiply by the number of masked samples for a per-ECG figure.
+* `mi_text_nats` = log N - L_NCE with N the global batch size; it cannot exceed log N.
+
+Under `jax.jit` with batch-sharded inputs the global batch is simply the array, so `info_nce`
+contains no per-device code: the similarity matrix spans every device's samples.
+
+API:
+  masked_patch_mse(pred, target, mask, norm_pix_loss=True) -> scalar
+  info_nce(ecg_emb, text_emb, logit_scale) -> (loss, logits)
+  retrieval_top1(logits) -> fraction of ECGs whose own report is the top-1 text
+  mi_bounds(rec_mse, nce_loss, batch_size) -> {'mi_signal_nats', 'mi_text_nats'}
+  objective_flags(objective_cfg) -> kwargs for MERIT.__call__ (what to compute)
+  merit_loss(outputs, batch, objective_cfg) -> (loss, metrics)
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+VIEWS = ("masked", "full")
+
+
+def masked_patch_mse(pred: jax.Array, target: jax.Array, mask: jax.Array,
+                     norm_pix_loss: bool = True, eps: float = 1e-6) -> jax.Array:
+  """Mean squared error over masked patches only.
+
+  Args:
+    pred: (B, N, P) predicted patches.
+    target: (B, N, P) true patch values.
+    mask: (B, N), 1 where the patch was hidden from the encoder (only those count).
+    norm_pix_loss: normalise every target patch to zero mean, unit variance first.
+    eps: variance floor for flat patches.
+
+  Returns:
+    Scalar: sum over masked patches of their mean squared error / number of masked patches.
+  """
+  target = target.astype(jnp.float32)
+  if norm_pix_loss:
+    mean = jnp.mean(target, axis=-1, keepdims=True)
+    var = jnp.var(target, axis=-1, keepdims=True)
+    target = (target - mean) / jnp.sqrt(var + eps)
+  per_patch = jnp.mean(jnp.square(pred.astype(jnp.float32) - target), axis=-1)
+  mask = mask.astype(jnp.float32)
+  return jnp.sum(per_patch * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def info_nce(ecg_emb: jax.Array, text_emb: jax.Array,
+             logit_scale: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Symmetric InfoNCE over the (global) N x N cosine-similarity matrix.
+
+  Args:
+    ecg_emb, text_emb: (N, D) embeddings; normalised here again, so raw ones are fine.
+    logit_scale: log(1 / temperature).
+
+  Returns:
+    (loss, logits) with loss = (CE(ECG->text) + CE(text->ECG)) / 2 and logits (N, N).
+  """
+  e = ecg_emb.astype(jnp.float32)
+  t = text_emb.astype(jnp.float32)
+  e = e / jnp.maximum(jnp.linalg.norm(e, axis=-1, keepdims=True), 1e-6)
+  t = t / jnp.maximum(jnp.linalg.norm(t, axis=-1, keepdims=True), 1e-6)
+  logits = jnp.exp(logit_scale) * e @ t.T
+  diag = jnp.diagonal(logits)
+  loss_e2t = jnp.mean(jax.nn.logsumexp(logits, axis=1) - diag)
+  loss_t2e = jnp.mean(jax.nn.logsumexp(logits, axis=0) - diag)
+  return 0.5 * (loss_e2t + loss_t2e), logits
+
+
+def retrieval_top1(logits: jax.Array) -> jax.Array:
+  """Fraction of rows (ECGs) whose highest-scoring column (report) is their own."""
+  return jnp.mean((jnp.argmax(logits, axis=1) == jnp.arange(logits.shape[0])).astype(
+      jnp.float32))
+
+
+def mi_bounds(rec_mse: jax.Array, nce_loss: jax.Array, batch_size: int) -> dict[str, Any]:
+  """MI diagnostics in nats; see the module docstring for exactly what they are."""
+  return {
+      "mi_signal_nats": -0.5 * jnp.log(jnp.maximum(rec_mse, 1e-12)),
+      "mi_text_nats": jnp.log(float(batch_size)) - nce_loss,
+  }
+
+
+def _get(cfg, key, default):
+  value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+  return default if value is None else value
+
+
+def validate_objective(cfg) -> None:
+  """Raises ValueError on an objective config that cannot train anything."""
+  lam = float(_get(cfg, "lambda_nce", 1.0))
+  rec = bool(_get(cfg, "reconstruction", True))
+  view = _get(cfg, "contrastive_view", "masked")
+  if lam < 0:
+    raise ValueError(f"config.objective.lambda_nce must be >= 0, got {lam}")
+  if view not in VIEWS:
+    raise ValueError(f"config.objective.contrastive_view must be one of {VIEWS}, got {view!r}")
+  if not rec and lam == 0:
+    raise ValueError("config.objective: reconstruction=False with lambda_nce=0 leaves no loss")
+
+
+def objective_flags(cfg) -> dict[str, Any]:
+  """Which branches MERIT.__call__ must compute for this objective config."""
+  validate_objective(cfg)
+  return dict(reconstruction=bool(_get(cfg, "reconstruction", True)),
+              contrastive=float(_get(cfg, "lambda_nce", 1.0)) > 0,
+              contrastive_view=_get(cfg, "contrastive_view", "masked"))
+
+
+def merit_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
+               cfg) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """L = L_rec + lambda * L_NCE from MERIT outputs; metrics hold both terms and MI bounds.
+
+  Args:
+    outputs: MERIT.__call__ output computed with `objective_flags(cfg)`.
+    batch: the batch (its size gives N for the InfoNCE bound).
+    cfg: the objective config (lambda_nce, reconstruction, contrastive_view, norm_pix_loss).
+
+  Returns:
+    (loss, metrics); a switched-off term is reported as 0 (its bound as 0 too).
+  """
+  flags = objective_flags(cfg)
+  lam = float(_get(cfg, "lambda_nce", 1.0))
+  n = batch["ecg"].shape[0]
+  zero = jnp.zeros((), jnp.float32)
+  rec = nce = zero
+  metrics = {}
+  if flags["reconstruction"]:
+    rec = masked_patch_mse(outputs["pred"], outputs["target"], outputs["mask"],
+                           bool(_get(cfg, "norm_pix_loss", True)))
+  if flags["contrastive"]:
+    nce, logits = info_nce(outputs["ecg_proj"], outputs["text_proj"], outputs["logit_scale"])
+    metrics["retrieval_top1"] = retrieval_top1(logits)
+  else:
+    metrics["retrieval_top1"] = zero
+  loss = (rec if flags["reconstruction"] else zero) + (lam * nce if flags["contrastive"] else zero)
+  bounds = mi_bounds(rec, nce, n)
+  metrics.update(
+      loss=loss, rec_loss=rec, nce_loss=nce,
+      mi_signal_nats=bounds["mi_signal_nats"] if flags["reconstruction"] else zero,
+      mi_text_nats=bounds["mi_text_nats"] if flags["contrastive"] else zero,
+      temperature=jnp.exp(-outputs["logit_scale"]),
+      mask_fraction=jnp.mean(outputs["mask"]))
+  return loss, metrics

@@ -1,0 +1,182 @@
+"""Shapes, patching, lead subsets and masking of the MERIT models (tiny sizes)."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from merit_jax.models import ecg_vit
+from merit_jax.models import merit as merit_lib
+from merit_jax.models import text
+
+LEADS, SAMPLES, PATCH = 12, 500, 50
+
+
+def tiny_config(**objective) -> ml_collections.ConfigDict:
+  """The smallest MERIT config (width 32, depth 2, patch 50, 500 samples, batch 8)."""
+  config = ml_collections.ConfigDict(dict(
+      seed=0, total_steps=10, batch_size=8,
+      model=dict(size="tiny", width=32, depth=2, heads=2, mlp_dim=64, patch_size=PATCH,
+                 num_leads=LEADS, mask_ratio=0.75,
+                 decoder=dict(width=32, depth=1, heads=2),
+                 text=dict(kind="transformer", hf_dir=None, width=32, depth=1, heads=2,
+                           max_len=16, vocab_size=64),
+                 proj_dim=16, temperature_init=0.07, dtype="float32", remat=False),
+      objective=dict(lambda_nce=1.0, reconstruction=True, contrastive_view="masked",
+                     norm_pix_loss=True),
+      optim=dict(lr=1e-3, warmup_steps=0, weight_decay=0.05, b1=0.9, b2=0.95, grad_clip=1.0),
+      mesh=dict(data=-1, fsdp=1),
+      data=dict(preprocess=dict(sample_rate=100, num_samples=SAMPLES), max_text_len=16)))
+  config.objective.update(objective)
+  return config
+
+
+def tiny_batch(batch=8, seed=0):
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(1, 64, (batch, 16)).astype(np.int32)
+  tokens[:, 12:] = 0  # Some padding.
+  return {"ecg": rng.normal(size=(batch, LEADS, SAMPLES)).astype(np.float32),
+          "tokens": tokens}
+
+
+@pytest.fixture(scope="module")
+def model_and_params():
+  model = merit_lib.build_model(tiny_config())
+  batch = tiny_batch(2)
+  variables = jax.jit(model.init)({"params": jax.random.key(0)}, batch["ecg"],
+                                  batch["tokens"], jax.random.key(1))
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  return model, nn.unbox(variables["params"])
+
+
+def test_patchify_round_trip_and_order():
+  x = np.arange(2 * 3 * 100, dtype=np.float32).reshape(2, 3, 100)
+  p = ecg_vit.patchify(x, 25)
+  assert p.shape == (2, 12, 25)
+  np.testing.assert_array_equal(p[0, 5], x[0, 1, 25:50])  # Token 5 = lead 1, slot 1.
+  np.testing.assert_array_equal(ecg_vit.unpatchify(p, 3), x)
+  lead_ids, time_ids = ecg_vit.token_ids(3, 4)
+  assert lead_ids[5] == 1 and time_ids[5] == 1
+  with pytest.raises(ValueError, match="does not divide"):
+    ecg_vit.patchify(x, 30)
+
+
+def test_sizes_table():
+  assert ecg_vit.SIZES == {"tiny": (192, 12, 3), "small": (384, 12, 6),
+                           "base": (768, 12, 12)}
+
+
+def test_forward_shapes(model_and_params):
+  model, params = model_and_params
+  batch = tiny_batch(4)
+  out = jax.jit(model.apply)({"params": params}, batch["ecg"], batch["tokens"],
+                             jax.random.key(2))
+  n = LEADS * SAMPLES // PATCH
+  assert out["pred"].shape == out["target"].shape == (4, n, PATCH)
+  assert out["mask"].shape == (4, n)
+  assert out["ecg_proj"].shape == out["text_proj"].shape == (4, 16)
+  np.testing.assert_allclose(np.linalg.norm(out["ecg_proj"], axis=1), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(np.linalg.norm(out["text_proj"], axis=1), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(np.exp(-out["logit_scale"]), 0.07, rtol=1e-5)
+
+
+def test_masking_keeps_right_count():
+  n, keep = 120, merit_lib.num_kept_tokens(120, 0.75)
+  assert keep == 30
+  ids_keep, ids_restore, mask = merit_lib.random_masking(jax.random.key(0), 5, n, keep)
+  mask = np.asarray(mask)
+  np.testing.assert_array_equal(mask.sum(1), n - keep)
+  for row_keep, row_mask in zip(np.asarray(ids_keep), mask):
+    assert len(set(row_keep.tolist())) == keep
+    assert not row_mask[row_keep].any()  # Kept tokens are exactly the unmasked ones.
+  assert not np.array_equal(mask[0], mask[1])  # Per-sample permutations.
+  # ids_restore inverts the shuffle: restored positions of kept tokens are < keep.
+  np.testing.assert_array_equal(np.asarray(ids_restore)[0][np.asarray(ids_keep)[0]],
+                                np.arange(keep))
+
+
+def test_lead_subset_is_a_valid_input(model_and_params):
+  model, params = model_and_params
+  ecg = tiny_batch(2)["ecg"]
+  leads = (0, 1, 7)
+  from_full = model.apply({"params": params}, ecg, leads=leads,
+                          method=merit_lib.MERIT.embed_ecg)
+  from_subset = model.apply({"params": params}, ecg[:, list(leads)], leads=leads,
+                            method=merit_lib.MERIT.embed_ecg)
+  assert from_full["pooled"].shape == (2, 32) and from_full["projected"].shape == (2, 16)
+  np.testing.assert_allclose(from_full["pooled"], from_subset["pooled"], atol=1e-6)
+  # Other leads do not matter; the lead identity does.
+  changed = ecg.copy()
+  changed[:, 5] += 3.0
+  again = model.apply({"params": params}, changed, leads=leads, method=merit_lib.MERIT.embed_ecg)
+  np.testing.assert_allclose(again["pooled"], from_full["pooled"], atol=1e-6)
+  other = model.apply({"params": params}, ecg[:, list(leads)], leads=(2, 3, 4),
+                      method=merit_lib.MERIT.embed_ecg)
+  assert not np.allclose(other["pooled"], from_full["pooled"])
+  full = model.apply({"params": params}, ecg, return_tokens=True,
+                     method=merit_lib.MERIT.embed_ecg)
+  assert full["pooled"].shape == (2, 32) and full["tokens"].shape == (2, 120, 32)
+  np.testing.assert_allclose(full["tokens"].mean(1), full["pooled"], atol=1e-5)
+  with pytest.raises(ValueError, match="lead indices"):
+    model.apply({"params": params}, ecg, leads=(0, 12), method=merit_lib.MERIT.embed_ecg)
+
+
+def test_text_pooling_ignores_padding(model_and_params):
+  model, params = model_and_params
+  tokens = tiny_batch(2)["tokens"][:, :12]
+  padded = np.pad(tokens, ((0, 0), (0, 4)))
+  a = model.apply({"params": params}, tokens, method=merit_lib.MERIT.embed_text)
+  b = model.apply({"params": params}, padded, method=merit_lib.MERIT.embed_text)
+  np.testing.assert_allclose(a["projected"], b["projected"], atol=1e-5)
+
+
+def test_param_logical_axes_and_dtype():
+  model = text.TextTransformer(vocab_size=20, width=16, depth=1, num_heads=2, max_len=8,
+                               dtype=jnp.bfloat16)
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.ones((1, 8), jnp.int32))
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  specs = nn.get_partition_spec(variables)["params"]
+  assert tuple(specs["token_embedding"]["embedding"]) == ("vocab", "embed")
+  assert tuple(specs["transformer"]["block0"]["mlp"]["fc1"]["kernel"]) == ("embed", "mlp")
+  params = nn.unbox(variables)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
+  out = jax.jit(model.apply)(params, jnp.ones((1, 8), jnp.int32))
+  assert out["tokens"].dtype == jnp.bfloat16 and out["pooled"].dtype == jnp.float32
+
+
+def test_build_model_errors():
+  config = tiny_config()
+  config.model.patch_size = 30
+  with pytest.raises(ValueError, match="patch_size=30 must divide"):
+    merit_lib.build_model(config)
+  config = tiny_config()
+  config.model.text.vocab_size = None
+  with pytest.raises(ValueError, match="vocab_size"):
+    merit_lib.build_model(config)
+  config = tiny_config()
+  config.model.size = "huge"
+  with pytest.raises(ValueError, match="model.size"):
+    merit_lib.build_model(config)
+
+
+def test_remat_and_bfloat16_compute_keep_float32_params_and_gradients():
+  kw = dict(width=16, depth=1, num_heads=2, num_leads=LEADS, max_patches=SAMPLES // PATCH)
+  ref_model = ecg_vit.ECGEncoder(**kw)
+  fast_model = ecg_vit.ECGEncoder(**kw, dtype=jnp.bfloat16, remat=True)
+  patches = ecg_vit.patchify(jnp.asarray(tiny_batch(2)["ecg"]), PATCH)
+  lead_ids, time_ids = ecg_vit.token_ids(LEADS, SAMPLES // PATCH)
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  params = nn.unbox(jax.jit(ref_model.init)(jax.random.key(0), patches, lead_ids, time_ids))
+
+  def grads(model):
+    def loss(p):
+      return jnp.mean(model.apply(p, patches, lead_ids, time_ids)["pooled"] ** 2)
+    return jax.jit(jax.grad(loss))(params)
+
+  ref, fast = grads(ref_model), grads(fast_model)
+  # bfloat16 has ~3 significant digits: compare against the largest gradient entry.
+  scale = max(float(np.abs(r).max()) for r in jax.tree.leaves(ref))
+  for r, f in zip(jax.tree.leaves(ref), jax.tree.leaves(fast)):
+    assert f.dtype == jnp.float32
+    np.testing.assert_allclose(f, r, atol=0.03 * scale)
