@@ -1,0 +1,80 @@
+"""Evaluation config for `python -m merit_jax.evaluate`.
+
+Usage:
+  python -m merit_jax.evaluate --config=configs/evaluate.py --config.checkpoint=RUN_DIR \
+      [--config.output_dir=DIR] [--config.baselines=random_init,random_conv] \
+      [--config.evaluators=linear_probe,zero_shot,retrieval,shift,finetune] \
+      [--config.tasks=superdiagnostic,subdiagnostic,form,rhythm,all,diagnostic] \
+      [--config.merl_splits=True]
+
+Variants (after the colon): (none) = the full protocol; `quick` = fewer seeds, bootstrap
+resamples and corruptions, for CPU smoke runs.
+
+List-valued options are comma-separated strings so they can be set from the command line.
+Every choice (probe epochs and weight decay, fine-tuning epochs and learning rate, F1
+thresholds) is made on the validation split; the test split is scored once.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = (arg or "full").strip()
+  if variant not in ("full", "quick"):
+    raise ValueError(f"configs/evaluate.py: unknown variant {variant!r}; use full or quick")
+  config = ml_collections.ConfigDict()
+  config.checkpoint = config_dict.placeholder(str)  # a training run's --workdir
+  config.step = config_dict.placeholder(int)        # default: its latest checkpoint
+  config.output_dir = config_dict.placeholder(str)  # default: <checkpoint>/eval
+  config.results_dir = config_dict.placeholder(str)  # default: <output_dir>/results
+  config.name = "evaluation"                        # <results_dir>/<name>.{md,json,png}
+  config.evaluators = "linear_probe,zero_shot,retrieval,shift"  # + finetune
+  config.baselines = ""                             # random_init,random_conv
+  # PTB-XL tasks (full or short names: super, sub, diag, form, rhythm, all).
+  config.tasks = "superdiagnostic,subdiagnostic,form,rhythm"
+  config.fractions = "0.01,0.1,1.0"
+  config.seeds = "0,1,2"                            # used at fractions < 1
+  config.n_bootstrap = 1000
+  config.batch_size = 64
+  config.max_records = config_dict.placeholder(int)  # per split and source; None = all
+  config.progress = True
+  config.seed = 0
+
+  # Which data: the checkpoint's own (all sources of a mixture) unless overridden.
+  config.data = ml_collections.ConfigDict()
+  config.data.name = config_dict.placeholder(str)
+  config.data.config = config_dict.placeholder(str)
+  config.data.data_dir = config_dict.placeholder(str)
+  config.data.all_sources = True
+  # MERL's published split files (labels_merl/ptbxl_<task>_{train,val,test}.csv) instead of
+  # the TFDS folds and labels; default folder: <data.manual_dir>/labels_merl.
+  config.merl_splits = False
+  config.merl_dir = config_dict.placeholder(str)
+
+  config.probe = ml_collections.ConfigDict(dict(
+      weight_decays="0,1e-4,1e-3,1e-2,1e-1", learning_rate=1e-2, max_epochs=300,
+      eval_every=10, patience=5))
+  config.finetune = ml_collections.ConfigDict(dict(
+      learning_rates="1e-4,1e-3", max_epochs=10, patience=3, batch_size=32,
+      weight_decay=1e-4, fractions="1.0", seeds="0"))
+  config.zero_shot = ml_collections.ConfigDict(dict(
+      statements_csv=config_dict.placeholder(str),   # default <data.manual_dir>/scp_statements.csv
+      prompt_file=config_dict.placeholder(str),      # JSON/YAML {class: [prompts]}
+      user_prompts="extend"))
+  config.retrieval = ml_collections.ConfigDict(dict(ks="1,5,10", split="test"))
+  config.shift = ml_collections.ConfigDict(dict(
+      tasks="superdiagnostic",
+      corruptions="gaussian_noise,baseline_wander,mains_50hz,electrode_motion,"
+                  "amplitude_scaling,lead_dropout,reduced_leads,time_shift_pad",
+      seed=0))
+  config.random_conv = ml_collections.ConfigDict(dict(num_kernels=500, seed=0))
+  config.random_init = ml_collections.ConfigDict(dict(seed=0))
+
+  if variant == "quick":
+    config.seeds = "0,1"
+    config.n_bootstrap = 200
+    config.probe.max_epochs = 200
+    config.shift.corruptions = "gaussian_noise,baseline_wander,lead_dropout"
+    config.random_conv.num_kernels = 200
+  return config

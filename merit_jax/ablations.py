@@ -1,0 +1,142 @@
+"""The ablation grid: pretrain MERIT and its ablations with one config and one budget, evaluate.
+
+  python -m merit_jax.ablations --config=configs/pretrain.py:<variant> --workdir=DIR \
+      [--total_steps=N] [--variants=merit,masked_only,contrastive_only] \
+      [--eval_config=configs/evaluate.py:quick] [--eval_config.tasks=super,rhythm] \
+      [--baselines=random_init,random_conv] [--results_dir=DIR] [--name=ablations]
+
+Variants (DESIGN §1.1; everything else in the config is shared, including the step budget):
+
+- `merit`: L_rec + λ·L_NCE with λ = 1;
+- `masked_only`: λ = 0 (masked ECG modelling only; the text tower is never trained, so its
+  zero-shot and retrieval numbers are a chance-level check);
+- `contrastive_only`: objective.reconstruction = False (ECG–text InfoNCE only).
+
+Each variant trains through `merit_jax.train.train_and_evaluate(config, DIR/<variant>)` (which
+resumes a sub-workdir that already holds checkpoints, so an interrupted grid picks up where it
+stopped). The training-time linear-probe summary is switched off: the evaluation below does it
+properly. Then every variant plus the requested baselines (a randomly initialised encoder of the
+same config, random convolutions) go through `merit_jax.evaluate.evaluate_encoders` with one
+feature store, and the combined tables are written to `<results_dir>/<name>.md` (+ .json,
+`_fractions.png`, `_shift.png`); results_dir defaults to `DIR/results`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+import ml_collections
+from ml_collections import config_flags
+
+from merit_jax import evaluate as evaluate_lib
+# merit_jax.train defines --config (the pretraining config file, with --config.* overrides) and
+# --workdir; the grid uses those same flags, so both commands read alike.
+from merit_jax import train
+from merit_jax.evaluators import features as features_lib
+
+_EVAL_CONFIG = config_flags.DEFINE_config_file(
+    "eval_config", "configs/evaluate.py", "Evaluation config (configs/evaluate.py[:quick]).",
+    lock_config=True)
+_TOTAL_STEPS = flags.DEFINE_integer("total_steps", None,
+                                    "Step budget of every variant (default: the config's).")
+_VARIANTS = flags.DEFINE_list("variants", ["merit", "masked_only", "contrastive_only"],
+                              "Variants to train and evaluate.")
+_BASELINES = flags.DEFINE_list("baselines", ["random_init", "random_conv"],
+                               "Baselines evaluated beside the variants.")
+_RESULTS_DIR = flags.DEFINE_string("results_dir", None, "Where the tables go (default "
+                                   "WORKDIR/results).")
+_NAME = flags.DEFINE_string("name", "ablations", "Base name of the result files.")
+_SKIP_TRAINING = flags.DEFINE_bool("skip_training", False,
+                                   "Evaluate the existing sub-workdirs without training.")
+
+# Variant → (display name, objective overrides).
+VARIANTS = {
+    "merit": ("MERIT (λ=1)", {"lambda_nce": 1.0, "reconstruction": True}),
+    "masked_only": ("masked only (λ=0)", {"lambda_nce": 0.0, "reconstruction": True}),
+    "contrastive_only": ("contrastive only", {"lambda_nce": 1.0, "reconstruction": False}),
+}
+
+
+def variant_config(config: ml_collections.ConfigDict, variant: str,
+                   total_steps: int | None = None) -> ml_collections.ConfigDict:
+  """A private copy of `config` with the variant's objective and the shared budget."""
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown ablation variant {variant!r}; choose from {sorted(VARIANTS)}")
+  out = ml_collections.ConfigDict(config.to_dict())
+  for key, value in VARIANTS[variant][1].items():
+    out.objective[key] = value
+  if total_steps is not None:
+    out.total_steps = int(total_steps)
+  out.eval.linear_probe = False
+  return out
+
+
+def train_variants(config, workdir: str, variants, total_steps=None) -> dict:
+  """Trains each variant into WORKDIR/<variant>; returns {variant: (sub-workdir, wall s)}."""
+  out = {}
+  for variant in variants:
+    sub = os.path.join(workdir, variant)
+    print(f"=== training {variant} into {sub}", flush=True)
+    t0 = time.time()
+    train.train_and_evaluate(variant_config(config, variant, total_steps), sub)
+    out[variant] = (sub, time.time() - t0)
+  return out
+
+
+def evaluate_variants(workdir: str, variants, eval_config, baselines, results_dir: str,
+                      name: str, command: str | None = None, train_seconds=None) -> dict:
+  """Evaluates the trained variants and the baselines together; writes the tables."""
+  eval_config = ml_collections.ConfigDict(eval_config.to_dict())
+  eval_config.baselines = ",".join(baselines)
+  encoders = []
+  for variant in variants:
+    encoders.append(features_lib.checkpoint_encoder(
+        os.path.join(workdir, variant), batch_size=int(eval_config.batch_size),
+        name=VARIANTS[variant][0]))
+  run_config = encoders[0].config
+  encoders += evaluate_lib.baseline_encoders(eval_config, run_config, encoders[0].tokenizer)
+  data_cfg = evaluate_lib.eval_data_config(run_config, eval_config)
+  results = evaluate_lib.evaluate_encoders(encoders, data_cfg, eval_config,
+                                           os.path.join(workdir, "eval"))
+  results["meta"]["variants"] = {VARIANTS[v][0]: {
+      "workdir": os.path.join(workdir, v), "objective": VARIANTS[v][1],
+      "train_seconds": (train_seconds or {}).get(v)} for v in variants}
+  results["meta"]["total_steps"] = int(run_config.total_steps)
+  results["meta"]["model"] = run_config.model.to_dict()
+  paths = evaluate_lib.write_results(results, results_dir, name, command,
+                                     title="Ablations: MERIT vs its ablations vs baselines")
+  print(f"wrote {', '.join(paths.values())}", flush=True)
+  results["paths"] = paths
+  return results
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  pretrain_config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+  if pretrain_config is None or not workdir:
+    raise app.UsageError("--config (e.g. configs/pretrain.py:quick) and --workdir are required")
+  for variant in _VARIANTS.value:
+    if variant not in VARIANTS:
+      raise app.UsageError(f"--variants: unknown {variant!r}; choose from {sorted(VARIANTS)}")
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  command = "python -m merit_jax.ablations " + " ".join(sys.argv[1:])
+  try:
+    seconds = {}
+    if not _SKIP_TRAINING.value:
+      trained = train_variants(pretrain_config, workdir, _VARIANTS.value, _TOTAL_STEPS.value)
+      seconds = {v: s for v, (_, s) in trained.items()}
+    evaluate_variants(workdir, _VARIANTS.value, _EVAL_CONFIG.value, _BASELINES.value,
+                      _RESULTS_DIR.value or os.path.join(workdir, "results"), _NAME.value,
+                      command, seconds)
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f"merit_jax.ablations: {e}")
+
+
+if __name__ == "__main__":
+  from merit_jax import config_utils  # pylint: disable=g-import-not-at-top
+  app.run(main, flags_parser=config_utils.make_flags_parser("merit_jax.ablations"))

@@ -1,0 +1,740 @@
+"""Evaluation entry point: checkpoints (and baselines) → result tables, JSON and plots.
+
+  python -m merit_jax.evaluate --config=configs/evaluate.py --config.checkpoint=RUN_DIR \
+      [--config.output_dir=DIR] [--config.baselines=random_init,random_conv]
+
+Runs the evaluators the config names on every encoder (the checkpoint plus the requested
+baselines, all through the same code), for each PTB-XL task:
+
+- `linear_probe`: frozen pooled features, label fractions (default 1 %, 10 %, 100 %; several
+  seeds below 100 %), `evaluators.linear_probe` (choices on validation, test scored once,
+  bootstrap 95 % CIs);
+- `finetune`: encoder + linear head, `evaluators.finetune` (same protocol; MERIT encoders only);
+- `zero_shot`: prompts from `scp_statements.csv` descriptions (+ optional prompt file),
+  prompt ensembling, the checkpoint's own text tower and tokenizer;
+- `retrieval`: ECG→report and report→ECG Recall@1/5/10 on the test split (records with a
+  report), duplicate-aware, with chance levels;
+- `shift`: degradation curves on the test split per corruption, with the 100 % probe fitted on
+  clean training features kept fixed (`ProbeResult.evaluate`).
+
+Splits: the TFDS splits (PTB-XL folds 1–8 train, 9 validation, 10 test), or with
+`merl_splits=True` MERL's published split files (ecg_id lists + label columns), matched by
+ecg_id against every record read. Classes without a positive in the training or validation
+records are left out (nothing can be learned or selected for them); the rule never looks at
+the test split.
+
+Writes into `results_dir` (default `<output_dir>/results`, output_dir default
+`<checkpoint>/eval`): `<name>.md` (markdown tables,
+value [95 % CI]), `<name>.json` (everything, including per-run hyperparameters and per-class
+metrics), `<name>_fractions.png` (AUROC against label fraction), `<name>_shift.png`
+(degradation curves); the feature cache goes to `<output_dir>/features/`.
+
+Python API: `build_encoders(config)`, `evaluate_encoders(encoders, data_cfg, config,
+output_dir, store=None) -> results`, `write_results(results, output_dir, name) -> paths`,
+`run(config) -> results`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+import time
+from typing import Any, Optional, Sequence
+
+from absl import app
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+
+from merit_jax.evaluators import features as features_lib
+
+EVALUATORS = ("linear_probe", "finetune", "zero_shot", "retrieval", "shift")
+BASELINES = ("random_init", "random_conv")
+# Short names accepted in config.tasks, as in merit_jax.data.features.PTBXL_TASKS.
+TASK_ALIASES = {"all": "all", "diag": "diagnostic", "diagnostic": "diagnostic",
+                "sub": "subdiagnostic", "subdiagnostic": "subdiagnostic",
+                "super": "superdiagnostic", "superdiagnostic": "superdiagnostic",
+                "form": "form", "rhythm": "rhythm"}
+# MERL's split-file stems (labels_merl/ptbxl_<stem>_{train,val,test}.csv).
+MERL_STEMS = {"superdiagnostic": "super_class", "subdiagnostic": "sub_class", "form": "form",
+              "rhythm": "rhythm"}
+MERL_SPLITS = {"train": "train", "validation": "val", "test": "test"}
+SPLITS = ("train", "validation", "test")
+
+
+# ----------------------------------------------------------------------------------------------
+# Config helpers.
+
+
+def parse_list(value, cast=str) -> list:
+  """'a,b' / ['a', 'b'] / ('a',) → [cast(a), cast(b)]; '' or None → []."""
+  if value is None:
+    return []
+  if isinstance(value, str):
+    items = [v.strip() for v in value.split(",")]
+  elif isinstance(value, (list, tuple)):
+    items = list(value)
+  else:
+    items = [value]
+  return [cast(v) for v in items if str(v).strip() != ""]
+
+
+def resolve_tasks(names: Sequence[str]) -> list[str]:
+  out = []
+  for name in names:
+    if name not in TASK_ALIASES:
+      raise ValueError(f"config.tasks: unknown task {name!r}; choose from "
+                       f"{sorted(set(TASK_ALIASES))}")
+    if TASK_ALIASES[name] not in out:
+      out.append(TASK_ALIASES[name])
+  return out
+
+
+def _check_config(config) -> None:
+  for name in parse_list(config.evaluators):
+    if name not in EVALUATORS:
+      raise ValueError(f"config.evaluators: unknown evaluator {name!r}; choose from "
+                       f"{', '.join(EVALUATORS)}")
+  for name in parse_list(config.baselines):
+    if name not in BASELINES:
+      raise ValueError(f"config.baselines: unknown baseline {name!r}; choose from "
+                       f"{', '.join(BASELINES)}")
+  fractions = parse_list(config.fractions, float)
+  if not fractions or any(not 0 < f <= 1 for f in fractions):
+    raise ValueError(f"config.fractions must be in (0, 1], got {config.fractions!r}")
+  if not parse_list(config.seeds, int):
+    raise ValueError("config.seeds is empty")
+  resolve_tasks(parse_list(config.tasks))
+
+
+def eval_data_config(run_config, config) -> ml_collections.ConfigDict:
+  """The checkpoint's data config with the evaluation's overrides applied."""
+  data = ml_collections.ConfigDict(run_config.data.to_dict())
+  if config.data.get("name"):
+    data.name = config.data.name
+    data.sources = None
+  for key in ("config", "data_dir"):
+    if config.data.get(key):
+      data[key] = config.data[key]
+  return data
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoders.
+
+
+def build_encoders(config) -> tuple[list, Any]:
+  """The checkpoint's encoder and the baselines the config names; returns (encoders, run cfg)."""
+  if not config.checkpoint:
+    raise ValueError("config.checkpoint is required: the --workdir of a training run "
+                     "(--config.checkpoint=DIR)")
+  encoders = [features_lib.checkpoint_encoder(config.checkpoint, config.step,
+                                              config.batch_size)]
+  run_config = encoders[0].config
+  encoders += baseline_encoders(config, run_config, encoders[0].tokenizer)
+  return encoders, run_config
+
+
+def baseline_encoders(config, run_config, tokenizer) -> list:
+  out = []
+  for name in parse_list(config.baselines):
+    if name == "random_init":
+      out.append(features_lib.random_init_encoder(run_config, tokenizer,
+                                                  int(config.random_init.seed),
+                                                  config.batch_size))
+    elif name == "random_conv":
+      out.append(features_lib.random_conv_encoder(
+          int(config.random_conv.num_kernels), int(config.random_conv.seed),
+          int(run_config.data.preprocess.num_samples)))
+  return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Task data: features and labels per split (TFDS folds or MERL split files).
+
+
+def _expand(path) -> str:
+  return os.path.abspath(os.path.expanduser(str(path)))
+
+
+def _find_file(data_cfg, relative: str, explicit=None) -> Optional[str]:
+  """A publisher file: explicit path, or <manual_dir>[/<config>]/relative of each source."""
+  if explicit:
+    path = _expand(explicit)
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"{path} does not exist")
+    return path
+  dirs = [data_cfg.get("manual_dir")]
+  for src in data_cfg.get("sources") or []:
+    dirs.append(dict(src).get("manual_dir"))
+  for folder in dirs:
+    if not folder:
+      continue
+    for candidate in (os.path.join(folder, relative),
+                      os.path.join(folder, str(data_cfg.get("config") or ""), relative)):
+      if os.path.exists(_expand(candidate)):
+        return _expand(candidate)
+  return None
+
+
+def _merl_table(merl_dir: str, task: str, split: str):
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  if task not in MERL_STEMS:
+    raise ValueError(f"merl_splits: MERL publishes no split files for task {task!r} (only "
+                     f"{sorted(MERL_STEMS)})")
+  path = os.path.join(merl_dir, f"ptbxl_{MERL_STEMS[task]}_{MERL_SPLITS[split]}.csv")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"merl_splits: {path} not found (set --config.merl_dir)")
+  table = pd.read_csv(path)
+  if "ecg_id" not in table.columns or MERL_STEMS[task] not in table.columns:
+    raise ValueError(f"merl_splits: {path} lacks the ecg_id or {MERL_STEMS[task]} column")
+  classes = list(table.columns[list(table.columns).index(MERL_STEMS[task]) + 1:])
+  return table, classes
+
+
+class TaskData:
+  """Labels and record indices of one task on train/validation/test, for any encoder."""
+
+  def __init__(self, store, task: str, class_names: list, labels: dict, index: dict,
+               coverage: Optional[dict] = None):
+    self.store = store
+    self.task = task
+    self.class_names = class_names
+    self.labels = labels      # split -> (n, C)
+    self.index = index        # split -> [(tfds split, row indices)] in order
+    self.coverage = coverage or {}
+
+  def features(self, encoder, split: str, kind: str = "pooled", corruption=None,
+               seed: int = 0) -> np.ndarray:
+    parts = []
+    for tfds_split, rows in self.index[split]:
+      feats = self.store.features(encoder, tfds_split, corruption, seed)
+      if kind not in feats:
+        raise ValueError(f"encoder {encoder.name!r} has no {kind!r} features")
+      parts.append(feats[kind][rows])
+    return np.concatenate(parts)
+
+  def signals(self, split: str) -> np.ndarray:
+    return np.concatenate([self.store.split(s).ecg[rows] for s, rows in self.index[split]])
+
+  def reports(self, split: str) -> list:
+    out = []
+    for s, rows in self.index[split]:
+      reports = self.store.split(s).report
+      out.extend(reports[i] for i in rows)
+    return out
+
+
+def task_data(store, task: str, label_names: dict, config, data_cfg) -> TaskData:
+  """Train/validation/test records and labels of one task (see module docstring)."""
+  if config.merl_splits:
+    merl_dir = config.merl_dir or _find_file(data_cfg, "labels_merl")
+    if not merl_dir:
+      raise FileNotFoundError("merl_splits: no labels_merl/ folder under data.manual_dir; set "
+                              "--config.merl_dir")
+    position = {}
+    for s in SPLITS:
+      for row, ecg_id in enumerate(store.split(s).ecg_id):
+        position.setdefault(int(ecg_id), (s, row))
+    labels, index, coverage, class_names = {}, {}, {}, None
+    for split in SPLITS:
+      table, classes = _merl_table(merl_dir, task, split)
+      if class_names is None:
+        class_names = classes
+      found = [(i, position[int(e)]) for i, e in enumerate(table["ecg_id"]) if int(e) in position]
+      coverage[split] = {"listed": int(len(table)), "matched": len(found)}
+      if not found:
+        raise ValueError(f"merl_splits: none of the {len(table)} {task} {split} ecg_ids were "
+                         "found among the records read")
+      values = table[class_names].to_numpy()
+      # Grouped by TFDS split (MERL's folds match them), MERL's row order within each.
+      order, rows_of = [], []
+      for s in SPLITS:
+        members = [(i, row) for i, (s2, row) in found if s2 == s]
+        if members:
+          order.append((s, np.asarray([row for _, row in members], np.int64)))
+          rows_of.extend(i for i, _ in members)
+      labels[split] = values[rows_of].astype(np.uint8)
+      index[split] = order
+  else:
+    if task not in label_names:
+      raise ValueError(f"task {task!r} has no labels in this dataset (available: "
+                       f"{sorted(label_names)})")
+    class_names = list(label_names[task])
+    labels, index, coverage = {}, {}, {}
+    for split in SPLITS:
+      data = store.split(split)
+      if task not in data.labels:
+        raise ValueError(f"task {task!r} is missing from split {split!r} of some source")
+      labels[split] = data.labels[task]
+      index[split] = [(split, np.arange(len(data)))]
+  # Classes that can be learned and selected: positives in train and in validation.
+  keep = (labels["train"].sum(0) > 0) & (labels["validation"].sum(0) > 0)
+  keep &= labels["validation"].sum(0) < labels["validation"].shape[0]
+  if not keep.any():
+    raise ValueError(f"task {task!r}: no class has positives in both train and validation")
+  class_names = [c for c, k in zip(class_names, keep) if k]
+  labels = {s: y[:, keep] for s, y in labels.items()}
+  return TaskData(store, task, class_names, labels, index, coverage)
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluators.
+
+
+def _metric_summary(m: dict) -> dict:
+  """The macro metrics of an `evaluate_multilabel` result (no per-class lists)."""
+  return {k: m[k] for k in ("macro_auroc", "macro_auprc", "macro_f1") if k in m} | {
+      "num_evaluated": m.get("num_evaluated"), "excluded_classes": m.get("excluded_classes")}
+
+
+def _fraction_results(fraction_runs: dict) -> dict:
+  out = {}
+  for fraction, summary in fraction_runs.items():
+    out[str(fraction)] = {
+        **{k: summary[k] for k in ("macro_auroc", "macro_auprc", "macro_f1")},
+        "runs": [{"seed": seed, "subset_size": size, "hparams": run.hparams,
+                  "val": _metric_summary(run.val_metrics),
+                  "test": _metric_summary(run.test_metrics),
+                  "per_class_test_auroc": run.test_metrics["per_class"]["auroc"],
+                  "grid": run.grid_results}
+                 for seed, size, run in zip(summary["seeds"], summary["subset_sizes"],
+                                            summary["runs"])]}
+  return out
+
+
+def _probe_kwargs(config) -> dict:
+  return dict(grid={"weight_decay": parse_list(config.probe.weight_decays, float),
+                    "learning_rate": [float(config.probe.learning_rate)]},
+              max_epochs=int(config.probe.max_epochs), eval_every=int(config.probe.eval_every),
+              patience=int(config.probe.patience), n_bootstrap=int(config.n_bootstrap))
+
+
+def run_probe(encoder, data: TaskData, config) -> tuple[dict, Any]:
+  """Linear probe at every label fraction; returns (results, the 100 % ProbeResult or None)."""
+  from merit_jax.evaluators import linear_probe  # pylint: disable=g-import-not-at-top
+  splits = [(data.features(encoder, s), data.labels[s]) for s in SPLITS]
+  runs = linear_probe.run_label_fractions(
+      *splits, fractions=parse_list(config.fractions, float),
+      seeds=parse_list(config.seeds, int), **_probe_kwargs(config))
+  full = runs[1.0]["runs"][0] if 1.0 in runs else None
+  return _fraction_results(runs), full
+
+
+def full_probe(encoder, data: TaskData, config):
+  from merit_jax.evaluators import linear_probe  # pylint: disable=g-import-not-at-top
+  splits = [(data.features(encoder, s), data.labels[s]) for s in SPLITS]
+  return linear_probe.run_linear_probe(*splits, **_probe_kwargs(config))
+
+
+def run_finetune(encoder, data: TaskData, config) -> Optional[dict]:
+  from merit_jax.evaluators import finetune  # pylint: disable=g-import-not-at-top
+  if encoder.model is None:
+    return None  # Not a network (random convolutions): nothing to fine-tune.
+  embed_fn, encoder_params = finetune.merit_embed_fn(encoder.model, encoder.params)
+  f = config.finetune
+  runs = finetune.run_finetune_fractions(
+      embed_fn, encoder_params, *[(data.signals(s), data.labels[s]) for s in SPLITS],
+      fractions=parse_list(f.fractions, float), seeds=parse_list(f.seeds, int),
+      learning_rates=parse_list(f.learning_rates, float), max_epochs=int(f.max_epochs),
+      patience=int(f.patience), batch_size=int(f.batch_size),
+      weight_decay=float(f.weight_decay), n_bootstrap=int(config.n_bootstrap),
+      progress=bool(config.progress))
+  return _fraction_results(runs)
+
+
+def _descriptions(statements_csv: Optional[str], class_names: Sequence[str]) -> dict:
+  """SCP descriptions, plus aliases for MERL's names without PTB-XL's '_' (ISC → ISC_)."""
+  from merit_jax.evaluators import zero_shot  # pylint: disable=g-import-not-at-top
+  known = zero_shot.load_scp_descriptions(statements_csv) if statements_csv else {}
+  out = {}
+  for name in class_names:
+    for candidate in (name, name + "_", "_" + name):
+      if candidate in known:
+        out[name] = known[candidate]
+        break
+      if candidate in zero_shot.GROUP_DESCRIPTIONS and candidate != name:
+        out[name] = zero_shot.GROUP_DESCRIPTIONS[candidate]
+        break
+  return out
+
+
+def run_zero_shot(encoder, data: TaskData, config, data_cfg) -> Optional[dict]:
+  from merit_jax.evaluators import zero_shot  # pylint: disable=g-import-not-at-top
+  if encoder.embed_text is None:
+    return None
+  z = config.zero_shot
+  statements = _find_file(data_cfg, "scp_statements.csv", z.get("statements_csv"))
+  result = zero_shot.run_zero_shot(
+      data.features(encoder, "test", "projected"), data.labels["test"], data.class_names,
+      encoder.embed_text, val_ecg_emb=data.features(encoder, "validation", "projected"),
+      val_labels=data.labels["validation"], n_bootstrap=int(config.n_bootstrap),
+      seed=int(config.seed), statements_csv=statements,
+      descriptions=_descriptions(statements, data.class_names),
+      prompt_file=z.get("prompt_file"), user_prompts=z.get("user_prompts", "extend"))
+  out = _metric_summary(result)
+  out["per_class_auroc"] = result["per_class"]["auroc"]
+  out["prompts"] = result["prompts"]
+  return out
+
+
+def run_retrieval(encoder, store, config) -> Optional[dict]:
+  from merit_jax.evaluators import retrieval  # pylint: disable=g-import-not-at-top
+  if encoder.embed_text is None:
+    return None
+  split = config.retrieval.get("split", "test")
+  data = store.split(split)
+  has_report = np.array([bool(str(r).strip()) for r in data.report])
+  if has_report.sum() < 2:
+    return {"error": f"fewer than 2 records with a report in {split}"}
+  ecg = store.features(encoder, split)["projected"][has_report]
+  text = store.text_features(encoder, split)[has_report]
+  ks = [k for k in parse_list(config.retrieval.ks, int) if k <= has_report.sum()]
+  texts = [r for r, h in zip(data.report, has_report) if h]
+  out = retrieval.recall_at_k(ecg, text, ks=ks, texts=texts)
+  out["split"] = split
+  return out
+
+
+def run_shift(encoder, data: TaskData, probe, config) -> list:
+  """Degradation curves (layout of `shift.degradation_curve`) of the fixed 100 % probe."""
+  from merit_jax.evaluators import shift  # pylint: disable=g-import-not-at-top
+  labels = data.labels["test"]
+  clean = {"macro_auroc": probe.test_metrics["macro_auroc"]["value"]}
+  curves = []
+  for name in parse_list(config.shift.corruptions):
+    if name not in shift.CORRUPTIONS:
+      raise ValueError(f"config.shift.corruptions: unknown corruption {name!r}; known: "
+                       f"{sorted(shift.CORRUPTIONS)}")
+    values = []
+    for severity in shift.CORRUPTIONS[name].severities:
+      feats = data.features(encoder, "test", "pooled", (name, severity),
+                            int(config.shift.seed))
+      m = probe.evaluate(feats, labels, n_bootstrap=0)
+      values.append({"macro_auroc": m["macro_auroc"]["value"],
+                     "macro_f1": m.get("macro_f1", {}).get("value")})
+    curves.append({"corruption": name, "unit": shift.CORRUPTIONS[name].unit,
+                   "severities": list(shift.CORRUPTIONS[name].severities),
+                   "clean": clean, "values": values})
+  return curves
+
+
+def evaluate_encoders(encoders: Sequence, data_cfg, config, output_dir: str,
+                      store=None) -> dict:
+  """Runs the configured evaluators for every encoder and task; returns the results dict."""
+  from merit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  _check_config(config)
+  evaluators = parse_list(config.evaluators)
+  tasks = resolve_tasks(parse_list(config.tasks))
+  if store is None:
+    store = features_lib.FeatureStore(
+        data_cfg, os.path.join(output_dir, "features"),
+        sources=features_lib.data_sources(data_cfg, bool(config.data.all_sources)),
+        batch_size=int(config.batch_size), max_records=config.max_records,
+        progress=bool(config.progress))
+  label_names = pipeline.label_names(data_cfg)
+  shift_tasks = resolve_tasks(parse_list(config.shift.tasks)) if "shift" in evaluators else []
+  results: dict[str, Any] = {
+      "meta": {"evaluators": evaluators, "tasks": tasks,
+               "fractions": parse_list(config.fractions, float),
+               "seeds": parse_list(config.seeds, int), "merl_splits": bool(config.merl_splits),
+               "n_bootstrap": int(config.n_bootstrap),
+               "data": {"name": data_cfg.get("name"), "config": data_cfg.get("config"),
+                        "sources": [s.__dict__ for s in (store.sources or [])]},
+               "encoders": [{"name": e.name, "cache_key": e.cache_key, "step": e.step}
+                            for e in encoders],
+               "records": {}, "classes": {}, "coverage": {}},
+  }
+  for name in evaluators:
+    results[name] = {e.name: {} for e in encoders}
+  task_cache = {}
+  work = [(e, t) for e in encoders for t in tasks]
+  bar = None
+  if config.progress:
+    from tqdm import auto as tqdm_auto  # pylint: disable=g-import-not-at-top
+    bar = tqdm_auto.tqdm(total=len(work), desc="evaluate", file=sys.stderr)
+  for encoder, task in work:
+    if bar is not None:
+      bar.set_postfix_str(f"{encoder.name}/{task}")
+    if task not in task_cache:
+      task_cache[task] = task_data(store, task, label_names, config, data_cfg)
+      d = task_cache[task]
+      results["meta"]["classes"][task] = d.class_names
+      results["meta"]["records"][task] = {s: int(d.labels[s].shape[0]) for s in SPLITS}
+      if d.coverage:
+        results["meta"]["coverage"][task] = d.coverage
+    data = task_cache[task]
+    probe = None
+    if "linear_probe" in evaluators:
+      results["linear_probe"][encoder.name][task], probe = run_probe(encoder, data, config)
+    if "finetune" in evaluators:
+      out = run_finetune(encoder, data, config)
+      if out is not None:
+        results["finetune"][encoder.name][task] = out
+    if "zero_shot" in evaluators:
+      out = run_zero_shot(encoder, data, config, data_cfg)
+      if out is not None:
+        results["zero_shot"][encoder.name][task] = out
+    if task in shift_tasks:
+      probe = probe or full_probe(encoder, data, config)
+      results["shift"][encoder.name][task] = run_shift(encoder, data, probe, config)
+    if bar is not None:
+      bar.update(1)
+  if bar is not None:
+    bar.close()
+  if "retrieval" in evaluators:
+    for encoder in encoders:
+      out = run_retrieval(encoder, store, config)
+      if out is not None:
+        results["retrieval"][encoder.name] = out
+  # Shift tasks outside config.tasks still get their curves.
+  for task in shift_tasks:
+    if task in tasks:
+      continue
+    data = task_data(store, task, label_names, config, data_cfg)
+    for encoder in encoders:
+      results["shift"][encoder.name][task] = run_shift(
+          encoder, data, full_probe(encoder, data, config), config)
+  return results
+
+
+# ----------------------------------------------------------------------------------------------
+# Output: markdown tables, JSON, plots.
+
+
+def _pct(x) -> str:
+  return "–" if x is None or not np.isfinite(x) else f"{100 * x:.1f}"
+
+
+def _ci_cell(m: Optional[dict]) -> str:
+  if not m:
+    return "–"
+  cell = _pct(m.get("value"))
+  if "ci_low" in m and np.isfinite(m["ci_low"]):
+    cell += f" [{_pct(m['ci_low'])}, {_pct(m['ci_high'])}]"
+  return cell
+
+
+def _fraction_cell(entry: Optional[dict], metric: str) -> str:
+  """Single run: value [95 % CI]; several seeds: mean ± sd (n)."""
+  if not entry:
+    return "–"
+  runs = entry["runs"]
+  if len(runs) == 1:
+    return _ci_cell(runs[0]["test"].get(metric))
+  summary = entry[metric]
+  return f"{_pct(summary['mean'])} ± {100 * summary['std']:.1f} (n={len(runs)})"
+
+
+def _fraction_table(section: dict, tasks, fractions, metric: str) -> list[str]:
+  header = ["encoder"] + [f"{t} {f:g}" for t in tasks for f in fractions]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for encoder, per_task in section.items():
+    if not per_task:
+      continue
+    cells = [_fraction_cell(per_task.get(t, {}).get(str(f)), metric)
+             for t in tasks for f in fractions]
+    lines.append("| " + " | ".join([encoder] + cells) + " |")
+  return lines
+
+
+def results_markdown(results: dict, title: str, command: Optional[str] = None) -> str:
+  meta = results["meta"]
+  tasks, fractions = meta["tasks"], meta["fractions"]
+  out = [f"# {title}", ""]
+  if command:
+    out += ["Produced by:", "", "```", command, "```", ""]
+  splits = "MERL's published split files" if meta["merl_splits"] else \
+      "TFDS splits (PTB-XL folds 1–8 / 9 / 10)"
+  out += [f"Splits: {splits}. Every choice on validation; test scored once. Values in %; "
+          f"single runs show value [95 % bootstrap CI, {meta['n_bootstrap']} resamples], "
+          "several seeds show mean ± sd over seeds (per-run CIs in the JSON).", ""]
+  out += ["Records (train / validation / test) and classes per task: " + "; ".join(
+      f"{t}: {r['train']} / {r['validation']} / {r['test']}, {len(meta['classes'][t])} classes"
+      for t, r in meta["records"].items()) + ".", ""]
+  for key, label in (("linear_probe", "Linear probe"), ("finetune", "Fine-tuning")):
+    if key not in results:
+      continue
+    for metric in ("macro_auroc", "macro_auprc", "macro_f1"):
+      out += [f"## {label}: {metric.replace('_', ' ')} (task, label fraction)", ""]
+      out += _fraction_table(results[key], tasks, fractions if key == "linear_probe" else
+                             sorted({float(f) for e in results[key].values()
+                                     for t in e.values() for f in t}), metric)
+      out.append("")
+  if "zero_shot" in results and any(results["zero_shot"].values()):
+    out += ["## Zero-shot (test): macro AUROC / macro F1 (thresholds from validation)", ""]
+    out += ["| encoder | " + " | ".join(tasks) + " |", "|" + "---|" * (len(tasks) + 1)]
+    for encoder, per_task in results["zero_shot"].items():
+      if per_task:
+        cells = [f"{_ci_cell(per_task[t].get('macro_auroc'))} / "
+                 f"{_ci_cell(per_task[t].get('macro_f1'))}" if t in per_task else "–"
+                 for t in tasks]
+        out.append("| " + " | ".join([encoder] + cells) + " |")
+    out.append("")
+  if "retrieval" in results and any(results["retrieval"].values()):
+    out += ["## Retrieval (test, records with a report): Recall@K % (chance in brackets)", ""]
+    some = next(v for v in results["retrieval"].values() if v)
+    ks = sorted(int(k.split("@")[1]) for k in some if k.startswith("ecg_to_report/R@"))
+    cols = [f"{d} R@{k}" for d in ("ecg→report", "report→ecg") for k in ks]
+    out += ["| encoder | N | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
+    for encoder, r in results["retrieval"].items():
+      if not r or "error" in r:
+        continue
+      cells = [f"{_pct(r[f'{d}/R@{k}'])} ({_pct(r[f'chance/{d}/R@{k}'])})"
+               for d in ("ecg_to_report", "report_to_ecg") for k in ks]
+      out.append("| " + " | ".join([encoder, str(r["num_queries"])] + cells) + " |")
+    out.append("")
+  if "shift" in results and any(results["shift"].values()):
+    out += ["## Distribution shift (test): macro AUROC % of the fixed 100 % probe", ""]
+    for encoder, per_task in results["shift"].items():
+      for task, curves in per_task.items():
+        out += [f"**{encoder} / {task}** (clean "
+                f"{_pct(curves[0]['clean']['macro_auroc']) if curves else '–'})", ""]
+        out += ["| corruption | unit | AUROC at each severity (weakest first) |", "|---|---|---|"]
+        for c in curves:
+          values = ", ".join(f"{s}: {_pct(v['macro_auroc'])}"
+                             for s, v in zip(c["severities"], c["values"]))
+          out.append(f"| {c['corruption']} | {c['unit']} | {values} |")
+        out.append("")
+  return "\n".join(out) + "\n"
+
+
+def plot_fractions(results: dict, path) -> Optional[pathlib.Path]:
+  """AUROC against label fraction, one subplot per task, one line per encoder."""
+  if "linear_probe" not in results:
+    return None
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  tasks = results["meta"]["tasks"]
+  fig, axes = plt.subplots(1, len(tasks), figsize=(3.4 * len(tasks), 3.2), squeeze=False)
+  for ax, task in zip(axes[0], tasks):
+    for encoder, per_task in results["linear_probe"].items():
+      entry = per_task.get(task)
+      if not entry:
+        continue
+      fractions = sorted(entry, key=float)
+      means = [100 * entry[f]["macro_auroc"]["mean"] for f in fractions]
+      stds = [100 * entry[f]["macro_auroc"]["std"] for f in fractions]
+      ax.errorbar([100 * float(f) for f in fractions], means, yerr=stds, marker="o",
+                  capsize=3, label=encoder)
+    ax.set_xscale("log")
+    ax.set_xlabel("label fraction (%)")
+    ax.set_title(task, fontsize=9)
+  axes[0][0].set_ylabel("test macro AUROC (%)")
+  axes[0][-1].legend(fontsize=7)
+  fig.tight_layout()
+  path = pathlib.Path(path)
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def plot_shift(results: dict, path) -> Optional[pathlib.Path]:
+  """Degradation curves: one row per task, one subplot per corruption, a line per encoder."""
+  if "shift" not in results or not any(results["shift"].values()):
+    return None
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  tasks = sorted({t for per_task in results["shift"].values() for t in per_task})
+  names = [c["corruption"] for c in next(
+      per_task[t] for per_task in results["shift"].values() for t in per_task)]
+  fig, axes = plt.subplots(len(tasks), len(names), figsize=(3 * len(names), 2.8 * len(tasks)),
+                           squeeze=False)
+  for row, task in enumerate(tasks):
+    for col, name in enumerate(names):
+      ax = axes[row][col]
+      for encoder, per_task in results["shift"].items():
+        for curve in per_task.get(task, []):
+          if curve["corruption"] != name:
+            continue
+          ys = [100 * curve["clean"]["macro_auroc"]] + [100 * v["macro_auroc"]
+                                                        for v in curve["values"]]
+          ax.plot(range(len(ys)), ys, marker="o", label=encoder)
+          ax.set_xticks(range(len(ys)))
+          ax.set_xticklabels(["clean"] + [str(s) for s in curve["severities"]], fontsize=7)
+          ax.set_xlabel(curve["unit"], fontsize=8)
+      ax.set_title(f"{task}: {name}", fontsize=8)
+  axes[0][0].set_ylabel("test macro AUROC (%)")
+  axes[0][-1].legend(fontsize=7)
+  fig.tight_layout()
+  path = pathlib.Path(path)
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def _json_default(obj):
+  if isinstance(obj, np.ndarray):
+    return obj.tolist()
+  if isinstance(obj, (np.floating, np.integer)):
+    return obj.item()
+  return str(obj)
+
+
+def write_results(results: dict, results_dir: str, name: str,
+                  command: Optional[str] = None, title: Optional[str] = None) -> dict:
+  """Writes <results_dir>/<name>.md, .json and the PNGs; returns {kind: path}."""
+  folder = pathlib.Path(results_dir)
+  folder.mkdir(parents=True, exist_ok=True)
+  paths = {"json": folder / f"{name}.json", "md": folder / f"{name}.md"}
+  results = dict(results, meta=dict(results["meta"], command=command))
+  paths["json"].write_text(json.dumps(results, indent=1, default=_json_default,
+                                      allow_nan=True), encoding="utf-8")
+  paths["md"].write_text(results_markdown(results, title or name, command), encoding="utf-8")
+  fractions_png = plot_fractions(results, folder / f"{name}_fractions.png")
+  shift_png = plot_shift(results, folder / f"{name}_shift.png")
+  if fractions_png:
+    paths["fractions_png"] = fractions_png
+  if shift_png:
+    paths["shift_png"] = shift_png
+  return {k: str(v) for k, v in paths.items()}
+
+
+def run(config, command: Optional[str] = None) -> dict:
+  """Loads the checkpoint and baselines, evaluates, writes the outputs; returns the results."""
+  _check_config(config)
+  t0 = time.time()
+  encoders, run_config = build_encoders(config)
+  output_dir = config.output_dir or os.path.join(_expand(config.checkpoint), "eval")
+  data_cfg = eval_data_config(run_config, config)
+  results = evaluate_encoders(encoders, data_cfg, config, output_dir)
+  results["meta"]["checkpoint"] = _expand(config.checkpoint)
+  results["meta"]["wall_time_s"] = time.time() - t0
+  results_dir = config.results_dir or os.path.join(output_dir, "results")
+  paths = write_results(results, results_dir, config.name, command)
+  print(f"wrote {', '.join(paths.values())}", flush=True)
+  results["paths"] = paths
+  return results
+
+
+def _define_flags():
+  # Defined only when run as a program: merit_jax.ablations imports this module and owns
+  # its own --config.
+  return config_flags.DEFINE_config_file(
+      "config", None, "Evaluation config, e.g. configs/evaluate.py.", lock_config=True)
+
+
+_CONFIG = None
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _CONFIG is None or _CONFIG.value is None:
+    raise app.UsageError("--config is required, e.g. --config=configs/evaluate.py "
+                         "--config.checkpoint=RUN_DIR")
+  command = "python -m merit_jax.evaluate " + " ".join(sys.argv[1:])
+  try:
+    run(_CONFIG.value, command)
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f"merit_jax.evaluate: {e}")
+
+
+if __name__ == "__main__":
+  from merit_jax import config_utils  # pylint: disable=g-import-not-at-top
+  _CONFIG = _define_flags()
+  app.run(main, flags_parser=config_utils.make_flags_parser("merit_jax.evaluate"))

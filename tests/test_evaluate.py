@@ -1,0 +1,228 @@
+"""End-to-end tests of merit_jax/evaluate.py and merit_jax/ablations.py on a tiny checkpoint.
+
+One synthetic dataset (120 records) and one tiny checkpoint (configs/pretrain.py:test, 2 steps)
+are built per module; the evaluation runs once with every evaluator and both baselines at
+tiny settings, and its feature cache is reused by the other tests.
+"""
+
+import copy
+import json
+import pathlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from configs import evaluate as evaluate_config
+from configs import pretrain as pretrain_config
+from merit_jax import ablations
+from merit_jax import evaluate
+from merit_jax.evaluators import features
+
+DATA_CONFIG = "n120_s0"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+  """A 2-step training run of the test config on 120 synthetic records."""
+  from merit_jax import train  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("eval_ckpt")
+  config = pretrain_config.get_config("test")
+  config.data.config = DATA_CONFIG
+  config.data.data_dir = str(root / "tfds")
+  config.data.manual_dir = str(root / "manual")
+  config.data.build_kwargs = {"tokenizer_vocab_size": 200}
+  config.total_steps = 2
+  config.checkpoint_every = 2
+  config.eval_every = 2
+  config.log_every = 1
+  train.train_and_evaluate(config, str(root / "run"))
+  return root / "run"
+
+
+def _eval_config(checkpoint, output_dir):
+  config = evaluate_config.get_config("quick")
+  config.checkpoint = str(checkpoint)
+  config.output_dir = str(output_dir)
+  config.evaluators = "linear_probe,finetune,zero_shot,retrieval,shift"
+  config.baselines = "random_init,random_conv"
+  config.tasks = "super,rhythm"
+  config.fractions = "0.1,1.0"
+  config.seeds = "0,1"
+  config.n_bootstrap = 100
+  config.batch_size = 32
+  config.progress = False
+  config.probe.weight_decays = "0,1e-2"
+  config.probe.max_epochs = 20
+  config.probe.eval_every = 5
+  config.probe.patience = 2
+  config.finetune.learning_rates = "1e-3"
+  config.finetune.max_epochs = 1
+  config.finetune.batch_size = 16
+  config.shift.corruptions = "gaussian_noise"
+  config.random_conv.num_kernels = 20
+  return config
+
+
+@pytest.fixture(scope="module")
+def evaluated(checkpoint, tmp_path_factory):
+  out = tmp_path_factory.mktemp("eval_out")
+  config = _eval_config(checkpoint, out)
+  return config, evaluate.run(config, command="python -m merit_jax.evaluate (test)")
+
+
+def _single_run_metrics(results):
+  """Every test-metric dict of every probe / fine-tuning run in the results."""
+  for section in ("linear_probe", "finetune"):
+    for per_task in results[section].values():
+      for per_fraction in per_task.values():
+        for entry in per_fraction.values():
+          for run in entry["runs"]:
+            yield section, run
+
+
+def test_end_to_end_outputs(evaluated):
+  _, results = evaluated
+  names = [e["name"] for e in results["meta"]["encoders"]]
+  assert names == ["run", "random_init", "random_conv"]
+  for name in names:
+    assert set(results["linear_probe"][name]) == {"superdiagnostic", "rhythm"}
+    assert set(results["linear_probe"][name]["rhythm"]) == {"0.1", "1.0"}
+    assert len(results["linear_probe"][name]["rhythm"]["0.1"]["runs"]) == 2
+    assert set(results["shift"][name]) == {"superdiagnostic"}
+  # Random convolutions have no text tower and are not a network to fine-tune.
+  assert set(results["finetune"]) == {"run", "random_init", "random_conv"}
+  assert results["finetune"]["random_conv"] == {}
+  assert results["zero_shot"]["random_conv"] == {} and "random_conv" not in [
+      k for k, v in results["retrieval"].items() if v]
+  zs = results["zero_shot"]["run"]["superdiagnostic"]
+  assert 0 <= zs["macro_auroc"]["value"] <= 1 and zs["prompts"]["NORM"]
+  assert results["retrieval"]["run"]["num_queries"] > 0
+  curve = results["shift"]["run"]["superdiagnostic"][0]
+  assert curve["corruption"] == "gaussian_noise" and len(curve["values"]) == 5
+
+  paths = results["paths"]
+  for key in ("md", "json", "fractions_png", "shift_png"):
+    assert pathlib.Path(paths[key]).stat().st_size > 0
+  md = pathlib.Path(paths["md"]).read_text()
+  assert "## Linear probe: macro auroc" in md and "| random_conv |" in md
+  assert "## Zero-shot" in md and "## Retrieval" in md and "## Distribution shift" in md
+  saved = json.loads(pathlib.Path(paths["json"]).read_text())
+  assert saved["meta"]["command"].startswith("python -m merit_jax.evaluate")
+  # Features were cached per encoder / split / corruption.
+  cache = pathlib.Path(paths["md"]).parents[1] / "features"
+  assert len(list(cache.glob("*/train.npz"))) == 3
+  assert len(list(cache.glob("*/test__gaussian_noise_*.npz"))) == 15
+
+
+def test_bootstrap_interval_covers_point_estimate(evaluated):
+  _, results = evaluated
+  checked = 0
+  for _, run in _single_run_metrics(results):
+    for metric in ("macro_auroc", "macro_auprc", "macro_f1"):
+      m = run["test"][metric]
+      if np.isfinite(m["value"]) and np.isfinite(m.get("ci_low", np.nan)):
+        assert m["ci_low"] - 1e-9 <= m["value"] <= m["ci_high"] + 1e-9, (metric, m)
+        checked += 1
+  assert checked > 20
+
+
+def test_test_labels_change_no_selected_hyperparameter(evaluated, checkpoint):
+  config, results = evaluated
+  config = copy.deepcopy(config)
+  config.evaluators = "linear_probe,finetune"
+  config.baselines = "random_conv"
+  encoders, run_config = evaluate.build_encoders(config)
+  data_cfg = evaluate.eval_data_config(run_config, config)
+  output_dir = config.output_dir
+  store = features.FeatureStore(data_cfg, str(pathlib.Path(output_dir) / "features"),
+                                batch_size=config.batch_size, progress=False)
+  test = store.split("test")
+  flipped = features.SplitData(ecg=test.ecg, labels={t: 1 - y for t, y in test.labels.items()},
+                               ecg_id=test.ecg_id, report=test.report, source=test.source)
+  store.set_split("test", flipped)
+  altered = evaluate.evaluate_encoders(encoders, data_cfg, config, output_dir, store=store)
+  compared = 0
+  for section in ("linear_probe", "finetune"):
+    for encoder, per_task in altered[section].items():
+      for task, per_fraction in per_task.items():
+        for fraction, entry in per_fraction.items():
+          original = results[section][encoder][task][fraction]["runs"]
+          for run, before in zip(entry["runs"], original):
+            assert run["hparams"] == before["hparams"], (section, encoder, task, fraction)
+            assert run["grid"] == before["grid"]
+            assert run["val"]["macro_auroc"] == before["val"]["macro_auroc"]
+            compared += 1
+  assert compared >= 8
+  # The flipped labels did reach the test metric.
+  a = altered["linear_probe"]["run"]["rhythm"]["1.0"]["runs"][0]["test"]["macro_auroc"]["value"]
+  b = results["linear_probe"]["run"]["rhythm"]["1.0"]["runs"][0]["test"]["macro_auroc"]["value"]
+  assert a == pytest.approx(1 - b, abs=1e-6)
+
+
+def test_merl_splits_match_ids_and_label_columns(evaluated, tmp_path):
+  config, _ = evaluated
+  config = copy.deepcopy(config)
+  encoders, run_config = evaluate.build_encoders(config)
+  data_cfg = evaluate.eval_data_config(run_config, config)
+  store = features.FeatureStore(data_cfg, str(pathlib.Path(config.output_dir) / "features"),
+                                batch_size=config.batch_size, progress=False)
+  # MERL-style files: a reordered class list and a few ids we do not hold.
+  from merit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  names = pipeline.label_names(data_cfg)["superdiagnostic"]
+  merl = tmp_path / "labels_merl"
+  merl.mkdir()
+  reordered = names[::-1]
+  for split, stem in (("train", "train"), ("validation", "val"), ("test", "test")):
+    data = store.split(split)
+    y = data.labels["superdiagnostic"]
+    table = pd.DataFrame({"ecg_id": np.r_[data.ecg_id, [99991, 99992]],
+                          "patient_id": 0, "strat_fold": 0, "filename_lr": "",
+                          "filename_hr": "", "super_class": ""})
+    for c, name in enumerate(names):
+      table[name] = np.r_[y[:, c], [0, 0]]
+    table = table[list(table.columns[:6]) + reordered]
+    table.to_csv(merl / f"ptbxl_super_class_{stem}.csv", index=False)
+  config.merl_splits = True
+  config.merl_dir = str(merl)
+  data = evaluate.task_data(store, "superdiagnostic", {}, config, data_cfg)
+  assert data.coverage["test"] == {"listed": len(store.split("test")) + 2,
+                                   "matched": len(store.split("test"))}
+  # Same records and labels as the TFDS folds, columns in MERL's order.
+  kept = [n for n in reordered if n in data.class_names]
+  assert data.class_names == kept
+  tfds_labels = store.split("test").labels["superdiagnostic"]
+  for j, name in enumerate(data.class_names):
+    np.testing.assert_array_equal(data.labels["test"][:, j], tfds_labels[:, names.index(name)])
+  feats = data.features(encoders[0], "test")
+  np.testing.assert_array_equal(feats, store.features(encoders[0], "test")["pooled"])
+  with pytest.raises(ValueError, match="no split files for task"):
+    evaluate.task_data(store, "all", {}, config, data_cfg)
+
+
+def test_config_errors_are_named():
+  config = evaluate_config.get_config()
+  config.evaluators = "linear_probe,bogus"
+  with pytest.raises(ValueError, match="unknown evaluator 'bogus'"):
+    evaluate._check_config(config)  # pylint: disable=protected-access
+  config = evaluate_config.get_config()
+  config.tasks = "super,nonsense"
+  with pytest.raises(ValueError, match="unknown task 'nonsense'"):
+    evaluate._check_config(config)  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="checkpoint is required"):
+    evaluate.build_encoders(evaluate_config.get_config())
+
+
+def test_ablation_variants_share_everything_but_the_objective():
+  base = pretrain_config.get_config("test")
+  configs = {v: ablations.variant_config(base, v, total_steps=7) for v in ablations.VARIANTS}
+  assert configs["merit"].objective.lambda_nce == 1.0
+  assert configs["merit"].objective.reconstruction
+  assert configs["masked_only"].objective.lambda_nce == 0.0
+  assert not configs["contrastive_only"].objective.reconstruction
+  for config in configs.values():
+    assert config.total_steps == 7 and not config.eval.linear_probe
+    assert config.model.to_dict() == base.model.to_dict()
+  assert base.total_steps != 7  # the caller's config is not modified
+  with pytest.raises(ValueError, match="unknown ablation variant"):
+    ablations.variant_config(base, "bogus")
