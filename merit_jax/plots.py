@@ -69,3 +69,63 @@ def plot_reconstructions(path: str, originals: np.ndarray, reconstructions: np.n
   fig.savefig(path, dpi=80)
   plt.close(fig)
   return path
+
+
+# Panels of the training-curve figure: (title, [(metrics.jsonl key, label)], y label).
+_CURVE_PANELS = (
+    ("losses", [("rec_loss", "train L_rec"), ("val_rec_loss", "val L_rec"),
+                ("nce_loss", "train L_NCE"), ("val_nce_loss", "val L_NCE")], "loss"),
+    ("MI lower bounds", [("mi_signal_nats", "signal: -1/2 log MSE"),
+                         ("mi_text_nats", "text: log N - L_NCE")], "nats"),
+    ("validation retrieval", [("ecg_to_report_R@1", "ECG->report R@1"),
+                              ("chance_ecg_to_report_R@1", "chance R@1"),
+                              ("ecg_to_report_R@5", "ECG->report R@5"),
+                              ("chance_ecg_to_report_R@5", "chance R@5")], "recall"),
+)
+
+
+def plot_training_curves(path: str, metrics: Sequence[dict]) -> str:
+  """Writes a PNG of both losses, both MI bounds and validation retrieval against steps.
+
+  Args:
+    path: output PNG path (its folder is created).
+    metrics: the records of a run's metrics.jsonl (train and validation lines).
+
+  Returns:
+    `path`.
+  """
+  fig, axes = plt.subplots(1, len(_CURVE_PANELS), figsize=(5.5 * len(_CURVE_PANELS), 4))
+  for ax, (title, series, ylabel) in zip(axes, _CURVE_PANELS):
+    for key, label in series:
+      points = [(m["step"], m[key]) for m in metrics if key in m]
+      if points:
+        steps, values = zip(*points)
+        style = "--" if key.startswith("chance") else ("-o" if len(points) < 30 else "-")
+        ax.plot(steps, values, style, label=label, markersize=3)
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if ax.lines:
+      ax.legend(fontsize=8)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  """`python -m merit_jax.plots WORKDIR [OUT.png]`: training curves of a run."""
+  import sys  # pylint: disable=g-import-not-at-top
+  from merit_jax import run_logging  # pylint: disable=g-import-not-at-top
+  args = list(sys.argv[1:] if argv is None else argv)
+  if not args or len(args) > 2:
+    raise SystemExit("usage: python -m merit_jax.plots WORKDIR [OUT.png]")
+  workdir = args[0]
+  out = args[1] if len(args) == 2 else os.path.join(workdir, "plots", "training_curves.png")
+  print(plot_training_curves(out, run_logging.read_metrics(workdir)))
+
+
+if __name__ == "__main__":
+  main()
