@@ -6,7 +6,10 @@
 #   e.g. launch/tpu_pod.sh merit-v4 us-central2-b v4-32 gs://bucket/runs/merit --config=configs/pretrain.py
 #
 # Environment: TPU_VERSION (runtime, default tpu-ubuntu2204-base), REPO_URL (git URL of
-# merit_jax), KEEP_TPU=1 to skip the teardown, SPOT=1 for a spot/preemptible VM.
+# merit_jax), KEEP_TPU=1 to skip the teardown, SPOT=1 for a spot/preemptible VM,
+# HEARTBEAT_TIMEOUT_S (default 120: survivors of a dead worker stop instead of hanging).
+# A maintenance event or spot preemption sends SIGTERM: the workers agree on a step, write a
+# checkpoint to GCS_WORKDIR and exit 0; rerun this script with the same GCS_WORKDIR to resume.
 set -euo pipefail
 
 dry_run=0
@@ -30,9 +33,11 @@ run gcloud compute tpus tpu-vm ssh "$name" --zone="$zone" --worker=all --command
   "git clone ${repo_url} merit_jax || (cd merit_jax && git pull); cd merit_jax && \
 pip install -r requirements.txt 'jax[tpu]' -f https://storage.googleapis.com/jax-releases/libtpu_releases.html"
 # jax.distributed.initialize() auto-detects the TPU pod topology: the same command on all workers.
+user_flags=""
+if [[ $# -gt 0 ]]; then user_flags=$(printf ' %q' "$@"); fi
 run gcloud compute tpus tpu-vm ssh "$name" --zone="$zone" --worker=all --command \
-  "cd merit_jax && nohup python -m merit_jax.train --distributed=auto --workdir=${workdir} $* \
-> train.log 2>&1 &"
+  "cd merit_jax && nohup python -m merit_jax.train --distributed=auto \
+--heartbeat_timeout_s=${HEARTBEAT_TIMEOUT_S:-120} --workdir=${workdir}${user_flags} > train.log 2>&1 &"
 run gcloud compute tpus tpu-vm ssh "$name" --zone="$zone" --worker=0 --command \
   "tail -n +1 -F merit_jax/train.log & while pgrep -f merit_jax.train >/dev/null; do sleep 30; done; kill %1"
 if [[ "${KEEP_TPU:-0}" != "1" ]]; then

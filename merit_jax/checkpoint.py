@@ -8,20 +8,36 @@ Layout inside a run directory (`workdir`):
   checkpoints_best/<step>/ the best by validation loss (one kept)
 
 Saves are asynchronous: the step loop continues while the arrays are written; Orbax writes
-into a temporary folder and renames it when complete, so a run killed mid-save (SIGKILL,
-preemption) resumes from the last *complete* checkpoint. The data iterator's position is saved
-per process as JSON (all processes' states gathered into one item), so a resumed run sees the
-same batches an uninterrupted one would.
+into a temporary folder (`<step>.orbax-checkpoint-tmp-*`) and renames it when complete (on
+`gs://`, where renames are not atomic, it marks completion with `commit_success.txt`), so a run
+killed mid-save (SIGKILL, preemption) resumes from the last *complete* checkpoint. The data
+iterator's position is saved per process as JSON (all processes' states gathered into one
+item), so a resumed run sees the same batches an uninterrupted one would.
+
+Every save is collective: all processes call it, each writes its own array shards, the primary
+process writes the JSON items and commits. Paths go through `etils.epath`, so the run directory
+may be a local folder or a `gs://` bucket.
+
+A checkpoint only fits the model that wrote it: `check_compatible` compares the saved config's
+`model` and `data.preprocess` keys with the current config (except the compute-only
+`NON_STRUCTURAL_KEYS`) and refuses a mismatch with the differing fields named, on resume and
+in `load_for_inference`.
+
+Test hook: MERIT_JAX_TEST_STALL_SAVE="<step>:<seconds>" delays the commit of that step's save
+(after its temporary folder exists), so a test can kill a run while a checkpoint is half
+written.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import os
-import pathlib
 import shutil
 from typing import Any, Mapping
 
+from etils import epath
 import jax
 import ml_collections
 import numpy as np
@@ -32,6 +48,33 @@ BEST_DIR = "checkpoints_best"
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.model"
 TOKENIZER_DIR = "tokenizer"
+# Config sections that decide the parameters' shapes and meaning: a checkpoint is refused when
+# they differ. Compute-only keys (recomputation, compute dtype) may change on resume.
+COMPATIBILITY_SECTIONS = ("model", "data.preprocess")
+NON_STRUCTURAL_KEYS = ("model.remat", "model.dtype")
+STALL_SAVE_ENV = "MERIT_JAX_TEST_STALL_SAVE"
+
+
+class IncompatibleCheckpointError(ValueError):
+  """A checkpoint written with a different model (or preprocessing) config."""
+
+
+def resolve_path(path: str | os.PathLike) -> epath.Path:
+  """A run path as an epath: local paths absolute with ~ expanded, URLs (gs://...) as given."""
+  text = os.fspath(path)
+  if "://" in text:
+    return epath.Path(text)
+  return epath.Path(os.path.abspath(os.path.expanduser(text)))
+
+
+def _write_atomic(path: epath.Path, data: bytes) -> None:
+  """Writes via a temporary file and a rename where the filesystem has atomic renames."""
+  if "://" in os.fspath(path):  # Object stores: a single write is all-or-nothing already.
+    path.write_bytes(data)
+    return
+  tmp = path.parent / (path.name + ".tmp")
+  tmp.write_bytes(data)
+  os.replace(os.fspath(tmp), os.fspath(path))
 
 
 def _gather_json(obj: Any) -> list[Any]:
@@ -57,33 +100,128 @@ def save_run_files(workdir: str, config: ml_collections.ConfigDict, tokenizer: A
   """Writes config.json and a copy of the tokenizer into the run directory (main process)."""
   if jax.process_index() != 0:
     return
-  os.makedirs(workdir, exist_ok=True)
-  tmp = os.path.join(workdir, CONFIG_FILE + ".tmp")
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(config_to_json(config), f, indent=2, sort_keys=True)
-  os.replace(tmp, os.path.join(workdir, CONFIG_FILE))
+  workdir = resolve_path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  _write_atomic(workdir / CONFIG_FILE,
+                json.dumps(config_to_json(config), indent=2, sort_keys=True).encode("utf-8"))
   proto = getattr(tokenizer, "_proto", None)
   src = getattr(tokenizer, "path", None)
   if proto is not None:  # SentencePiece: the serialized model is all it needs.
-    tmp = os.path.join(workdir, TOKENIZER_FILE + ".tmp")
-    with open(tmp, "wb") as f:
-      f.write(proto)
-    os.replace(tmp, os.path.join(workdir, TOKENIZER_FILE))
+    _write_atomic(workdir / TOKENIZER_FILE, proto)
   elif src:  # Hugging Face: copy the folder holding tokenizer.json.
-    folder = pathlib.Path(src)
+    folder = resolve_path(src)
     folder = folder.parent if folder.is_file() else folder
-    dest = os.path.join(workdir, TOKENIZER_DIR)
-    if os.path.abspath(folder) != os.path.abspath(dest):
-      shutil.copytree(folder, dest, dirs_exist_ok=True)
+    dest = workdir / TOKENIZER_DIR
+    if os.fspath(folder) != os.fspath(dest):
+      if "://" in os.fspath(dest):
+        for file in folder.rglob("*"):
+          if file.is_file():
+            target = dest / file.relative_to(folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            file.copy(target, overwrite=True)
+      else:
+        shutil.copytree(os.fspath(folder), os.fspath(dest), dirs_exist_ok=True)
+
+
+def read_run_config(workdir: str) -> dict | None:
+  """The config.json of a run directory as a dict, or None when there is none yet."""
+  path = resolve_path(workdir) / CONFIG_FILE
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def _flatten(tree: Any, prefix: str) -> dict[str, Any]:
+  if isinstance(tree, Mapping):
+    out = {}
+    for key, value in tree.items():
+      out.update(_flatten(value, f"{prefix}.{key}"))
+    return out
+  return {prefix: tree}
+
+
+def _section(config_json: Mapping[str, Any], dotted: str) -> Any:
+  node: Any = config_json
+  for part in dotted.split("."):
+    node = node.get(part) if isinstance(node, Mapping) else None
+  return node
+
+
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+  """'key: checkpoint X, config Y' for every structural key that differs (JSON dicts)."""
+  diffs = []
+  for section in COMPATIBILITY_SECTIONS:
+    old = _flatten(_section(saved, section) or {}, section)
+    new = _flatten(_section(current, section) or {}, section)
+    for key in sorted(set(old) | set(new)):
+      if key in NON_STRUCTURAL_KEYS:
+        continue
+      a, b = old.get(key), new.get(key)
+      if a != b:
+        diffs.append(f"{key}: checkpoint {a!r}, config {b!r}")
+  return diffs
+
+
+def check_compatible(saved: Mapping[str, Any], config: ml_collections.ConfigDict | Mapping,
+                     source: str) -> None:
+  """Refuses a checkpoint whose model / preprocessing config differs from `config`.
+
+  Raises:
+    IncompatibleCheckpointError: naming `source` and every differing field.
+  """
+  current = config_to_json(config) if isinstance(config, ml_collections.ConfigDict) else config
+  diffs = config_differences(saved, current)
+  if diffs:
+    raise IncompatibleCheckpointError(
+        f"checkpoint {source} was written with a different model/preprocessing config; "
+        "differing fields:\n  " + "\n  ".join(diffs) + "\nUse a new --workdir for a new "
+        "model, or pass the checkpoint's values (see its config.json).")
 
 
 def run_tokenizer_spec(workdir: str) -> str:
   """The tokenizer saved in a run directory (path usable by `load_tokenizer`)."""
   for name in (TOKENIZER_FILE, TOKENIZER_DIR):
-    path = os.path.join(workdir, name)
-    if os.path.exists(path):
-      return path
+    path = resolve_path(workdir) / name
+    if path.exists():
+      return os.fspath(path)
   raise FileNotFoundError(f"no {TOKENIZER_FILE} or {TOKENIZER_DIR}/ in run directory {workdir}")
+
+
+# ----------------------------------------------------------------------------------------------
+# The data-iterator item: JSON, with the test hook that stalls a save mid-write.
+
+
+def _stall_seconds(directory: epath.Path) -> float:
+  """Seconds to stall the save in `directory` (<step tmp dir>/data) per STALL_SAVE_ENV."""
+  spec = os.environ.get(STALL_SAVE_ENV)
+  if not spec:
+    return 0.0
+  try:
+    step_text, seconds = spec.split(":")
+    step = ocp.path.step.step_from_checkpoint_name(directory.parent.name)
+  except ValueError:
+    return 0.0
+  return float(seconds) if step == int(step_text) else 0.0
+
+
+class _DataStateHandler(ocp.handlers.JsonCheckpointHandler):
+  """JSON handler for the data-iterator states (plus the STALL_SAVE_ENV test hook)."""
+
+  async def _save_fn(self, x, directory):
+    delay = _stall_seconds(epath.Path(directory))
+    if delay:  # Runs in the commit thread: the step folder stays temporary meanwhile.
+      await asyncio.sleep(delay)
+    await super()._save_fn(x, directory)
+
+
+@ocp.args.register_with_handler(_DataStateHandler, for_save=True)
+@dataclasses.dataclass
+class DataStateSave(ocp.args.CheckpointArgs):
+  item: Mapping[str, Any]
+
+
+@ocp.args.register_with_handler(_DataStateHandler, for_restore=True)
+@dataclasses.dataclass
+class DataStateRestore(ocp.args.CheckpointArgs):
+  item: Any = None
 
 
 class Checkpointer:
@@ -91,17 +229,17 @@ class Checkpointer:
 
   def __init__(self, workdir: str, keep: int = 3, best_metric: str = "val_loss",
                best_mode: str = "min", async_save: bool = True):
-    workdir = os.path.abspath(os.path.expanduser(workdir))
+    workdir = resolve_path(workdir)
     self.workdir = workdir
     self.best_metric = best_metric
     item_names = ("state", "data", "config")
     self.latest = ocp.CheckpointManager(
-        os.path.join(workdir, LATEST_DIR), item_names=item_names,
+        workdir / LATEST_DIR, item_names=item_names,
         options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, cleanup_tmp_directories=True,
             enable_async_checkpointing=async_save))
     self.best = ocp.CheckpointManager(
-        os.path.join(workdir, BEST_DIR), item_names=item_names,
+        workdir / BEST_DIR, item_names=item_names,
         options=ocp.CheckpointManagerOptions(
             max_to_keep=1, create=True, cleanup_tmp_directories=True,
             best_fn=lambda metrics: float(metrics[best_metric]), best_mode=best_mode,
@@ -113,7 +251,7 @@ class Checkpointer:
   def _args(self, state, data_state, config):
     return ocp.args.Composite(
         state=ocp.args.StandardSave(state),
-        data=ocp.args.JsonSave({"processes": _gather_json(data_state)}),
+        data=DataStateSave({"processes": _gather_json(data_state)}),
         config=ocp.args.JsonSave(config_to_json(config)))
 
   def save(self, step: int, state: Any, data_state: Mapping[str, Any],
@@ -134,8 +272,22 @@ class Checkpointer:
     return self.best.save(step, args=self._args(state, data_state, config),
                           metrics={self.best_metric: value}, force=True)
 
-  def restore(self, state: Any, step: int | None = None) -> tuple[Any, dict | None, int]:
+  def saved_config(self, step: int | None = None) -> dict:
+    """The config saved with the latest (or `step`) checkpoint, as a JSON dict."""
+    step = self.latest.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no complete checkpoint under {self.latest.directory}")
+    return dict(self.latest.restore(step, args=ocp.args.Composite(
+        config=ocp.args.JsonRestore()))["config"])
+
+  def restore(self, state: Any, step: int | None = None,
+              config: ml_collections.ConfigDict | None = None) -> tuple[Any, dict | None, int]:
     """Restores the latest (or `step`) checkpoint into the structure/shardings of `state`.
+
+    Args:
+      state: a state of the right structure and shardings (e.g. freshly initialised).
+      step: the step to restore; default the latest complete one.
+      config: when given, the checkpoint's saved config must match it (`check_compatible`).
 
     Returns:
       (state, this process's data-iterator state or None, step).
@@ -143,9 +295,11 @@ class Checkpointer:
     step = self.latest.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no complete checkpoint under {self.latest.directory}")
+    if config is not None:
+      check_compatible(self.saved_config(step), config, f"{self.latest.directory}/{step}")
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
     restored = self.latest.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+        state=ocp.args.StandardRestore(abstract), data=DataStateRestore()))
     processes = restored["data"]["processes"]
     if len(processes) != jax.process_count():
       raise ValueError(
@@ -163,28 +317,29 @@ class Checkpointer:
     self.best.close()
 
 
-def _find_run(checkpoint_dir: str) -> tuple[str, str]:
+def _find_run(checkpoint_dir: str) -> tuple[epath.Path, epath.Path]:
   """Resolves a user path to (run directory, checkpoint manager directory)."""
-  path = os.path.abspath(os.path.expanduser(str(checkpoint_dir)))
-  if not os.path.exists(path):
+  path = resolve_path(checkpoint_dir)
+  if not path.exists():
     raise FileNotFoundError(f"checkpoint path {checkpoint_dir!r} does not exist")
-  if os.path.isfile(os.path.join(path, CONFIG_FILE)):
+  if (path / CONFIG_FILE).is_file():
     for sub in (LATEST_DIR, BEST_DIR):
-      if os.path.isdir(os.path.join(path, sub)):
-        return path, os.path.join(path, sub)
+      if (path / sub).is_dir():
+        return path, path / sub
     raise FileNotFoundError(f"run directory {path} holds no {LATEST_DIR}/ folder")
-  parent = os.path.dirname(path)
-  if os.path.isfile(os.path.join(parent, CONFIG_FILE)):
+  parent = path.parent
+  if (parent / CONFIG_FILE).is_file():
     return parent, path  # checkpoints/ or checkpoints_best/ itself
   raise FileNotFoundError(
       f"{checkpoint_dir!r} is not a merit_jax run directory (no {CONFIG_FILE}); pass the "
       "--workdir of a training run or its checkpoints/ folder")
 
 
-def _latest_complete_step(manager_dir: str) -> int:
-  """The newest finalized step folder (Orbax's temporary folders are not digits-only)."""
-  steps = [int(name) for name in os.listdir(manager_dir)
-           if name.isdigit() and os.path.isdir(os.path.join(manager_dir, name, "state"))]
+def _latest_complete_step(manager_dir: str | epath.Path) -> int:
+  """The newest finalized step (Orbax's rules: not a temporary folder, committed on GCS)."""
+  manager_dir = epath.Path(manager_dir)
+  steps = [step for step in ocp.path.step.checkpoint_steps(manager_dir)
+           if (manager_dir / str(step) / "state").is_dir()]
   if not steps:
     raise FileNotFoundError(f"no complete checkpoint in {manager_dir}")
   return max(steps)
@@ -207,16 +362,20 @@ def load_for_inference(checkpoint_dir: str, step: int | None = None):
   from merit_jax.models import merit as merit_lib  # pylint: disable=g-import-not-at-top
 
   run_dir, manager_dir = _find_run(checkpoint_dir)
-  with open(os.path.join(run_dir, CONFIG_FILE), encoding="utf-8") as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = ml_collections.ConfigDict(json.loads((run_dir / CONFIG_FILE).read_text()))
   tokenizer = tokenizer_lib.load_tokenizer(run_tokenizer_spec(run_dir))
   config.model.text.vocab_size = tokenizer.vocab_size
-  model = merit_lib.build_model(config)
 
   step = _latest_complete_step(manager_dir) if step is None else int(step)
-  state_dir = os.path.join(manager_dir, str(step), "state")
-  if not os.path.isdir(state_dir):
+  state_dir = manager_dir / str(step) / "state"
+  if not state_dir.is_dir():
     raise FileNotFoundError(f"no checkpoint for step {step} at {state_dir}")
+  # The model is built from config.json: refuse a checkpoint that another config wrote.
+  saved_config_file = manager_dir / str(step) / "config" / "metadata"
+  if saved_config_file.exists():
+    check_compatible(json.loads(saved_config_file.read_text()), config,
+                     f"{manager_dir}/{step}")
+  model = merit_lib.build_model(config)
   # Restore only the parameters (not the optimizer state), onto the first local device,
   # whatever mesh wrote them.
   checkpointer = ocp.PyTreeCheckpointer()

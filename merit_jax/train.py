@@ -7,7 +7,22 @@ The run directory holds config.json, the tokenizer, metrics.jsonl (one JSON obje
 step; validation entries carry "split": "validation"), TensorBoard events (tensorboard/),
 checkpoints (checkpoints/, checkpoints_best/), reconstruction plots (plots/) and, when the
 config asks for it, summary.json with a linear-probe summary on frozen features. Restarting
-with the same --workdir resumes from the latest complete checkpoint, data position included.
+with the same --workdir resumes from the latest complete checkpoint, data position included;
+a checkpoint written with another model or preprocessing config is refused, naming the fields.
+The workdir may be a `gs://` bucket: checkpoints go there directly, logs and plots are staged
+locally and copied at every checkpoint.
+
+Several processes (hosts) train one run together through jax.distributed:
+
+  --distributed=auto                  Cloud TPU pods, SLURM (srun), Kubernetes: detected
+  --coordinator_address=HOST:PORT --num_processes=N --process_id=I   (implies explicit)
+
+Each process reads only its shard of the data; checkpoints are written collectively; logs,
+progress and single-writer files come from process 0. On SIGTERM every process stops at the
+same step, saves a checkpoint and exits 0 (merit_jax/preemption.py); a process that dies
+ends the others after --heartbeat_timeout_s. A run whose last
+`config.max_consecutive_nonfinite` steps all had non-finite loss or gradients aborts with the
+step and count.
 
 The loop never blocks on the device between log steps: per-step metrics stay on the device
 and are fetched together at the next log step, so host-side batch preparation overlaps with the
@@ -26,6 +41,7 @@ from typing import Any, Mapping
 from absl import app
 from absl import flags
 from absl import logging as absl_logging
+from etils import epath
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -35,16 +51,25 @@ import numpy as np
 from merit_jax import checkpoint as checkpoint_lib
 from merit_jax import config_utils
 from merit_jax import distributed
+from merit_jax import preemption
 from merit_jax import run_logging
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training config file, e.g. configs/pretrain.py:quick.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed when it exists).")
-_DISTRIBUTED = flags.DEFINE_enum("distributed", "off", ["off", "auto", "explicit"],
-                                 "Multi-process start-up (see merit_jax/distributed.py).")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Total number of processes.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "off", list(distributed.MODES),
+    "Multi-process start-up: off (one process, unless --coordinator_address is given), auto "
+    "(Cloud TPU / SLURM / Kubernetes detected by JAX), explicit (the three flags below).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0's coordinator (explicit mode).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "Total number of processes (explicit mode).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "This process's index in [0, num_processes) (explicit mode).")
+_HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    "heartbeat_timeout_s", None,
+    "Seconds after which a silent (dead) process ends all the others (default JAX's, 100).")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -348,13 +373,85 @@ def _summary_lines(summary: Mapping[str, Any]) -> str:
   return "\n".join(lines)
 
 
+_LOG_FILES = ("metrics.jsonl", "tensorboard", "plots")
+
+
+def _is_remote(path: str) -> bool:
+  return "://" in path
+
+
+def _log_dir(workdir: str, main: bool) -> str:
+  """Where metrics.jsonl, TensorBoard events and plots are written (local file APIs).
+
+  The run directory itself when local; for a remote (gs://) run a local staging folder, seeded
+  with the run's existing metrics.jsonl so a resumed run appends to it.
+  """
+  if not _is_remote(workdir) or not main:
+    return workdir
+  import tempfile  # pylint: disable=g-import-not-at-top
+  staging = tempfile.mkdtemp(prefix="merit_jax_logs_")
+  remote = epath.Path(workdir) / "metrics.jsonl"
+  if remote.exists():
+    remote.copy(epath.Path(staging) / "metrics.jsonl")
+  return staging
+
+
+def _upload_logs(log_dir: str, workdir: str) -> None:
+  """Copies staged logs to a remote run directory (no-op when they are the same folder)."""
+  if log_dir == workdir:
+    return
+  local, remote = epath.Path(log_dir), epath.Path(workdir)
+  for name in _LOG_FILES:
+    src = local / name
+    files = [src] if src.is_file() else (list(src.rglob("*")) if src.is_dir() else [])
+    for file in files:
+      if file.is_file():
+        target = remote / file.relative_to(local)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        file.copy(target, overwrite=True)
+
+
+def _check_nonfinite(state, done: int, limit: int) -> None:
+  """Aborts when the last `limit` steps were all skipped as non-finite (read at log steps)."""
+  # The step skips non-finite updates and counts the current run of them in the state; reading
+  # it only at log steps keeps the loop free of per-step host syncs.
+  run = int(jax.device_get(state.consecutive_nonfinite))
+  if run >= limit:
+    total = int(jax.device_get(state.nonfinite_steps))
+    raise FloatingPointError(
+        f"aborting at step {done}: the last {run} consecutive steps (steps {done - run + 1}-"
+        f"{done}; {total} in the whole run) had a non-finite loss or gradients and were "
+        f"skipped, reaching config.max_consecutive_nonfinite={limit}. Lower config.optim.lr, "
+        "check the data for NaN/inf, or resume from an earlier checkpoint (metrics.jsonl has "
+        "the losses).")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs (or resumes) pretraining in `workdir`; returns the final summary dict."""
+  """Runs (or resumes) pretraining in `workdir`; returns the final summary dict.
+
+  Raises:
+    preemption.Preempted: after a SIGTERM (to any process), once every process has saved the
+      checkpoint of the step they agreed on. It is a SystemExit with status 0: uncaught, the
+      program ends successfully, and rerunning it resumes.
+    FloatingPointError: after config.max_consecutive_nonfinite consecutive non-finite steps.
+    checkpoint.IncompatibleCheckpointError: the workdir's checkpoint is of another model.
+  """
   t_start = time.time()
-  workdir = os.path.abspath(os.path.expanduser(workdir))
+  workdir = os.fspath(checkpoint_lib.resolve_path(workdir))
   config = ml_collections.ConfigDict(config.to_dict())  # Unlocked private copy.
   # Before anything expensive: a bad value stops here with the key and the fix.
   config_utils.validate_config(config, jax.device_count(), jax.process_count())
+  # First, so that a SIGTERM during set-up or compilation also ends in a checkpoint.
+  guard = preemption.PreemptionGuard()
+  try:
+    return _train_loop(config, workdir, guard, t_start)
+  finally:
+    guard.close()
+
+
+def _train_loop(config, workdir: str, guard: preemption.PreemptionGuard,
+                t_start: float) -> dict:
+  """train_and_evaluate's body (the guard is installed and removed around it)."""
   from merit_jax import parallel  # pylint: disable=g-import-not-at-top
   from merit_jax import step as step_lib  # pylint: disable=g-import-not-at-top
   from merit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
@@ -366,16 +463,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ensure_datasets(config.data)
   tokenizer = pipeline.load_data_tokenizer(config.data)
   config.model.text.vocab_size = int(tokenizer.vocab_size)
+  ckpt = checkpoint_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
+  resume_step = ckpt.latest_step()
+  if resume_step is not None:
+    # Before anything is overwritten or compiled: the checkpoint must fit this model.
+    checkpoint_lib.check_compatible(ckpt.saved_config(resume_step), config,
+                                    f"{ckpt.latest.directory}/{resume_step}")
   checkpoint_lib.save_run_files(workdir, config, tokenizer)
 
   train_iter = pipeline.make_train_iterator(config.data, mesh, config.batch_size, config.seed,
                                             tokenizer)
   init_rng, loop_rng = jax.random.split(jax.random.key(config.seed))
   state, state_shardings = step_lib.create_train_state(config, mesh, init_rng)
-  ckpt = checkpoint_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
   start_step = 0
-  if ckpt.latest_step() is not None:
-    state, data_state, start_step = ckpt.restore(state)
+  if resume_step is not None:
+    state, data_state, start_step = ckpt.restore(state, resume_step)
     train_iter.set_state(data_state)
     if main:
       print(f"resumed from {ckpt.latest.directory}/{start_step}", flush=True)
@@ -384,12 +486,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   model = merit_lib.build_model(config)
   fns = InferenceFns(model, config, mesh)
 
-  writer = run_logging.MetricWriter(workdir, enabled=main)
+  log_dir = _log_dir(workdir, main)
+  writer = run_logging.MetricWriter(log_dir, enabled=main)
   bar = run_logging.ProgressBar(config.total_steps, initial=start_step, enabled=main)
   pending: list[Mapping[str, Any]] = []
   last_log_time, last_log_step = time.time(), start_step
   val_metrics: dict = {}
   first_loss = last_loss = None
+  limit = int(config.get("max_consecutive_nonfinite", 0) or 0)
+  preempted_at = last_saved = None
   for step in range(start_step, config.total_steps):
     batch = next(train_iter)
     # The step folds state.step into the rng: a fresh mask per step, identical after resume.
@@ -408,17 +513,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if first_loss is None:
         first_loss = last_loss
       bar.update(0, loss=f"{logged.get('loss', float('nan')):.4f}")
-      # The step skips non-finite updates and counts the current run of them in the state.
-      nonfinite_run = int(jax.device_get(getattr(state, "consecutive_nonfinite", 0)))
-      if nonfinite_run >= config.max_consecutive_nonfinite:
-        raise FloatingPointError(
-            f"{nonfinite_run} consecutive steps up to {done} had non-finite loss or gradients "
-            "and were skipped; lower config.optim.lr or check the data (see metrics.jsonl)")
+      if limit:
+        try:
+          _check_nonfinite(state, done, limit)
+        except FloatingPointError:
+          bar.close()
+          ckpt.close()  # Lets pending saves of earlier (finite) steps complete.
+          writer.close()
+          if main:
+            _upload_logs(log_dir, workdir)
+          raise
     if done % config.checkpoint_every == 0 or done == config.total_steps:
       ckpt.save(done, state, train_iter.get_state(), config)
+      last_saved = done
+      if main:
+        _upload_logs(log_dir, workdir)
+    # Every process asks at every step, so all of them stop at the same one.
+    if guard.should_stop(done) and done < config.total_steps:
+      if last_saved != done:
+        ckpt.save(done, state, train_iter.get_state(), config, force=True)
+      preempted_at = done
+      break
     if done % config.eval_every == 0 or done == config.total_steps:
       val_metrics = evaluate(config, state, eval_step, fns, tokenizer, mesh, done,
-                             workdir if main else None)
+                             log_dir if main else None)
       writer.write(done, val_metrics, split="validation")
       ckpt.save_best(done, state, train_iter.get_state(), config,
                      {"val_loss": val_metrics.get("val_loss", float("nan"))})
@@ -427,6 +545,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             f"{k}={v:.4g}" for k, v in val_metrics.items() if isinstance(v, float)))
   bar.close()
   ckpt.wait()
+
+  if preempted_at is not None:
+    ckpt.close()
+    writer.close()
+    if main:
+      _upload_logs(log_dir, workdir)
+      print(f"preempted: stopped at step {preempted_at} on every process and saved "
+            f"{ckpt.latest.directory}/{preempted_at}; rerun the same command to resume",
+            flush=True)
+    raise preemption.Preempted(preempted_at)
 
   summary = {"final_step": int(config.total_steps), "resumed_from": int(start_step),
              "first_logged_loss": first_loss, "last_logged_loss": last_loss,
@@ -437,8 +565,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ckpt.close()
   writer.close()
   if main:
-    with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
-      json.dump(summary, f, indent=2, default=float)
+    _upload_logs(log_dir, workdir)
+    (epath.Path(workdir) / "summary.json").write_text(
+        json.dumps(summary, indent=2, default=float))
     print(_summary_lines(summary), flush=True)
   return summary
 
@@ -449,14 +578,21 @@ def main(argv):
   if _CONFIG.value is None or _WORKDIR.value is None:
     raise app.UsageError("both --config (e.g. configs/pretrain.py:quick) and --workdir are "
                          "required")
+  # Before any other JAX call: joining the runtime must precede backend initialisation.
+  try:
+    distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
+                           _PROCESS_ID.value, heartbeat_timeout_s=_HEARTBEAT_TIMEOUT.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   if not flags.FLAGS["verbosity"].present:
-    # Orbax logs every save step at INFO; keep the console to the progress bar and results.
-    absl_logging.set_verbosity(absl_logging.WARNING)
-  distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
-                         _PROCESS_ID.value)
+    # Orbax logs every save step at INFO; keep the console to the progress bar and results,
+    # and to errors on every process but the first.
+    absl_logging.set_verbosity(absl_logging.WARNING if distributed.is_main_process()
+                               else absl_logging.ERROR)
   try:
     train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except config_utils.ConfigError as e:
+  except (config_utils.ConfigError, checkpoint_lib.IncompatibleCheckpointError,
+          FloatingPointError) as e:
     sys.exit(f"merit_jax.train: {e}")
 
 
