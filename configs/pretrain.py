@@ -72,7 +72,9 @@ def _base_config() -> ml_collections.ConfigDict:
       dict(lr=1.5e-4, warmup_steps=5_000, weight_decay=0.05, b1=0.9, b2=0.95,
            grad_clip=1.0))
 
-  config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+  # rules: logical-axis rule set (None = "fsdp" when fsdp > 1, else "replicate").
+  config.mesh = ml_collections.ConfigDict(
+      dict(data=-1, fsdp=1, rules=config_dict.placeholder(str)))
 
   # --- data --------------------------------------------------------------------------------
   config.data = ml_collections.ConfigDict()
