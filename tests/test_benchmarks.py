@@ -1,0 +1,86 @@
+"""The train-step benchmark harness runs at tiny size and produces well-formed numbers."""
+
+import contextlib
+import io
+import json
+import math
+
+import jax.numpy as jnp
+import pytest
+
+from benchmarks import peak
+from benchmarks import train_step
+
+REQUIRED = ("model", "sample_rate", "dtype", "step_time_s", "ecgs_per_s", "flops_per_step",
+            "peak_flops_per_s", "fraction_of_peak")
+POSITIVE = ("compile_s", "step_time_s", "step_time_min_s",
+            "ecgs_per_s", "flops_per_step", "achieved_flops_per_s", "peak_flops_per_s",
+            "fraction_of_peak", "fraction_of_peak_paired", "fraction_of_peak_best",
+            "step_cpu_s", "peak_flops_per_cpu_s", "fraction_of_peak_cpu_time")
+
+
+@pytest.fixture(scope="module")
+def records():
+  """The harness's --json output for one tiny config (stdout captured, then parsed)."""
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    train_step.main(["--sizes=tiny", "--rates=100", "--variants=merit", "--views=masked",
+                     "--remat=false", "--dtypes=float32", "--batch_sizes=4", "--steps=2",
+                     "--peak_repeats=1", "--json"])
+  return json.loads(out.getvalue())
+
+
+def test_json_records_are_well_formed(records):
+  assert isinstance(records, list) and len(records) == 1
+  r = records[0]
+  for key in REQUIRED:
+    assert key in r, key
+  assert (r["model"], r["sample_rate"], r["dtype"], r["batch_size"]) == ("tiny", 100, "float32", 4)
+  for key in POSITIVE:
+    assert isinstance(r[key], float) and math.isfinite(r[key]) and r[key] > 0, (key, r[key])
+  assert r["loss_finite"]
+  assert r["window"] == 1 and r["synced_step_time_s"] is None  # CPU: every step synced.
+  assert r["ecgs_per_s"] == pytest.approx(4 / r["step_time_s"])
+  assert r["fraction_of_peak"] == pytest.approx(
+      r["flops_per_step"] / r["step_time_s"] / r["peak_flops_per_s"])
+
+
+def test_analytic_flops_agree_with_compiled_computation(records):
+  r = records[0]
+  if r["xla_flops_per_step"] is None:
+    pytest.skip("this backend has no cost_analysis")
+  # XLA also counts elementwise work and the optimizer; matmuls dominate even at tiny size.
+  assert 0.7 < r["xla_flops_per_step"] / r["flops_per_step"] < 1.6
+
+
+def test_analytic_flops_scale_with_batch_and_view():
+  base = train_step.make_config("small", 100, "merit", "masked", False, "float32", 8)
+  double = train_step.make_config("small", 100, "merit", "masked", False, "float32", 16)
+  full = train_step.make_config("small", 100, "merit", "full", False, "float32", 8)
+  mae = train_step.make_config("small", 100, "mae", "masked", False, "float32", 8)
+  f = train_step.analytic_flops_per_step
+  assert f(double) == pytest.approx(2 * f(base), rel=1e-3)  # Only the logits row grows.
+  assert f(mae) < f(base) < f(full)
+  # The 'full' view adds a second encoder pass over all 12 x 20 tokens (fwd + bwd = 3x).
+  second_pass = 2 * 240 * 50 * 384 + train_step._transformer_fwd_flops(240, 384, 12, 1536)
+  assert f(full) - f(base) == pytest.approx(3 * 8 * second_pass)
+
+
+def test_peak_meter_is_not_fooled_by_reassociation():
+  meter = peak.PeakMeter(jnp.float32, shapes=[(256, 64, 512)], min_call_s=0.01)
+  r = meter.measure(repeats=2)
+  assert set(r["per_shape_flops_per_s"]) >= {"256x64x512", "1024x1024x1024"}
+  assert r["peak_flops_per_s"] == max(r["per_shape_flops_per_s"].values())
+  # Two CPU cores cannot do 10 TFLOP/s; a hoisted w1 @ w2 would make this shape look like it.
+  assert 1e8 < r["peak_flops_per_s"] < 1e13
+  assert 1e8 < r["peak_flops_per_cpu_s"] < 1e13
+  assert meter.best["peak_flops_per_s"] >= r["peak_flops_per_s"]
+
+
+def test_fused_attention_only_where_cudnn_can_run_it():
+  from merit_jax.models import ecg_vit  # pylint: disable=import-outside-toplevel
+  # CI runs on the CPU: XLA's attention always; masked (text) attention never goes to cuDNN.
+  assert ecg_vit.attention_implementation(jnp.bfloat16, 64, masked=False) == (
+      "cudnn" if ecg_vit._on_cuda() else "xla")  # pylint: disable=protected-access
+  assert ecg_vit.attention_implementation(jnp.bfloat16, 64, masked=True) == "xla"
+  assert ecg_vit.attention_implementation(jnp.float32, 64, masked=False) == "xla"
