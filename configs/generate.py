@@ -1,0 +1,119 @@
+"""Config for ECG-conditioned report generation (`python -m merit_jax.generate`).
+
+  # Train a projector (frozen MERIT encoder → soft prefix → frozen Gemma 3 270M):
+  python -m merit_jax.generate --config=configs/generate.py --config.checkpoint=RUN_DIR \
+      --workdir=DIR
+  # Reports for a folder of ECGs (WFDB records or .npy files) into a CSV:
+  python -m merit_jax.generate --config=configs/generate.py --config.mode=predict \
+      --config.projector=DIR --config.input=FOLDER --config.output=reports.csv
+  # The comparison table (no ECG / random encoder / MERIT encoder), CPU budget:
+  python -m merit_jax.generate --config=configs/generate.py:compare \
+      --config.merit_checkpoint=RUN_DIR --workdir=DIR
+
+Variants (after the colon): (none) the defaults below; `compare` the three-arm table with the
+small CPU budget; `quick` a short single-arm run; `test` the tiny random LLM (byte tokenizer)
+used by the unit tests.
+
+checkpoint: a MERIT run dir, None (no ECG: the projector sees zero features, i.e. it learns a
+constant soft prompt under the same training), or 'random' (a randomly initialised encoder of
+the config of `encoder_like`, a MERIT run dir).
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+VARIANTS = ("default", "compare", "quick", "test")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = arg or "default"
+  if variant not in VARIANTS:
+    raise ValueError(f"configs/generate.py: unknown variant {variant!r}; choose from "
+                     f"{', '.join(VARIANTS)} (e.g. --config=configs/generate.py:compare)")
+  c = ml_collections.ConfigDict()
+  c.mode = "train"  # 'train' | 'predict' | 'compare'
+  c.seed = 0
+
+  # --- ECG side ------------------------------------------------------------------------------
+  c.checkpoint = config_dict.placeholder(str)  # MERIT run dir | None (no ECG) | 'random'
+  c.encoder_like = config_dict.placeholder(str)  # run dir whose encoder config 'random' copies
+  c.merit_checkpoint = config_dict.placeholder(str)  # compare mode: the MERIT arm's run dir
+  c.arms = ("none", "random", "merit")  # compare mode, run one after the other
+
+  # --- LLM and conditioning -------------------------------------------------------------------
+  c.llm = "gemma3_270m"  # 'gemma3_270m' (the packaged GGUF) | 'tiny' (random, byte tokenizer)
+  c.llm_path = config_dict.placeholder(str)  # another Gemma 3 GGUF file
+  c.projector_kind = "mlp"  # 'mlp' on pooled features | 'resampler' over encoder tokens
+  c.projector_hidden = 1024
+  c.resampler = ml_collections.ConfigDict(dict(width=256, depth=2, num_heads=4))
+  c.num_prefix_tokens = 8
+  c.lora_rank = 0  # 0 = frozen LLM
+  c.lora_alpha = 16.0
+  c.prompt = "12-lead ECG report:"
+  c.max_report_tokens = 64
+
+  # --- training -------------------------------------------------------------------------------
+  c.total_steps = 300
+  c.batch_size = 8
+  c.log_every = 10
+  c.optim = ml_collections.ConfigDict(dict(
+      lr=1e-3, warmup_steps=20, weight_decay=0.01, b1=0.9, b2=0.99, grad_clip=1.0))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+  c.train_split = "train"
+  c.feature_batch_size = 64  # ECGs per encoder forward when precomputing features
+
+  # --- decoding and evaluation ----------------------------------------------------------------
+  c.decoding = ml_collections.ConfigDict(dict(
+      method="greedy", beam_width=4, length_penalty=0.0, top_p=0.9, temperature=1.0))
+  c.eval = ml_collections.ConfigDict(dict(
+      split="test", batch_size=16, max_records=config_dict.placeholder(int), num_examples=5,
+      meteor=True))
+
+  # --- data (PTB-XL build; built on first use from manual_dir) ---------------------------------
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "ptbxl"
+  c.data.config = "100hz"
+  c.data.data_dir = "~/tensorflow_datasets/merit_shared/ptbxl"
+  c.data.manual_dir = "../shared/data/ptbxl"
+  c.data.preprocess = ml_collections.ConfigDict(dict(
+      sample_rate=100, num_samples=1000, bandpass=config_dict.placeholder(tuple),
+      normalize="zscore"))
+
+  # --- predict mode ---------------------------------------------------------------------------
+  c.projector = config_dict.placeholder(str)  # a training workdir (holds projector/)
+  c.input = config_dict.placeholder(str)  # folder of WFDB records or .npy files, or one .npy
+  c.output = config_dict.placeholder(str)  # CSV path
+  c.sample_rate = config_dict.placeholder(float)  # rate of .npy inputs (default: the model's)
+
+  # --- compare mode ---------------------------------------------------------------------------
+  c.results_path = "results/report_generation.md"  # also written: <workdir>/report_generation.*
+  c.progress = True
+
+  if variant == "compare":
+    c.mode = "compare"
+    # CPU budget: a forward+backward of the 270M LLM over 8 × ~80 tokens takes seconds here.
+    c.total_steps = 80
+    c.optim.warmup_steps = 8
+    c.log_every = 10
+  elif variant == "quick":
+    c.total_steps = 40
+    c.optim.warmup_steps = 5
+    c.eval.max_records = 32
+  elif variant == "test":
+    c.llm = "tiny"
+    c.num_prefix_tokens = 2
+    c.projector_hidden = 32
+    c.resampler = ml_collections.ConfigDict(dict(width=16, depth=1, num_heads=2))
+    c.max_report_tokens = 24
+    c.prompt = "ECG:"
+    c.total_steps = 4
+    c.batch_size = 8
+    c.log_every = 2
+    c.optim.warmup_steps = 1
+    c.feature_batch_size = 8
+    c.eval.batch_size = 8
+    c.eval.max_records = 8
+    c.eval.num_examples = 2
+    c.eval.meteor = False
+    c.progress = False
+  return c
