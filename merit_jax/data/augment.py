@@ -12,9 +12,11 @@ Random cropping needs the record before it is cut to length, so it is done by
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
+
+from merit_jax.data import preprocess
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,19 +56,9 @@ class AugmentConfig:
   @classmethod
   def from_config(cls, cfg: Any = None) -> 'AugmentConfig':
     """Builds from a ConfigDict / dict / AugmentConfig / None (defaults); unknown keys fail."""
-    if cfg is None:
-      return cls()
-    if isinstance(cfg, cls):
-      return cfg
-    if hasattr(cfg, 'to_dict'):
-      cfg = cfg.to_dict()
-    if not isinstance(cfg, Mapping):
-      raise TypeError(f'data.augment must be a mapping, got {type(cfg).__name__}')
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(cfg) - names
-    if unknown:
-      raise ValueError(f'unknown data.augment keys {sorted(unknown)}; known: {sorted(names)}')
-    kw = dict(cfg)
+    kw = preprocess.config_fields(cls, cfg, 'data.augment')
+    if isinstance(kw, cls):
+      return kw
     if isinstance(kw.get('scale'), (list, tuple)):
       kw['scale'] = tuple(kw['scale'])
     return cls(**kw)

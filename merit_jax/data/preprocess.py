@@ -69,22 +69,33 @@ class PreprocessConfig:
   @classmethod
   def from_config(cls, cfg: Any = None) -> 'PreprocessConfig':
     """Builds from a ConfigDict / dict / PreprocessConfig / None (defaults); unknown keys fail."""
-    if cfg is None:
-      return cls()
-    if isinstance(cfg, cls):
-      return cfg
-    if hasattr(cfg, 'to_dict'):
-      cfg = cfg.to_dict()
-    if not isinstance(cfg, Mapping):
-      raise TypeError(f'data.preprocess must be a mapping, got {type(cfg).__name__}')
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(cfg) - names
-    if unknown:
-      raise ValueError(f'unknown data.preprocess keys {sorted(unknown)}; known: {sorted(names)}')
-    kw = dict(cfg)
+    kw = config_fields(cls, cfg, 'data.preprocess')
+    if isinstance(kw, cls):
+      return kw
     if kw.get('bandpass') is not None:
       kw['bandpass'] = tuple(kw['bandpass'])
     return cls(**kw)
+
+
+def config_fields(cls, cfg: Any, section: str):
+  """The keyword arguments of dataclass `cls` held in config `section` (an instance passes).
+
+  Accepts a ConfigDict, a plain mapping, an instance of `cls` (returned as is) or None (no
+  keywords: the defaults); keys that are not fields of `cls` fail with a message naming them.
+  """
+  if cfg is None:
+    return {}
+  if isinstance(cfg, cls):
+    return cfg
+  if hasattr(cfg, 'to_dict'):
+    cfg = cfg.to_dict()
+  if not isinstance(cfg, Mapping):
+    raise TypeError(f'{section} must be a mapping, got {type(cfg).__name__}')
+  names = {f.name for f in dataclasses.fields(cls)}
+  unknown = set(cfg) - names
+  if unknown:
+    raise ValueError(f'unknown {section} keys {sorted(unknown)}; known: {sorted(names)}')
+  return dict(cfg)
 
 
 def fill_nans(signal: np.ndarray) -> np.ndarray:
