@@ -50,9 +50,18 @@ import orbax.checkpoint as ocp
 from merit_jax import parallel
 from merit_jax.models.llm import conditioning
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "configs/generate.py[:variant]", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (train / compare modes).")
+# Flags are defined only when run as a program (`_define_flags`): merit_jax.train, which tests
+# import into the same process, owns a --config and a --workdir of its own.
+_CONFIG = None
+_WORKDIR = None
+
+
+def _define_flags():
+  config = config_flags.DEFINE_config_file(
+      "config", None, "configs/generate.py[:variant]", lock_config=True)
+  workdir = flags.DEFINE_string("workdir", None, "Output directory (train / compare modes).")
+  return config, workdir
+
 
 MODES = ("train", "predict", "compare")
 CONFIG_FILE = "generate_config.json"
@@ -758,7 +767,7 @@ def run_compare(config, workdir: str, command: str = "") -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  config = _CONFIG.value
+  config = None if _CONFIG is None else _CONFIG.value
   if config is None:
     raise app.UsageError("--config=configs/generate.py[:variant] is required")
   if not flags.FLAGS["verbosity"].present:
@@ -781,4 +790,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _CONFIG, _WORKDIR = _define_flags()
   app.run(main)
