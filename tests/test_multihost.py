@@ -5,11 +5,8 @@ step on deterministic global batches (each process supplies only the rows its de
 Run once as 2 processes on 127.0.0.1 and once as a single process with the same 4-device mesh
 shape, the losses and final parameters must agree.
 
-The one exception is documented, not hidden: the attention *key* biases receive an exactly
-zero gradient (softmax is invariant to adding the same q.b_k to every logit of a row), so
-their "gradient" is pure rounding noise, which depends on the reduction order (gloo across
-processes vs in-process); Adam normalises that noise into steps of size ~lr. They are checked
-against that bound instead.
+Every parameter is held to 1e-5. (The attention layers have no key bias for this reason: its
+gradient is exactly zero, so Adam turned reduction-order rounding noise into steps of ~lr.)
 """
 
 import subprocess
@@ -24,7 +21,6 @@ from tests import train_procs
 pytestmark = pytest.mark.slow
 
 STEPS = 20
-LR = 1e-3  # configs/pretrain.py:test (quick) optim.lr
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +67,7 @@ def test_two_processes_follow_one_process(results):
   assert loss_diff <= 1e-5
   names = [k for k in one if k != "losses"]
   assert sorted(names) == sorted(k for k in two if k != "losses")
-  key_biases = [k for k in names if "['attn']['key']['bias']" in k]
-  assert key_biases and len(key_biases) < len(names)
   diffs = {k: float(np.abs(two[k] - one[k]).max()) for k in names}
-  others = max(d for k, d in diffs.items() if k not in key_biases)
-  biases = max(diffs[k] for k in key_biases)
-  print(f"max |param| diff after {STEPS} steps: {others:.3g} (attention key biases, zero-"
-        f"gradient: {biases:.3g})")
-  assert others <= 1e-5
-  assert biases <= STEPS * LR
+  worst = max(diffs, key=diffs.get)
+  print(f"max |param| diff after {STEPS} steps: {diffs[worst]:.3g} ({worst})")
+  assert diffs[worst] <= 1e-5, worst

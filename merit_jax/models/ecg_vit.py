@@ -122,11 +122,14 @@ class SelfAttention(nn.Module):
     if width % self.num_heads:
       raise ValueError(f"width {width} is not divisible by {self.num_heads} heads")
     head_dim = width // self.num_heads
-    dense = lambda name: nn.DenseGeneral(  # noqa: E731
-        (self.num_heads, head_dim), dtype=self.dtype, name=name,
+    dense = lambda name, use_bias=True: nn.DenseGeneral(  # noqa: E731
+        (self.num_heads, head_dim), dtype=self.dtype, name=name, use_bias=use_bias,
         kernel_init=_param_init(_DENSE_INIT, ("embed", "heads", "kv")),
         bias_init=_param_init(nn.initializers.zeros, ("heads", "kv")))
-    q, k, v = dense("query")(x), dense("key")(x), dense("value")(x)
+    # No key bias: it adds the same q·b_k to every logit of a query row, which the softmax
+    # cancels, so its gradient is exactly zero and Adam would only turn rounding noise (which
+    # differs between device layouts) into parameter drift.
+    q, k, v = dense("query")(x), dense("key", use_bias=False)(x), dense("value")(x)
     mask = None
     if pad_mask is not None:
       mask = pad_mask[:, None, None, :]  # (B, heads, T_q, T_k) broadcast.
