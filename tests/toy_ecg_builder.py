@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
+from merit_jax.data import features
+
 SPLIT_SIZES = {'train': 24, 'validation': 7, 'test': 5}
 SPLIT_CODES = {'train': 1, 'validation': 2, 'test': 3}
 LABEL_SIZES = {'super': 5, 'rhythm': 3}
@@ -82,21 +84,7 @@ class ToyEcg(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     cfg = self.builder_config
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            'signal': tfds.features.Tensor(shape=(12, cfg.num_samples), dtype=np.float16),
-            'sample_rate': tfds.features.Scalar(dtype=np.int32),
-            'unit': tfds.features.Text(),
-            'report': tfds.features.Text(),
-            'ecg_id': tfds.features.Scalar(dtype=np.int64),
-            'patient_id': tfds.features.Scalar(dtype=np.int64),
-            'age': tfds.features.Scalar(dtype=np.float32),
-            'sex': tfds.features.Scalar(dtype=np.int32),
-            'fold': tfds.features.Scalar(dtype=np.int32),
-            'labels': tfds.features.FeaturesDict({
-                task: tfds.features.Tensor(shape=(n,), dtype=np.uint8)
-                for task, n in LABEL_SIZES.items()
-            }),
-        }),
+        features=features.ecg_features(cfg.num_samples, LABEL_SIZES),
         metadata=tfds.core.MetadataDict(
             label_names={task: [f'{task}_{i}' for i in range(n)]
                          for task, n in LABEL_SIZES.items()}),
