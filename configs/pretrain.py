@@ -147,7 +147,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.log_every = 10
     config.eval_every = 200
     config.checkpoint_every = 200
-    config.optim.lr = 1e-3
+    # 3e-3 rather than 1e-3: at 1e-3 the validation L_rec is still 0.997 at step 800 (masked
+    # modelling has not left its plateau); at 3e-3 it is 0.83, with InfoNCE 2.43 vs 2.76
+    # (measured on this config, one seed each).
+    config.optim.lr = 3e-3
     config.optim.warmup_steps = 30
     config.eval.batch_size = 64
     config.eval.max_batches = 4
