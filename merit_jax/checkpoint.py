@@ -345,6 +345,23 @@ def _latest_complete_step(manager_dir: str | epath.Path) -> int:
   return max(steps)
 
 
+def restore_params(state_dir) -> Any:
+  """The params of a saved train state, on the first local device, whatever mesh wrote them.
+
+  Only the parameters are read (not the optimizer state or counters).
+  """
+  checkpointer = ocp.PyTreeCheckpointer()
+  tree = checkpointer.metadata(state_dir).item_metadata.tree
+  if "params" not in tree:
+    raise ValueError(f"checkpoint {state_dir} holds no 'params' (keys: {sorted(tree)})")
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  item = {"params": jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree["params"])}
+  restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=device), item)
+  return checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
+      item=item, restore_args=restore_args, partial_restore=True))["params"]
+
+
 def load_for_inference(checkpoint_dir: str, step: int | None = None):
   """Loads a trained model for embedding / evaluation, on the default device.
 
@@ -376,17 +393,6 @@ def load_for_inference(checkpoint_dir: str, step: int | None = None):
     check_compatible(json.loads(saved_config_file.read_text()), config,
                      f"{manager_dir}/{step}")
   model = merit_lib.build_model(config)
-  # Restore only the parameters (not the optimizer state), onto the first local device,
-  # whatever mesh wrote them.
-  checkpointer = ocp.PyTreeCheckpointer()
-  tree = checkpointer.metadata(state_dir).item_metadata.tree
-  if "params" not in tree:
-    raise ValueError(f"checkpoint {state_dir} holds no 'params' (keys: {sorted(tree)})")
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  item = {"params": jax.tree.map(
-      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree["params"])}
-  restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=device), item)
-  params = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
-      item=item, restore_args=restore_args, partial_restore=True))["params"]
+  params = restore_params(state_dir)
   preprocess_cfg = preprocess_lib.PreprocessConfig.from_config(config.data.preprocess)
   return model, params, config, preprocess_cfg, tokenizer

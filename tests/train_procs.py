@@ -118,16 +118,8 @@ def complete_steps(workdir: pathlib.Path) -> list[int]:
 def final_params(workdir: pathlib.Path, step: int) -> dict:
   """The params of checkpoint `step` as numpy, whatever mesh / processes wrote them."""
   import jax  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  path = workdir / "checkpoints" / str(step) / "state"
-  checkpointer = ocp.PyTreeCheckpointer()
-  tree = checkpointer.metadata(path).item_metadata.tree
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  item = {"params": jax.tree.map(
-      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree["params"])}
-  restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=device), item)
-  params = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
-      item=item, restore_args=restore_args, partial_restore=True))["params"]
+  from merit_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  params = checkpoint.restore_params(workdir / "checkpoints" / str(step) / "state")
   return {jax.tree_util.keystr(k): np.asarray(v)
           for k, v in jax.tree_util.tree_leaves_with_path(params)}
 
