@@ -601,6 +601,18 @@ def results_markdown(results: dict, title: str, command: Optional[str] = None) -
   return "\n".join(out) + "\n"
 
 
+def _save_auroc_figure(fig, axes, path) -> pathlib.Path:
+  """Labels a grid of test-AUROC subplots, writes it as a PNG and closes the figure."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  axes[0][0].set_ylabel("test macro AUROC (%)")
+  axes[0][-1].legend(fontsize=7)
+  fig.tight_layout()
+  path = pathlib.Path(path)
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
 def plot_fractions(results: dict, path) -> Optional[pathlib.Path]:
   """AUROC against label fraction, one subplot per task, one line per encoder."""
   if "linear_probe" not in results:
@@ -623,13 +635,7 @@ def plot_fractions(results: dict, path) -> Optional[pathlib.Path]:
     ax.set_xscale("log")
     ax.set_xlabel("label fraction (%)")
     ax.set_title(task, fontsize=9)
-  axes[0][0].set_ylabel("test macro AUROC (%)")
-  axes[0][-1].legend(fontsize=7)
-  fig.tight_layout()
-  path = pathlib.Path(path)
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return _save_auroc_figure(fig, axes, path)
 
 
 def plot_shift(results: dict, path) -> Optional[pathlib.Path]:
@@ -658,13 +664,7 @@ def plot_shift(results: dict, path) -> Optional[pathlib.Path]:
           ax.set_xticklabels(["clean"] + [str(s) for s in curve["severities"]], fontsize=7)
           ax.set_xlabel(curve["unit"], fontsize=8)
       ax.set_title(f"{task}: {name}", fontsize=8)
-  axes[0][0].set_ylabel("test macro AUROC (%)")
-  axes[0][-1].legend(fontsize=7)
-  fig.tight_layout()
-  path = pathlib.Path(path)
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return _save_auroc_figure(fig, axes, path)
 
 
 def _json_default(obj):
