@@ -67,7 +67,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       method="greedy", beam_width=4, length_penalty=0.0, top_p=0.9, temperature=1.0))
   c.eval = ml_collections.ConfigDict(dict(
       split="test", batch_size=16, max_records=config_dict.placeholder(int), num_examples=5,
-      meteor=True))
+      meteor=True,
+      # Compare mode: bootstrap resamples of the test records for the table's 95 % CIs and
+      # paired differences (cheap: each record is scored once, resamples re-sum statistics).
+      n_bootstrap=1000))
 
   # --- data (PTB-XL build; built on first use from manual_dir) ---------------------------------
   c.data = ml_collections.ConfigDict()
@@ -115,5 +118,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.max_records = 8
     c.eval.num_examples = 2
     c.eval.meteor = False
+    c.eval.n_bootstrap = 100
     c.progress = False
   return c

@@ -21,7 +21,9 @@ Workdir after training: generate_config.json (the config, the encoder's source a
 feature shape), projector/ (Orbax: projector + LoRA params, and the random encoder's params
 for `checkpoint='random'`), metrics.jsonl, eval.json + samples.csv (test split), features_*.npz.
 Compare mode writes one such workdir per arm under workdir/<arm>/ and the table in
-workdir/report_generation.{md,json} and `config.results_path`.
+workdir/report_generation.{md,json} and `config.results_path`: each metric with a 95 %
+bootstrap CI over test records, and each arm's paired bootstrap difference from the first arm
+(`bootstrap_arms`, `config.eval.n_bootstrap` resamples).
 """
 
 from __future__ import annotations
@@ -671,20 +673,76 @@ def run_predict(config) -> str:
 
 # --------------------------------------------------------------------------------- compare
 
-_TABLE_COLUMNS = (("bleu4", "BLEU-4"), ("rouge_l", "ROUGE-L"), ("meteor", "METEOR"),
-                  ("clinical_micro_f1", "statement F1 (micro)"),
-                  ("clinical_macro_f1", "statement F1 (macro)"))
+# (metrics key, column title) of the comparison tables, scores in %.
+_TABLE_COLUMNS = (("bleu1", "BLEU-1"), ("bleu4", "BLEU-4"), ("rouge_l", "ROUGE-L"),
+                  ("meteor", "METEOR"), ("clinical_micro_f1", "statement F1 micro"),
+                  ("clinical_macro_f1", "statement F1 macro"))
+CONFIDENCE = 0.95  # Of the bootstrap intervals in the comparison table.
+
+
+def _n_bootstrap(config) -> int:
+  n = config.eval.get("n_bootstrap", 1000)
+  if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    raise GenerateError(f"config.eval.n_bootstrap must be a positive integer, got {n!r}")
+  return n
+
+
+def _cell(stat: dict | None, value: float | None) -> str:
+  """'12.3 [10.1, 14.5]' (%) from a bootstrap entry; the bare value (or –) without one."""
+  if stat is None:
+    return "–" if value is None else f"{100 * value:.1f}"
+  return f"{100 * stat['value']:.1f} [{100 * stat['ci_low']:.1f}, {100 * stat['ci_high']:.1f}]"
+
+
+def _diff_cell(stat: dict | None) -> str:
+  """'+1.2 [-0.5, +2.9]' in percentage points."""
+  if stat is None or "diff" not in stat:
+    return "–"
+  return (f"{100 * stat['diff']:+.1f} [{100 * stat['diff_ci_low']:+.1f}, "
+          f"{100 * stat['diff_ci_high']:+.1f}]")
+
+
+def bootstrap_arms(config, results: dict) -> dict:
+  """Per arm, `text_metrics.bootstrap_from_statistics` over its test records.
+
+  Every arm is resampled with the same seed, so resample b holds the same records for all arms;
+  arms after the first also get the paired difference from the first arm (the no-ECG arm in
+  the default `config.arms`). An arm scored on other records than the first gets no
+  difference (it cannot be paired).
+  """
+  from merit_jax.evaluators import text_metrics  # pylint: disable=g-import-not-at-top
+  n_bootstrap = _n_bootstrap(config)
+  arms = list(results)
+  stats = {}
+  for arm, r in results.items():
+    # Each record is scored once (METEOR included); resamples re-sum these rows.
+    stats[arm] = text_metrics.record_statistics(
+        r["generated"], r["test"]["reports"], labels=r["test"]["codes"],
+        with_meteor=bool(config.eval.meteor))
+  base = arms[0]
+  out = {}
+  for arm in arms:
+    paired = arm != base and results[arm]["test"]["ecg_id"] == results[base]["test"]["ecg_id"]
+    if arm != base and not paired:
+      print(f"    {arm}: test records differ from arm {base}'s; no paired difference",
+            flush=True)
+    out[arm] = text_metrics.bootstrap_from_statistics(
+        stats[arm], stats[base] if paired else None, n_bootstrap=n_bootstrap,
+        seed=int(config.seed), alpha=1.0 - CONFIDENCE)
+  return out
 
 
 def comparison_markdown(config, results: dict, command: str) -> str:
-  """The comparison table, its budget and a few examples, as markdown."""
+  """The comparison table (with bootstrap CIs), the paired differences, a few examples."""
   lines = ["# ECG-conditioned report generation on PTB-XL", "",
            f"Command: `{command}`", ""]
   first = next(iter(results.values()))
+  base_arm = next(iter(results))
+  num_records = first["metrics"]["num_records"]
   lines += [
       f"Data: {config.data.name} ({config.data.config}) from `{config.data.manual_dir}`; "
       f"trained on split `{config.train_split}` ({first['train_records']} records with a "
-      f"report), scored on split `{config.eval.split}` ({first['metrics']['num_records']} "
+      f"report), scored on split `{config.eval.split}` ({num_records} "
       "records). LLM: " + ("Gemma 3 270M (Q4_K_M GGUF, dequantised), frozen"
                            if config.llm == "gemma3_270m" else f"{config.llm}")
       + (f" + LoRA rank {config.lora_rank}" if config.lora_rank else "") + "; projector "
@@ -693,22 +751,43 @@ def comparison_markdown(config, results: dict, command: str) -> str:
       "tokens.",
       f"Budget: **{config.total_steps} steps × batch {config.batch_size}** per arm, AdamW lr "
       f"{config.optim.lr}, on {jax.devices()[0].platform.upper()} "
-      f"({jax.device_count()} device(s)) — a small budget: absolute scores are low and the "
-      "differences between arms are indicative only (no confidence intervals).", "",
-      "| arm | encoder | BLEU-1 | BLEU-4 | ROUGE-L | METEOR | statement F1 micro | "
-      "statement F1 macro | final train loss | train s |",
-      "|---|---|---|---|---|---|---|---|---|---|"]
+      f"({jax.device_count()} device(s)) — a small budget: absolute scores are low. One "
+      "training run per arm: the intervals below cover the sampling of test records, not "
+      "the variation between training runs.", "",
+      "| arm | encoder | " + " | ".join(title for _, title in _TABLE_COLUMNS)
+      + " | final train loss | train s |",
+      "|---|---|" + "---|" * len(_TABLE_COLUMNS) + "---|---|"]
   for arm, r in results.items():
-    m = r["metrics"]
-    meteor = f"{100 * m['meteor']:.1f}" if "meteor" in m else "–"
-    lines.append(
-        f"| {ARM_TITLES.get(arm, arm)} | `{r['encoder']}` | {100 * m['bleu1']:.1f} | "
-        f"{100 * m['bleu4']:.1f} | {100 * m['rouge_l']:.1f} | {meteor} | "
-        f"{100 * m['clinical_micro_f1']:.1f} | {100 * m['clinical_macro_f1']:.1f} | "
-        f"{r['final_loss']:.3f} | {r['train_seconds']:.0f} |")
-  lines += ["", "Scores in %. Statement F1: SCP statements recovered from the generated text "
-            "by `evaluators.text_metrics.ScpMatcher` against each record's PTB-XL `scp_codes`.",
-            "", "## Examples", ""]
+    m, ci = r["metrics"], r.get("bootstrap") or {}
+    cells = [_cell(ci.get(key), m.get(key)) for key, _ in _TABLE_COLUMNS]
+    lines.append(f"| {ARM_TITLES.get(arm, arm)} | `{r['encoder']}` | " + " | ".join(cells)
+                 + f" | {r['final_loss']:.3f} | {r['train_seconds']:.0f} |")
+  n_bootstrap = config.eval.get("n_bootstrap", 1000)
+  pct = f"{100 * CONFIDENCE:g} %"
+  lines += ["", f"Scores in %, as `value [low, high]`: the {pct} percentile bootstrap "
+            f"confidence interval over the {num_records} test records ({n_bootstrap} "
+            f"resamples of the {num_records} records drawn with replacement, seed "
+            f"{config.seed}; low and high are the {50 * (1 - CONFIDENCE):g}th and "
+            f"{100 - 50 * (1 - CONFIDENCE):g}th percentiles of the metric over the "
+            "resamples). Statement F1: SCP statements recovered from the generated text "
+            "by `evaluators.text_metrics.ScpMatcher` against each record's PTB-XL `scp_codes`."]
+  others = list(results.items())[1:]
+  if others:
+    base = "no-ECG arm" if base_arm == "none" else f"`{base_arm}` arm"
+    lines += ["", f"## Difference from the {base} (paired bootstrap, {pct} CI)", "",
+              "| arm | " + " | ".join(title for _, title in _TABLE_COLUMNS) + " |",
+              "|---|" + "---|" * len(_TABLE_COLUMNS)]
+    for arm, r in others:
+      ci = r.get("bootstrap") or {}
+      lines.append(f"| {ARM_TITLES.get(arm, arm)} | "
+                   + " | ".join(_diff_cell(ci.get(key)) for key, _ in _TABLE_COLUMNS) + " |")
+    lines += ["", f"Percentage points, arm minus {base}: `difference [low, high]`. Paired: "
+              "each resample draws the same test records for both arms and the difference "
+              f"is taken within it; low and high are its {50 * (1 - CONFIDENCE):g}th and "
+              f"{100 - 50 * (1 - CONFIDENCE):g}th percentiles over the {n_bootstrap} "
+              "resamples. An interval that excludes 0 is a difference beyond test-record "
+              "sampling noise."]
+  lines += ["", "## Examples", ""]
   test = first["test"]
   for i in range(min(int(config.eval.num_examples), len(test["reports"]))):
     lines.append(f"**ecg_id {test['ecg_id'][i]}** (labels: {' '.join(test['codes'][i])})")
@@ -721,7 +800,11 @@ def comparison_markdown(config, results: dict, command: str) -> str:
 
 
 def run_compare(config, workdir: str, command: str = "") -> dict:
-  """Trains and scores the arms one after another; writes the table."""
+  """Trains and scores the arms one after another; writes the table.
+
+  Each arm's summary (see `run_train`) gains "bootstrap": `bootstrap_arms`'s CIs over the test
+  records, and for arms after the first the paired difference from the first arm.
+  """
   if not workdir:
     raise GenerateError("--workdir is required in compare mode")
   arms = list(config.arms)
@@ -731,6 +814,7 @@ def run_compare(config, workdir: str, command: str = "") -> dict:
   if ("merit" in arms or "random" in arms) and not config.get("merit_checkpoint"):
     raise GenerateError("compare mode needs --config.merit_checkpoint=RUN_DIR (a MERIT "
                         "pretraining run; the random arm copies its encoder config)")
+  n_bootstrap = _n_bootstrap(config)  # Fail before the arms train, not after.
   workdir = os.path.abspath(os.path.expanduser(workdir))
   llm = load_llm(config.llm, config.get("llm_path"), int(config.seed))
   results = {}
@@ -745,6 +829,8 @@ def run_compare(config, workdir: str, command: str = "") -> dict:
     print(f"    {arm}: BLEU-4 {m['bleu4']:.4f} ROUGE-L {m['rouge_l']:.4f} "
           f"METEOR {m.get('meteor', float('nan')):.4f} F1 {m['clinical_micro_f1']:.4f}",
           flush=True)
+  for arm, ci in bootstrap_arms(config, results).items():
+    results[arm]["bootstrap"] = ci
   table = comparison_markdown(config, results, command)
   with open(os.path.join(workdir, "report_generation.md"), "w", encoding="utf-8") as f:
     f.write(table)
@@ -752,7 +838,14 @@ def run_compare(config, workdir: str, command: str = "") -> dict:
              "device": f"{jax.devices()[0].platform} x{jax.device_count()}",
              "arms": {arm: {k: v for k, v in r.items() if k != "test"}
                       for arm, r in results.items()},
-             "references": results[arms[0]]["test"]}
+             "references": results[arms[0]]["test"],
+             # Each arm's "bootstrap": {metric: {value, ci_low, ci_high[, diff, diff_ci_low,
+             # diff_ci_high]}}, differences against `baseline_arm`.
+             "bootstrap": {"n_bootstrap": n_bootstrap, "seed": int(config.seed),
+                           "confidence": CONFIDENCE, "baseline_arm": arms[0],
+                           "method": "percentile bootstrap over test records, resampled "
+                                     "with replacement; paired (same resamples) for "
+                                     "differences"}}
   with open(os.path.join(workdir, "report_generation.json"), "w", encoding="utf-8") as f:
     json.dump(payload, f, indent=2, default=str)
   if config.get("results_path"):

@@ -210,3 +210,63 @@ def test_train_on_ptbxl_records(ptbxl_dir, tmp_path, merit_run):
     assert (tmp_path / "run" / name).is_file(), name
   _, encoder, _, meta = generate.load_projector(str(tmp_path / "run"))
   assert encoder.source == "random" and meta["feature_shape"] == [32]
+
+
+def _fake_compare_results(arms=("none", "random", "merit")):
+  """run_compare's per-arm summaries without training: fixed outputs of three 'systems'."""
+  from merit_jax.evaluators import text_metrics  # pylint: disable=g-import-not-at-top
+  refs = ["sinus rhythm. normal ecg.", "atrial fibrillation.", "sinus rhythm. left ventricular "
+          "hypertrophy.", "sinus bradycardia. normal ecg.", "sinus rhythm. st depression.",
+          "atrial fibrillation. left bundle branch block.", "sinus rhythm. normal ecg.",
+          "sinus rhythm. inferior myocardial infarction."] * 2
+  codes = [sorted(text_metrics.ScpMatcher()(r)) for r in refs]
+  outputs = {"none": ["sinus rhythm normal ecg"] * len(refs),
+             "random": ["sinus rhythm"] * len(refs),
+             "merit": [r.replace(".", "") for r in refs[:12]] + ["normal ecg"] * 4}
+  test = {"reports": refs, "ecg_id": list(range(100, 100 + len(refs))), "codes": codes}
+  results = {}
+  for arm in arms:
+    metrics = text_metrics.report_generation_metrics(outputs[arm], refs, codes,
+                                                     with_meteor=False)
+    metrics["num_records"] = len(refs)
+    results[arm] = {"encoder": arm, "train_records": 100, "final_loss": 1.5,
+                    "train_seconds": 3.0, "metrics": metrics, "generated": outputs[arm],
+                    "test": test}
+  return results
+
+
+def test_comparison_table_shows_bootstrap_cis_and_paired_differences(config):
+  results = _fake_compare_results()
+  boot = generate.bootstrap_arms(config, results)
+  assert "diff" not in boot["none"]["bleu4"]  # The baseline arm itself.
+  for arm in ("random", "merit"):
+    for key, stat in boot[arm].items():
+      assert stat["value"] == pytest.approx(results[arm]["metrics"][key], abs=1e-12)
+      assert stat["diff"] == pytest.approx(
+          results[arm]["metrics"][key] - results["none"]["metrics"][key], abs=1e-12)
+  for arm, ci in boot.items():
+    results[arm]["bootstrap"] = ci
+  md = generate.comparison_markdown(config, results, "python -m merit_jax.generate ...")
+  assert "no confidence intervals" not in md
+  assert f"{config.eval.n_bootstrap} resamples" in md and "drawn with replacement" in md
+  assert "## Difference from the no-ECG arm (paired bootstrap, 95 % CI)" in md
+  rouge = boot["merit"]["rouge_l"]
+  cell = (f"{100 * rouge['value']:.1f} [{100 * rouge['ci_low']:.1f}, "
+          f"{100 * rouge['ci_high']:.1f}]")
+  diff = (f"{100 * rouge['diff']:+.1f} [{100 * rouge['diff_ci_low']:+.1f}, "
+          f"{100 * rouge['diff_ci_high']:+.1f}]")
+  merit_rows = [line for line in md.splitlines() if line.startswith("| MERIT encoder |")]
+  assert len(merit_rows) == 2 and cell in merit_rows[0] and diff in merit_rows[1]
+  # The no-ECG arm has a CI row but no difference row; METEOR is off in the test config.
+  assert sum(line.startswith("| no ECG") for line in md.splitlines()) == 1
+  assert "| – |" in merit_rows[0] and "| – |" in merit_rows[1]
+
+
+def test_compare_rejects_bad_n_bootstrap_before_training(tmp_path):
+  cfg = generate_config.get_config("test")
+  cfg.arms = ("none",)
+  cfg.eval.n_bootstrap = 0
+  with pytest.raises(generate.GenerateError, match="n_bootstrap must be a positive integer"):
+    generate.run_compare(cfg, str(tmp_path))
+  with pytest.raises(generate.GenerateError, match="n_bootstrap"):
+    generate.bootstrap_arms(cfg, _fake_compare_results())

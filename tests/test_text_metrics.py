@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from merit_jax.evaluators import text_metrics as tm
@@ -130,3 +131,128 @@ def test_matcher_recovers_ptbxl_labels_from_reference_reports(ptbxl_dir):
   assert got["per_code"]["SR"]["f1"] > 0.95
   assert got["per_code"]["AFIB"]["f1"] > 0.9
   assert got["micro_f1"] > 0.6
+
+
+# ------------------------------------------------------------------------------- bootstrap
+
+def _meteor_available() -> bool:
+  try:
+    pytest.importorskip("nltk")
+    tm.wordnet_reader()
+  except (LookupError, pytest.skip.Exception):
+    return False
+  return True
+
+
+_PHRASES = ("sinus rhythm", "normal ecg", "atrial fibrillation", "left bundle branch block",
+            "incomplete right bundle branch block", "left ventricular hypertrophy",
+            "inferior myocardial infarction", "st depression", "sinus bradycardia",
+            "first degree av block", "left anterior fascicular block", "t wave inversion")
+
+
+def _generation_case(n=40, seed=0):
+  """PTB-XL-like references, labels from them, and two imperfect 'systems' (a good and a
+  poor one) that copy, drop or swap phrases of the reference."""
+  rng = np.random.default_rng(seed)
+  refs, labels, good, poor = [], [], [], []
+  matcher = tm.ScpMatcher()
+  for _ in range(n):
+    phrases = list(rng.choice(_PHRASES, size=rng.integers(1, 4), replace=False))
+    ref = ". ".join(phrases) + "."
+    refs.append(ref)
+    labels.append(matcher(ref))
+    kept = [p if rng.random() < 0.8 else rng.choice(_PHRASES) for p in phrases]
+    good.append(" ".join(kept))
+    poor.append(" ".join(rng.choice(_PHRASES, size=rng.integers(1, 3))))
+  return good, poor, refs, labels
+
+
+def test_bootstrap_value_equals_report_generation_metrics():
+  good, _, refs, labels = _generation_case()
+  with_meteor = _meteor_available()
+  want = tm.report_generation_metrics(good, refs, labels=labels, with_meteor=with_meteor)
+  got = tm.bootstrap_generation_metrics(good, refs, labels, with_meteor=with_meteor,
+                                        n_bootstrap=200)
+  assert set(got) == set(want)
+  assert set(tm.GENERATION_METRICS) - set(got) <= {"meteor"}
+  for k, v in want.items():
+    assert abs(got[k]["value"] - v) <= 1e-12, k
+    assert set(got[k]) == {"value", "ci_low", "ci_high"}, k
+  # Without labels (and METEOR) the clinical keys are left out, as in report_generation_metrics.
+  plain = tm.bootstrap_generation_metrics(good, refs, with_meteor=False, n_bootstrap=10)
+  assert set(plain) == set(tm.report_generation_metrics(good, refs, with_meteor=False))
+
+
+def test_bootstrap_ci_contains_value_and_has_width():
+  good, _, refs, labels = _generation_case()
+  got = tm.bootstrap_generation_metrics(good, refs, labels, with_meteor=_meteor_available(),
+                                        n_bootstrap=500)
+  for k, s in got.items():
+    assert 0.0 <= s["ci_low"] <= s["value"] <= s["ci_high"] <= 1.0, (k, s)
+    assert s["ci_high"] - s["ci_low"] > 0.01, (k, s)  # 40 records: clearly not a point.
+
+
+def test_resampled_metrics_equal_rescoring_the_resampled_records():
+  """The sums-of-statistics shortcut against report_generation_metrics on each resample."""
+  good, _, refs, labels = _generation_case(n=25, seed=1)
+  with_meteor = _meteor_available()
+  stats = tm.record_statistics(good, refs, labels, with_meteor)
+  indices = tm.resample_indices(len(good), 6, seed=3)
+  assert indices.shape == (6, 25)
+  fast = tm.resampled_metrics(stats, indices)
+  for b, idx in enumerate(indices):
+    want = tm.report_generation_metrics([good[i] for i in idx], [refs[i] for i in idx],
+                                        [labels[i] for i in idx], with_meteor)
+    for k, v in want.items():
+      assert fast[k][b] == pytest.approx(v, abs=1e-12), (b, k)
+
+
+def test_bootstrap_paired_difference():
+  good, poor, refs, labels = _generation_case()
+  got = tm.bootstrap_generation_metrics(good, refs, labels, with_meteor=False, n_bootstrap=300,
+                                        baseline_generated=poor)
+  base = tm.report_generation_metrics(poor, refs, labels, with_meteor=False)
+  for k, s in got.items():
+    assert s["diff"] == pytest.approx(s["value"] - base[k], abs=1e-12), k
+    assert s["diff_ci_low"] <= s["diff"] <= s["diff_ci_high"], (k, s)
+  # The good system copies most reference phrases: clearly better than the poor one.
+  assert got["rouge_l"]["diff_ci_low"] > 0 and got["clinical_micro_f1"]["diff_ci_low"] > 0
+
+  same = tm.bootstrap_generation_metrics(good, refs, labels, with_meteor=_meteor_available(),
+                                         n_bootstrap=100, baseline_generated=list(good))
+  for k, s in same.items():
+    assert (s["diff"], s["diff_ci_low"], s["diff_ci_high"]) == (0.0, 0.0, 0.0), k
+
+
+def test_bootstrap_is_deterministic_per_seed():
+  good, poor, refs, labels = _generation_case()
+  kwargs = dict(labels=labels, with_meteor=False, n_bootstrap=100, baseline_generated=poor)
+  a = tm.bootstrap_generation_metrics(good, refs, seed=7, **kwargs)
+  assert a == tm.bootstrap_generation_metrics(good, refs, seed=7, **kwargs)
+  b = tm.bootstrap_generation_metrics(good, refs, seed=8, **kwargs)
+  assert any(a[k]["ci_low"] != b[k]["ci_low"] or a[k]["ci_high"] != b[k]["ci_high"]
+             for k in a)
+  # Resamples are drawn one by one, so memory chunking cannot change them.
+  np.testing.assert_array_equal(tm.resample_indices(40, 5, seed=7),
+                                tm.resample_indices(40, 9, seed=7)[:5])
+
+
+def test_bootstrap_input_validation():
+  good, poor, refs, labels = _generation_case(n=5)
+  for bad in (0, -3, 2.5):
+    with pytest.raises(ValueError, match="n_bootstrap must be a positive integer"):
+      tm.bootstrap_generation_metrics(good, refs, with_meteor=False, n_bootstrap=bad)
+  with pytest.raises(ValueError, match="5 hypotheses but 4"):
+    tm.bootstrap_generation_metrics(good, refs[:4], with_meteor=False, n_bootstrap=10)
+  with pytest.raises(ValueError, match="5 generated reports but 3 label sets"):
+    tm.bootstrap_generation_metrics(good, refs, labels[:3], with_meteor=False, n_bootstrap=10)
+  with pytest.raises(ValueError, match="5 generated reports but 4 baseline"):
+    tm.bootstrap_generation_metrics(good, refs, with_meteor=False, n_bootstrap=10,
+                                    baseline_generated=poor[:4])
+  with pytest.raises(ValueError, match="at least one record"):
+    tm.bootstrap_generation_metrics([], [], with_meteor=False, n_bootstrap=10)
+  with pytest.raises(ValueError, match="alpha"):
+    tm.bootstrap_generation_metrics(good, refs, with_meteor=False, alpha=1.5)
+  stats = tm.record_statistics(good, refs, labels, with_meteor=False)
+  with pytest.raises(ValueError, match="baseline metrics"):
+    tm.bootstrap_from_statistics(stats, tm.record_statistics(poor, refs, None, False))

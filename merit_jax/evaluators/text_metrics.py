@@ -14,9 +14,19 @@ hypothesis) and are deterministic. Text is lowercased and split into word tokens
 - Clinical F1: SCP-ECG statements recovered from the generated text by a keyword matcher
   (English, German and the Swedish phrases of PTB-XL reports) against each record's labels;
   micro and macro F1.
+
+`report_generation_metrics` gives all of them as one flat dict. Confidence intervals:
+`bootstrap_generation_metrics(generated, references, labels, with_meteor, n_bootstrap, seed,
+alpha, baseline_generated)` -> {metric: {'value', 'ci_low', 'ci_high'[, 'diff', 'diff_ci_low',
+'diff_ci_high']}}: percentile bootstrap over records (drawn with replacement), and with a
+baseline the paired difference on the same resampled records. Each record is scored once
+(`record_statistics`: BLEU n-gram counts and lengths, ROUGE-L and METEOR scores, per-code
+clinical tp/fp/fn); a resample only re-sums those rows (`bootstrap_from_statistics`,
+`resampled_metrics`, `resample_indices`).
 """
 
 import collections
+import dataclasses
 import math
 import os
 import pathlib
@@ -25,6 +35,8 @@ import shutil
 import tempfile
 import warnings
 from typing import Iterable, Mapping, Sequence
+
+import numpy as np
 
 Refs = Sequence[str | Sequence[str]]
 
@@ -54,25 +66,31 @@ def _ngrams(tokens: Sequence[str], n: int) -> collections.Counter:
   return collections.Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
 
 
-def corpus_bleu(hypotheses: Sequence[str], references: Refs, max_n: int = 4) -> dict[str, float]:
-  """Corpus BLEU-1..max_n: {'bleu1': ..., ..., 'bleu{max_n}': ...} in [0, 1]."""
-  refs_lists = _as_ref_lists(hypotheses, references)
-  matched = [0] * max_n
-  total = [0] * max_n
-  hyp_len = ref_len = 0
-  for hyp, refs in zip(hypotheses, refs_lists):
-    h = tokenize(hyp)
-    rs = [tokenize(r) for r in refs]
-    hyp_len += len(h)
-    # Closest reference length; on a tie the shorter one (as nltk and sacrebleu).
-    ref_len += min((abs(len(r) - len(h)), len(r)) for r in rs)[1]
-    for n in range(1, max_n + 1):
-      counts = _ngrams(h, n)
-      max_ref = collections.Counter()
-      for r in rs:
-        max_ref |= _ngrams(r, n)
-      matched[n - 1] += sum(min(c, max_ref[g]) for g, c in counts.items())
-      total[n - 1] += max(len(h) - n + 1, 0)
+def _bleu_record(hypothesis: str, references: Sequence[str],
+                 max_n: int) -> tuple[list[int], list[int], int, int]:
+  """One hypothesis's BLEU sufficient statistics; corpus BLEU sums them over hypotheses.
+
+  Returns:
+    (clipped matches per n, n-gram counts per n, hypothesis length, closest reference length).
+  """
+  h = tokenize(hypothesis)
+  rs = [tokenize(r) for r in references]
+  # Closest reference length; on a tie the shorter one (as nltk and sacrebleu).
+  ref_len = min((abs(len(r) - len(h)), len(r)) for r in rs)[1]
+  matched, total = [], []
+  for n in range(1, max_n + 1):
+    counts = _ngrams(h, n)
+    max_ref = collections.Counter()
+    for r in rs:
+      max_ref |= _ngrams(r, n)
+    matched.append(sum(min(c, max_ref[g]) for g, c in counts.items()))
+    total.append(max(len(h) - n + 1, 0))
+  return matched, total, len(h), ref_len
+
+
+def _bleu_from_sums(matched: Sequence[int], total: Sequence[int], hyp_len: int, ref_len: int,
+                    max_n: int) -> dict[str, float]:
+  """BLEU-1..max_n from corpus sums of `_bleu_record`'s statistics."""
   if hyp_len == 0:
     return {f"bleu{n}": 0.0 for n in range(1, max_n + 1)}
   bp = 1.0 if hyp_len > ref_len else math.exp(1.0 - ref_len / hyp_len)
@@ -85,6 +103,21 @@ def corpus_bleu(hypotheses: Sequence[str], references: Refs, max_n: int = 4) -> 
       log_sum += math.log(matched[n - 1] / total[n - 1])
     scores[f"bleu{n}"] = 0.0 if log_sum == -math.inf else bp * math.exp(log_sum / n)
   return scores
+
+
+def corpus_bleu(hypotheses: Sequence[str], references: Refs, max_n: int = 4) -> dict[str, float]:
+  """Corpus BLEU-1..max_n: {'bleu1': ..., ..., 'bleu{max_n}': ...} in [0, 1]."""
+  refs_lists = _as_ref_lists(hypotheses, references)
+  matched = [0] * max_n
+  total = [0] * max_n
+  hyp_len = ref_len = 0
+  for hyp, refs in zip(hypotheses, refs_lists):
+    m, t, h, r = _bleu_record(hyp, refs, max_n)
+    matched = [a + b for a, b in zip(matched, m)]
+    total = [a + b for a, b in zip(total, t)]
+    hyp_len += h
+    ref_len += r
+  return _bleu_from_sums(matched, total, hyp_len, ref_len, max_n)
 
 
 # ---------------------------------------------------------------------------------- ROUGE-L
@@ -111,13 +144,17 @@ def rouge_l_pair(hypothesis: str, reference: str, beta: float = 1.0) -> float:
   return (1 + beta ** 2) * precision * recall / (recall + beta ** 2 * precision)
 
 
+def rouge_l_scores(hypotheses: Sequence[str], references: Refs,
+                   beta: float = 1.0) -> list[float]:
+  """Per hypothesis, the best LCS F-measure against its references."""
+  refs_lists = _as_ref_lists(hypotheses, references)
+  return [max(rouge_l_pair(h, r, beta) for r in refs) for h, refs in zip(hypotheses, refs_lists)]
+
+
 def rouge_l(hypotheses: Sequence[str], references: Refs, beta: float = 1.0) -> float:
   """Mean over hypotheses of the best LCS F-measure against its references."""
-  refs_lists = _as_ref_lists(hypotheses, references)
-  if not hypotheses:
-    return 0.0
-  return sum(max(rouge_l_pair(h, r, beta) for r in refs)
-             for h, refs in zip(hypotheses, refs_lists)) / len(hypotheses)
+  scores = rouge_l_scores(hypotheses, references, beta)
+  return sum(scores) / len(scores) if scores else 0.0
 
 
 # ----------------------------------------------------------------------------------- METEOR
@@ -212,18 +249,25 @@ def wordnet_reader():
   return _wordnet
 
 
-def meteor(hypotheses: Sequence[str], references: Refs) -> float:
-  """Mean nltk METEOR (alpha 0.9, beta 3, gamma 0.5) over hypotheses, in [0, 1]."""
+def meteor_scores(hypotheses: Sequence[str], references: Refs) -> list[float]:
+  """Per hypothesis, nltk METEOR (alpha 0.9, beta 3, gamma 0.5) against its references."""
   from nltk.translate import meteor_score  # pylint: disable=g-import-not-at-top
   refs_lists = _as_ref_lists(hypotheses, references)
   if not hypotheses:
-    return 0.0
+    return []
   reader = wordnet_reader()
+  return [meteor_score.meteor_score([tokenize(r) for r in refs], tokenize(hyp), wordnet=reader)
+          for hyp, refs in zip(hypotheses, refs_lists)]
+
+
+def meteor(hypotheses: Sequence[str], references: Refs) -> float:
+  """Mean nltk METEOR (alpha 0.9, beta 3, gamma 0.5) over hypotheses, in [0, 1]."""
+  scores = meteor_scores(hypotheses, references)
+  # Summed left to right from 0.0, as before the per-hypothesis split.
   total = 0.0
-  for hyp, refs in zip(hypotheses, refs_lists):
-    total += meteor_score.meteor_score([tokenize(r) for r in refs], tokenize(hyp),
-                                       wordnet=reader)
-  return total / len(hypotheses)
+  for score in scores:
+    total += score
+  return total / len(scores) if scores else 0.0
 
 
 # ------------------------------------------------------------------------ clinical accuracy
@@ -385,29 +429,43 @@ def clinical_f1(
     macro F1 averages the codes that occur in the labels at least once (`num_codes` of them);
     per_code maps each such code to {'f1', 'support'}.
   """
-  if len(generated) != len(labels):
-    raise ValueError(f"{len(generated)} generated reports but {len(labels)} label sets")
-  matcher = matcher or ScpMatcher()
-  scored = set(matcher.codes if codes is None else codes)
   tp, fp, fn = collections.Counter(), collections.Counter(), collections.Counter()
-  for text, record_labels in zip(generated, labels):
-    pred = matcher(text) & scored
-    true = set(record_labels) & scored
+  for pred, true in _clinical_records(generated, labels, matcher, codes):
     for c in pred & true:
       tp[c] += 1
     for c in pred - true:
       fp[c] += 1
     for c in true - pred:
       fn[c] += 1
+  return _clinical_summary(tp, fp, fn)
 
-  def f1(t, p, n):
-    return 0.0 if t == 0 else 2 * t / (2 * t + p + n)
 
-  present = sorted(c for c in scored if tp[c] + fn[c] > 0)
-  per_code = {c: {"f1": f1(tp[c], fp[c], fn[c]), "support": tp[c] + fn[c]} for c in present}
+def _clinical_records(generated: Sequence[str], labels: Sequence[Iterable[str]],
+                      matcher: ScpMatcher | None,
+                      codes: Sequence[str] | None) -> list[tuple[set[str], set[str]]]:
+  """Per record, (predicted codes, true codes), both restricted to the scored codes."""
+  if len(generated) != len(labels):
+    raise ValueError(f"{len(generated)} generated reports but {len(labels)} label sets")
+  matcher = matcher or ScpMatcher()
+  scored = set(matcher.codes if codes is None else codes)
+  return [(matcher(text) & scored, set(record_labels) & scored)
+          for text, record_labels in zip(generated, labels)]
+
+
+def _f1(t, p, n):
+  return 0.0 if t == 0 else 2 * t / (2 * t + p + n)
+
+
+def _clinical_summary(tp: Mapping[str, int], fp: Mapping[str, int],
+                      fn: Mapping[str, int]) -> dict:
+  """`clinical_f1`'s result from per-code true/false positive and false negative counts."""
+  # A code counts in the macro average only when it occurs in the labels (tp + fn > 0).
+  present = sorted(c for c in set(tp) | set(fn) if tp.get(c, 0) + fn.get(c, 0) > 0)
+  per_code = {c: {"f1": _f1(tp.get(c, 0), fp.get(c, 0), fn.get(c, 0)),
+                  "support": tp.get(c, 0) + fn.get(c, 0)} for c in present}
   t, p, n = sum(tp.values()), sum(fp.values()), sum(fn.values())
   return {
-      "micro_f1": f1(t, p, n),
+      "micro_f1": _f1(t, p, n),
       "micro_precision": t / (t + p) if t + p else 0.0,
       "micro_recall": t / (t + n) if t + n else 0.0,
       "macro_f1": (sum(v["f1"] for v in per_code.values()) / len(per_code)
@@ -433,3 +491,298 @@ def report_generation_metrics(
     out["clinical_micro_f1"] = clinical["micro_f1"]
     out["clinical_macro_f1"] = clinical["macro_f1"]
   return out
+
+
+# -------------------------------------------------------------------------------- bootstrap
+
+GENERATION_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "meteor",
+                      "clinical_micro_f1", "clinical_macro_f1")
+_BLEU_MAX_N = 4
+# Upper bound on resamples × records of multiplicities held in memory at once.
+_BOOTSTRAP_CHUNK_ELEMENTS = 4_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordStatistics:
+  """Per-record sufficient statistics of `report_generation_metrics` for one system.
+
+  Each metric of any multiset of records is a function of sums (BLEU, clinical F1) or means
+  (ROUGE-L, METEOR) of these rows, so a bootstrap resample re-sums rows and never re-scores
+  text (METEOR, the slow one, runs once per record).
+
+  Attributes:
+    bleu_matched: int64 (N, 4), clipped n-gram matches for n = 1..4.
+    bleu_total: int64 (N, 4), the hypothesis's n-gram counts.
+    hyp_len: int64 (N,), hypothesis tokens.
+    ref_len: int64 (N,), closest reference length.
+    rouge_l: float64 (N,), per-record ROUGE-L.
+    meteor: float64 (N,), per-record METEOR; None when not computed.
+    codes: the SCP codes predicted or labelled in at least one record (sorted); None without
+      labels. Other codes have no true positive nor false negative in any resample, so they
+      never enter the macro average.
+    tp, fp, fn: int64 (N, len(codes)) per record and code; None without labels.
+  """
+  bleu_matched: np.ndarray
+  bleu_total: np.ndarray
+  hyp_len: np.ndarray
+  ref_len: np.ndarray
+  rouge_l: np.ndarray
+  meteor: np.ndarray | None = None
+  codes: tuple[str, ...] | None = None
+  tp: np.ndarray | None = None
+  fp: np.ndarray | None = None
+  fn: np.ndarray | None = None
+
+  @property
+  def num_records(self) -> int:
+    return int(self.hyp_len.shape[0])
+
+  @property
+  def metric_names(self) -> tuple[str, ...]:
+    """The metrics these statistics give, in `GENERATION_METRICS` order."""
+    names = [f"bleu{n}" for n in range(1, _BLEU_MAX_N + 1)] + ["rouge_l"]
+    if self.meteor is not None:
+      names.append("meteor")
+    if self.codes is not None:
+      names += ["clinical_micro_f1", "clinical_macro_f1"]
+    return tuple(names)
+
+
+def record_statistics(
+    generated: Sequence[str],
+    references: Refs,
+    labels: Sequence[Iterable[str]] | None = None,
+    with_meteor: bool = True,
+) -> RecordStatistics:
+  """Scores every record once: the statistics `report_generation_metrics` aggregates.
+
+  Args:
+    generated: generated report texts (N).
+    references: per record, one reference text or several.
+    labels: per record, its SCP codes; None leaves clinical F1 out.
+    with_meteor: whether to score METEOR (needs nltk and WordNet).
+
+  Raises:
+    ValueError: when `references` or `labels` do not have one entry per generated report.
+  """
+  refs_lists = _as_ref_lists(generated, references)
+  clinical = None if labels is None else _clinical_records(generated, labels, None, None)
+  bleu = [_bleu_record(h, refs, _BLEU_MAX_N) for h, refs in zip(generated, refs_lists)]
+  n = len(generated)
+  stats = dict(
+      bleu_matched=np.asarray([b[0] for b in bleu], np.int64).reshape(n, _BLEU_MAX_N),
+      bleu_total=np.asarray([b[1] for b in bleu], np.int64).reshape(n, _BLEU_MAX_N),
+      hyp_len=np.asarray([b[2] for b in bleu], np.int64).reshape(n),
+      ref_len=np.asarray([b[3] for b in bleu], np.int64).reshape(n),
+      rouge_l=np.asarray(rouge_l_scores(generated, refs_lists), np.float64).reshape(n))
+  if with_meteor:
+    stats["meteor"] = np.asarray(meteor_scores(generated, refs_lists), np.float64).reshape(n)
+  if clinical is not None:
+    codes = tuple(sorted(set().union(*(pred | true for pred, true in clinical))))
+    col = {c: j for j, c in enumerate(codes)}
+    tp, fp, fn = (np.zeros((n, len(codes)), np.int64) for _ in range(3))
+    for i, (pred, true) in enumerate(clinical):
+      for array, found in ((tp, pred & true), (fp, pred - true), (fn, true - pred)):
+        array[i, [col[c] for c in found]] = 1
+    stats.update(codes=codes, tp=tp, fp=fp, fn=fn)
+  return RecordStatistics(**stats)
+
+
+def metrics_from_statistics(stats: RecordStatistics) -> dict[str, float]:
+  """The metrics of all records: exactly `report_generation_metrics` on the same inputs."""
+  # Same scalar arithmetic, in the same order, as corpus_bleu / rouge_l / meteor / clinical_f1
+  # (integer sums are exact), so the values agree to the last bit, not just closely.
+  out = _bleu_from_sums([int(x) for x in stats.bleu_matched.sum(axis=0)],
+                        [int(x) for x in stats.bleu_total.sum(axis=0)],
+                        int(stats.hyp_len.sum()), int(stats.ref_len.sum()), _BLEU_MAX_N)
+  rouge = stats.rouge_l.tolist()
+  out["rouge_l"] = sum(rouge) / len(rouge) if rouge else 0.0
+  if stats.meteor is not None:
+    total = 0.0
+    for score in stats.meteor.tolist():
+      total += score
+    out["meteor"] = total / stats.num_records if stats.num_records else 0.0
+  if stats.codes is not None:
+    sums = [dict(zip(stats.codes, (int(x) for x in a.sum(axis=0))))
+            for a in (stats.tp, stats.fp, stats.fn)]
+    clinical = _clinical_summary(*sums)
+    out["clinical_micro_f1"] = clinical["micro_f1"]
+    out["clinical_macro_f1"] = clinical["macro_f1"]
+  return out
+
+
+def _index_rows(num_records: int, n_bootstrap: int, seed: int):
+  """Each resample's record indices in turn.
+
+  One draw per resample, so chunking the resamples (to bound memory) never changes them.
+  """
+  rng = np.random.default_rng(seed)
+  for _ in range(n_bootstrap):
+    yield rng.integers(0, num_records, num_records)
+
+
+def resample_indices(num_records: int, n_bootstrap: int, seed: int = 0) -> np.ndarray:
+  """int64 (n_bootstrap, num_records): each resample's records, as `bootstrap_from_statistics`
+  draws them for the same seed (with replacement)."""
+  _check_bootstrap_args(num_records, n_bootstrap)
+  return np.stack(list(_index_rows(num_records, n_bootstrap, seed)))
+
+
+def _weights(indices: np.ndarray, num_records: int) -> np.ndarray:
+  """Multiplicities float64 (B, N) of each record in each resample."""
+  b = indices.shape[0]
+  flat = (indices + np.arange(b)[:, None] * num_records).ravel()
+  return np.bincount(flat, minlength=b * num_records).reshape(b, num_records).astype(np.float64)
+
+
+def _metrics_of_weights(stats: RecordStatistics, w: np.ndarray) -> dict[str, np.ndarray]:
+  """Every metric (B,) of B weighted record multisets (rows of w, each summing to N)."""
+  m = w @ stats.bleu_matched.astype(np.float64)
+  t = w @ stats.bleu_total.astype(np.float64)
+  h = w @ stats.hyp_len.astype(np.float64)
+  r = w @ stats.ref_len.astype(np.float64)
+  # corpus_bleu vectorised: a zero precision at n zeroes BLEU-n and every higher order.
+  bp = np.where(h > r, 1.0, np.exp(1.0 - r / np.maximum(h, 1.0)))
+  ok = (m > 0) & (t > 0)
+  log_p = np.where(ok, np.log(np.where(ok, m, 1.0) / np.maximum(t, 1.0)), -np.inf)
+  log_sum = np.cumsum(log_p, axis=1)
+  out = {}
+  for n in range(1, _BLEU_MAX_N + 1):
+    finite = np.isfinite(log_sum[:, n - 1]) & (h > 0)
+    out[f"bleu{n}"] = np.where(finite, bp * np.exp(np.where(finite, log_sum[:, n - 1], 0.0) / n),
+                               0.0)
+  num = stats.num_records
+  out["rouge_l"] = w @ stats.rouge_l / num
+  if stats.meteor is not None:
+    out["meteor"] = w @ stats.meteor / num
+  if stats.codes is not None:
+    tp, fp, fn = (w @ a.astype(np.float64) for a in (stats.tp, stats.fp, stats.fn))
+
+    def f1(t_, p_, n_):
+      return np.where(t_ > 0, 2 * t_ / np.maximum(2 * t_ + p_ + n_, 1.0), 0.0)
+
+    out["clinical_micro_f1"] = f1(tp.sum(axis=1), fp.sum(axis=1), fn.sum(axis=1))
+    # As clinical_f1: the macro mean runs over the codes present in this resample's labels.
+    present = (tp + fn) > 0
+    count = present.sum(axis=1)
+    out["clinical_macro_f1"] = np.where(
+        count > 0, np.sum(f1(tp, fp, fn) * present, axis=1) / np.maximum(count, 1), 0.0)
+  return out
+
+
+def resampled_metrics(stats: RecordStatistics, indices: np.ndarray) -> dict[str, np.ndarray]:
+  """Each metric (B,) on each resample; `indices` (B, N) as from `resample_indices`."""
+  indices = np.asarray(indices)
+  if indices.ndim != 2 or indices.shape[1] != stats.num_records:
+    raise ValueError(f"indices must be (B, {stats.num_records}), got {indices.shape}")
+  chunk = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // max(stats.num_records, 1))
+  parts = [_metrics_of_weights(stats, _weights(indices[s:s + chunk], stats.num_records))
+           for s in range(0, indices.shape[0], chunk)]
+  return {k: np.concatenate([p[k] for p in parts]) for k in stats.metric_names}
+
+
+def _check_bootstrap_args(num_records: int, n_bootstrap, alpha: float = 0.05) -> None:
+  if isinstance(n_bootstrap, bool) or int(n_bootstrap) != n_bootstrap or n_bootstrap < 1:
+    raise ValueError(f"n_bootstrap must be a positive integer, got {n_bootstrap!r}")
+  if not 0.0 < alpha < 1.0:
+    raise ValueError(f"alpha must be in (0, 1) (0.05 gives 95 % intervals), got {alpha!r}")
+  if num_records < 1:
+    raise ValueError("bootstrap needs at least one record to resample")
+
+
+def bootstrap_from_statistics(
+    stats: RecordStatistics,
+    baseline: RecordStatistics | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, dict[str, float]]:
+  """Percentile bootstrap intervals over records from precomputed `record_statistics`.
+
+  Args:
+    stats: the system's per-record statistics.
+    baseline: another system's statistics on the same records in the same order (same
+      references and labels); adds paired differences stats − baseline.
+    n_bootstrap: number of resamples (records drawn with replacement, N per resample).
+    seed: resampling seed; the same seed gives the same resamples.
+    alpha: 0.05 gives 95 % intervals (the alpha/2 and 1 − alpha/2 percentiles).
+
+  Returns:
+    {metric: {'value', 'ci_low', 'ci_high'}} for each metric of `stats.metric_names`, plus
+    'diff', 'diff_ci_low', 'diff_ci_high' with a baseline: the difference is taken within
+    each resample (the same records for both systems), so record-to-record variation that
+    both systems share cancels out.
+
+  Raises:
+    ValueError: for n_bootstrap < 1, alpha outside (0, 1), no records, or a baseline with
+      other records or metrics.
+  """
+  num = stats.num_records
+  _check_bootstrap_args(num, n_bootstrap, alpha)
+  names = stats.metric_names
+  if baseline is not None:
+    if baseline.num_records != num:
+      raise ValueError(f"baseline has {baseline.num_records} records, the system {num}")
+    if baseline.metric_names != names:
+      raise ValueError(f"baseline metrics {baseline.metric_names} differ from {names}")
+  chunk = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // num)
+  samples = {k: [] for k in names}
+  diffs = {k: [] for k in names}
+  rows = _index_rows(num, int(n_bootstrap), seed)
+  for start in range(0, int(n_bootstrap), chunk):
+    indices = np.stack([next(rows) for _ in range(min(chunk, int(n_bootstrap) - start))])
+    w = _weights(indices, num)
+    own = _metrics_of_weights(stats, w)
+    base = None if baseline is None else _metrics_of_weights(baseline, w)
+    for k in names:
+      samples[k].append(own[k])
+      if base is not None:
+        diffs[k].append(own[k] - base[k])
+  value = metrics_from_statistics(stats)
+  base_value = None if baseline is None else metrics_from_statistics(baseline)
+  q = [100 * alpha / 2, 100 * (1 - alpha / 2)]
+  out = {}
+  for k in names:
+    low, high = np.percentile(np.concatenate(samples[k]), q)
+    out[k] = {"value": value[k], "ci_low": float(low), "ci_high": float(high)}
+    if base_value is not None:
+      d_low, d_high = np.percentile(np.concatenate(diffs[k]), q)
+      out[k].update(diff=value[k] - base_value[k], diff_ci_low=float(d_low),
+                    diff_ci_high=float(d_high))
+  return out
+
+
+def bootstrap_generation_metrics(
+    generated: Sequence[str],
+    references: Refs,
+    labels: Sequence[Iterable[str]] | None = None,
+    with_meteor: bool = True,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    baseline_generated: Sequence[str] | None = None,
+) -> dict[str, dict[str, float]]:
+  """`report_generation_metrics` with percentile bootstrap CIs over records.
+
+  Args:
+    generated: generated report texts (N).
+    references: per record, one reference text or several.
+    labels: per record, its SCP codes; None leaves clinical F1 out.
+    with_meteor: whether to score METEOR.
+    n_bootstrap: number of resamples.
+    seed: resampling seed.
+    alpha: 0.05 gives 95 % intervals.
+    baseline_generated: another system's reports for the same N records; adds the paired
+      bootstrap difference generated − baseline.
+
+  Returns:
+    See `bootstrap_from_statistics`; 'value' equals `report_generation_metrics` exactly.
+  """
+  n = len(generated)
+  _check_bootstrap_args(n, n_bootstrap, alpha)
+  if baseline_generated is not None and len(baseline_generated) != n:
+    raise ValueError(f"{n} generated reports but {len(baseline_generated)} baseline reports")
+  stats = record_statistics(generated, references, labels, with_meteor)
+  baseline = (None if baseline_generated is None else
+              record_statistics(baseline_generated, references, labels, with_meteor))
+  return bootstrap_from_statistics(stats, baseline, n_bootstrap, seed, alpha)
