@@ -10,7 +10,11 @@ Variants (DESIGN §1.1; everything else in the config is shared, including the s
 - `merit`: L_rec + λ·L_NCE with λ = 1;
 - `masked_only`: λ = 0 (masked ECG modelling only; the text tower is never trained, so its
   zero-shot and retrieval numbers are a chance-level check);
-- `contrastive_only`: objective.reconstruction = False (ECG–text InfoNCE only).
+- `contrastive_only`: objective.reconstruction = False (ECG–text InfoNCE only);
+- `merit@<λ>` (e.g. `merit@0.3`): MERIT with another text weight λ. When the grid holds two or
+  more MERIT variants, λ is chosen on validation only (`select_on_validation`: mean validation
+  macro AUROC of the probe runs below 100 % labels); the choice and every candidate's score go
+  into the JSON (`meta.lambda_selection`) and a section at the end of the markdown.
 
 Each variant trains through `merit_jax.train.train_and_evaluate(config, DIR/<variant>)` (which
 resumes a sub-workdir that already holds checkpoints, so an interrupted grid picks up where it
@@ -59,15 +63,70 @@ VARIANTS = {
     "masked_only": ("masked only (λ=0)", {"lambda_nce": 0.0, "reconstruction": True}),
     "contrastive_only": ("contrastive only", {"lambda_nce": 1.0, "reconstruction": False}),
 }
+# `merit@<λ>` names MERIT with another weight of the text term (e.g. merit@0.3).
+LAMBDA_PREFIX = "merit@"
+
+
+def resolve_variant(variant: str) -> tuple[str, dict]:
+  """(display name, objective overrides) of a variant name (see `VARIANTS`, `merit@<λ>`)."""
+  if variant in VARIANTS:
+    return VARIANTS[variant]
+  if variant.startswith(LAMBDA_PREFIX):
+    try:
+      lam = float(variant[len(LAMBDA_PREFIX):])
+    except ValueError:
+      lam = float("nan")
+    if not lam > 0:
+      raise ValueError(f"ablation variant {variant!r}: the text weight after '@' must be a "
+                       "number > 0 (e.g. merit@0.3)")
+    return f"MERIT (λ={lam:g})", {"lambda_nce": lam, "reconstruction": True}
+  raise ValueError(f"unknown ablation variant {variant!r}; choose from {sorted(VARIANTS)} or "
+                   f"{LAMBDA_PREFIX}<λ>")
+
+
+def select_on_validation(results: dict, variants) -> dict | None:
+  """Picks the MERIT λ (among the `merit`/`merit@<λ>` variants) by validation AUROC.
+
+  The criterion is the mean validation macro AUROC of every linear-probe run below 100 %
+  labels (all tasks, fractions and seeds): the low-label regime the method is for. Test
+  numbers play no part. Returns None when fewer than two MERIT variants were trained.
+  """
+  probe = results.get("linear_probe") or {}
+  candidates = [resolve_variant(v)[0] for v in variants
+                if v == "merit" or v.startswith(LAMBDA_PREFIX)]
+  if len(candidates) < 2:
+    return None
+  scores = {}
+  for title in candidates:
+    values = [run["val"]["macro_auroc"]["value"]
+              for task in probe.get(title, {}).values()
+              for fraction, entry in task.items() if float(fraction) < 1
+              for run in entry["runs"]]
+    if values:
+      scores[title] = float(sum(values) / len(values))
+  if not scores:
+    return None
+  return {"criterion": "mean validation macro AUROC of the linear-probe runs below 100 % "
+                       "labels (all tasks, fractions, seeds)",
+          "scores": scores, "selected": max(scores, key=scores.get)}
+
+
+def selection_markdown(selection: dict) -> str:
+  lines = ["", "## MERIT text weight λ chosen on validation", "",
+           f"Criterion: {selection['criterion']}.", "",
+           "| variant | validation macro AUROC % |", "|---|---|"]
+  for title, score in sorted(selection["scores"].items(), key=lambda kv: -kv[1]):
+    mark = " (selected)" if title == selection["selected"] else ""
+    lines.append(f"| {title}{mark} | {100 * score:.2f} |")
+  return "\n".join(lines) + "\n"
 
 
 def variant_config(config: ml_collections.ConfigDict, variant: str,
                    total_steps: int | None = None) -> ml_collections.ConfigDict:
   """A private copy of `config` with the variant's objective and the shared budget."""
-  if variant not in VARIANTS:
-    raise ValueError(f"unknown ablation variant {variant!r}; choose from {sorted(VARIANTS)}")
+  _, overrides = resolve_variant(variant)
   out = ml_collections.ConfigDict(config.to_dict())
-  for key, value in VARIANTS[variant][1].items():
+  for key, value in overrides.items():
     out.objective[key] = value
   if total_steps is not None:
     out.total_steps = int(total_steps)
@@ -96,19 +155,29 @@ def evaluate_variants(workdir: str, variants, eval_config, baselines, results_di
   for variant in variants:
     encoders.append(features_lib.checkpoint_encoder(
         os.path.join(workdir, variant), batch_size=int(eval_config.batch_size),
-        name=VARIANTS[variant][0]))
+        name=resolve_variant(variant)[0]))
   run_config = encoders[0].config
   encoders += evaluate_lib.baseline_encoders(eval_config, run_config, encoders[0].tokenizer)
   data_cfg = evaluate_lib.eval_data_config(run_config, eval_config)
   results = evaluate_lib.evaluate_encoders(encoders, data_cfg, eval_config,
                                            os.path.join(workdir, "eval"))
-  results["meta"]["variants"] = {VARIANTS[v][0]: {
-      "workdir": os.path.join(workdir, v), "objective": VARIANTS[v][1],
+  results["meta"]["variants"] = {resolve_variant(v)[0]: {
+      "workdir": os.path.join(workdir, v), "objective": resolve_variant(v)[1],
       "train_seconds": (train_seconds or {}).get(v)} for v in variants}
   results["meta"]["total_steps"] = int(run_config.total_steps)
   results["meta"]["model"] = run_config.model.to_dict()
+  selection = select_on_validation(results, variants)
+  if selection:
+    results["meta"]["lambda_selection"] = selection
   paths = evaluate_lib.write_results(results, results_dir, name, command,
                                      title="Ablations: MERIT vs its ablations vs baselines")
+  if selection:
+    md_path = paths["md"]
+    with open(md_path, encoding="utf-8") as f:
+      text = f.read()
+    with open(md_path + ".tmp", "w", encoding="utf-8") as f:
+      f.write(text + selection_markdown(selection))
+    os.replace(md_path + ".tmp", md_path)
   print(f"wrote {', '.join(paths.values())}", flush=True)
   results["paths"] = paths
   return results
@@ -121,8 +190,10 @@ def main(argv):
   if pretrain_config is None or not workdir:
     raise app.UsageError("--config (e.g. configs/pretrain.py:quick) and --workdir are required")
   for variant in _VARIANTS.value:
-    if variant not in VARIANTS:
-      raise app.UsageError(f"--variants: unknown {variant!r}; choose from {sorted(VARIANTS)}")
+    try:
+      resolve_variant(variant)
+    except ValueError as e:
+      raise app.UsageError(f"--variants: {e}") from None
   workdir = os.path.abspath(os.path.expanduser(workdir))
   command = "python -m merit_jax.ablations " + " ".join(sys.argv[1:])
   try:

@@ -226,3 +226,30 @@ def test_ablation_variants_share_everything_but_the_objective():
   assert base.total_steps != 7  # the caller's config is not modified
   with pytest.raises(ValueError, match="unknown ablation variant"):
     ablations.variant_config(base, "bogus")
+  weighted = ablations.variant_config(base, "merit@0.3")
+  assert weighted.objective.lambda_nce == 0.3 and weighted.objective.reconstruction
+  assert ablations.resolve_variant("merit@0.3")[0] == "MERIT (λ=0.3)"
+  for bad in ("merit@0", "merit@-1", "merit@x"):
+    with pytest.raises(ValueError, match="must be a number > 0"):
+      ablations.resolve_variant(bad)
+
+
+def test_lambda_is_selected_on_validation_only():
+  """The λ choice follows validation AUROC below 100 % labels; test numbers never enter."""
+  def runs(val, test):
+    return {"runs": [{"val": {"macro_auroc": {"value": val}},
+                      "test": {"macro_auroc": {"value": test}}}]}
+
+  def encoder(val_low, test_low, val_full):
+    return {"subdiagnostic": {"0.01": runs(val_low, test_low), "0.1": runs(val_low, test_low),
+                              "1.0": runs(val_full, 0.99)}}
+
+  results = {"linear_probe": {
+      "MERIT (λ=1)": encoder(0.70, 0.90, 0.99),     # best test, best 100 % validation
+      "MERIT (λ=0.3)": encoder(0.75, 0.60, 0.50),   # best validation below 100 %
+      "masked only (λ=0)": encoder(0.95, 0.95, 0.95)}}  # not a MERIT variant
+  selection = ablations.select_on_validation(results, ["merit", "merit@0.3", "masked_only"])
+  assert selection["selected"] == "MERIT (λ=0.3)"
+  assert selection["scores"] == pytest.approx({"MERIT (λ=1)": 0.70, "MERIT (λ=0.3)": 0.75})
+  assert "(selected)" in ablations.selection_markdown(selection)
+  assert ablations.select_on_validation(results, ["merit", "masked_only"]) is None
