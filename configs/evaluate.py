@@ -3,7 +3,7 @@
 Usage:
   python -m merit_jax.evaluate --config=configs/evaluate.py --config.checkpoint=RUN_DIR \
       [--config.output_dir=DIR] [--config.baselines=random_init,random_conv] \
-      [--config.evaluators=linear_probe,zero_shot,retrieval,shift,finetune] \
+      [--config.evaluators=linear_probe,zero_shot,retrieval,shift,transfer,finetune] \
       [--config.tasks=superdiagnostic,subdiagnostic,form,rhythm,all,diagnostic] \
       [--config.merl_splits=True]
 
@@ -29,7 +29,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.output_dir = config_dict.placeholder(str)  # default: <checkpoint>/eval
   config.results_dir = config_dict.placeholder(str)  # default: <output_dir>/results
   config.name = "evaluation"                        # <results_dir>/<name>.{md,json,png}
-  config.evaluators = "linear_probe,zero_shot,retrieval,shift"  # + finetune
+  # transfer skips (with a printed reason) every target that is not built, so it costs
+  # nothing where CPSC2018 / CSN are absent.
+  config.evaluators = "linear_probe,zero_shot,retrieval,shift,transfer"  # + finetune
   config.baselines = ""                             # random_init,random_conv
   # PTB-XL tasks (full or short names: super, sub, diag, form, rhythm, all).
   config.tasks = "superdiagnostic,subdiagnostic,form,rhythm"
@@ -58,16 +60,31 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.finetune = ml_collections.ConfigDict(dict(
       learning_rates="1e-4,1e-3", max_epochs=10, patience=3, batch_size=32,
       weight_decay=1e-4, fractions="1.0", seeds="0"))
+  # prompt_file: JSON/YAML {class: [prompts]}, extending (user_prompts=extend) or replacing
+  # (replace) the "an ECG showing {SCP description}" templates. The templates are English, the
+  # PTB-XL reports the text tower learns from mostly German device statements, so
+  # configs/prompts/ptbxl_reports.yaml gives report-style prompts for every class of the four
+  # PTB-XL tasks: --config.zero_shot.prompt_file=configs/prompts/ptbxl_reports.yaml
+  # --config.zero_shot.user_prompts=replace (--eval_config.zero_shot... in merit_jax.ablations).
+  # Choose between prompt sets by zero_shot val_macro_auroc in the results JSON, never by test.
   config.zero_shot = ml_collections.ConfigDict(dict(
       statements_csv=config_dict.placeholder(str),   # default <data.manual_dir>/scp_statements.csv
-      prompt_file=config_dict.placeholder(str),      # JSON/YAML {class: [prompts]}
-      user_prompts="extend"))
+      prompt_file=config_dict.placeholder(str),      # JSON/YAML {class: [prompts]}, see above
+      user_prompts="extend"))                        # or "replace"
   config.retrieval = ml_collections.ConfigDict(dict(ks="1,5,10", split="test"))
   config.shift = ml_collections.ConfigDict(dict(
       tasks="superdiagnostic",
       corruptions="gaussian_noise,baseline_wander,mains_50hz,electrode_motion,"
                   "amplitude_scaling,lead_dropout,reduced_leads,time_shift_pad",
       seed=0))
+  # Cross-dataset transfer (merit_jax/evaluators/transfer.py): built TFDS datasets as
+  # name/config[:task]; build them with `python -m merit_jax.data.build physionet2021
+  # --config=cpsc2018 --manual_dir=<Challenge 2021 training/> --data_dir=DIR --no_tokenizer`.
+  config.transfer = ml_collections.ConfigDict(dict(
+      targets="physionet2021/cpsc2018,physionet2021/csn",
+      data_dir=config_dict.placeholder(str),  # default: the evaluation data's data_dir
+      source_task="all",                      # PTB-XL task whose labels are SCP codes
+      min_positives=10))                      # per shared class, in PTB-XL train and val
   config.random_conv = ml_collections.ConfigDict(dict(num_kernels=500, seed=0))
   config.random_init = ml_collections.ConfigDict(dict(seed=0))
 

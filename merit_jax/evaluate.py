@@ -15,7 +15,12 @@ baselines, all through the same code), for each PTB-XL task:
 - `retrieval`: ECG→report and report→ECG Recall@1/5/10 on the test split (records with a
   report), duplicate-aware, with chance levels;
 - `shift`: degradation curves on the test split per corruption, with the 100 % probe fitted on
-  clean training features kept fixed (`ProbeResult.evaluate`).
+  clean training features kept fixed (`ProbeResult.evaluate`);
+- `transfer`: cross-dataset transfer, `evaluators.transfer`: a probe on the PTB-XL statements
+  with a SNOMED twin in each built `config.transfer.targets` dataset (e.g.
+  `physionet2021/cpsc2018`, under `config.transfer.data_dir`, default the evaluation data's),
+  trained and selected on PTB-XL (TFDS folds), scored once on the target; targets that are not
+  built are skipped with the build command printed.
 
 Splits: the TFDS splits (PTB-XL folds 1–8 train, 9 validation, 10 test), or with
 `merl_splits=True` MERL's published split files (ecg_id lists + label columns), matched by
@@ -50,7 +55,7 @@ import numpy as np
 
 from merit_jax.evaluators import features as features_lib
 
-EVALUATORS = ("linear_probe", "finetune", "zero_shot", "retrieval", "shift")
+EVALUATORS = ("linear_probe", "finetune", "zero_shot", "retrieval", "shift", "transfer")
 BASELINES = ("random_init", "random_conv")
 # Short names accepted in config.tasks, as in merit_jax.data.features.PTBXL_TASKS.
 TASK_ALIASES = {"all": "all", "diag": "diagnostic", "diagnostic": "diagnostic",
@@ -107,6 +112,16 @@ def _check_config(config) -> None:
   if not parse_list(config.seeds, int):
     raise ValueError("config.seeds is empty")
   resolve_tasks(parse_list(config.tasks))
+  if "transfer" in parse_list(config.evaluators):
+    _check_transfer_config(config)
+
+
+def _check_transfer_config(config) -> None:
+  from merit_jax.evaluators import transfer  # pylint: disable=g-import-not-at-top
+  t = config.get("transfer")
+  if t is None or not transfer.parse_targets(t.get("targets") or "", "."):
+    raise ValueError("config.transfer.targets is empty; name built datasets, e.g. "
+                     "physionet2021/cpsc2018,physionet2021/csn")
 
 
 def eval_data_config(run_config, config) -> ml_collections.ConfigDict:
@@ -375,7 +390,11 @@ def run_zero_shot(encoder, data: TaskData, config, data_cfg) -> Optional[dict]:
       descriptions=_descriptions(statements, data.class_names),
       prompt_file=z.get("prompt_file"), user_prompts=z.get("user_prompts", "extend"))
   out = _metric_summary(result)
+  # Validation AUROC: prompt sets (prompt_file, user_prompts) are chosen on fold 9, not on test.
+  out["val_macro_auroc"] = result["val_macro_auroc"]
   out["per_class_auroc"] = result["per_class"]["auroc"]
+  out["prompt_file"] = z.get("prompt_file")
+  out["user_prompts"] = z.get("user_prompts", "extend")
   out["prompts"] = result["prompts"]
   return out
 
@@ -395,6 +414,46 @@ def run_retrieval(encoder, store, config) -> Optional[dict]:
   texts = [r for r, h in zip(data.report, has_report) if h]
   out = retrieval.recall_at_k(ecg, text, ks=ks, texts=texts)
   out["split"] = split
+  return out
+
+
+def transfer_targets(config, data_cfg) -> list:
+  """`config.transfer.targets` under `config.transfer.data_dir` (default: the data's)."""
+  from merit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from merit_jax.evaluators import transfer  # pylint: disable=g-import-not-at-top
+  data_dir = config.transfer.get("data_dir") or pipeline.primary_source(data_cfg).data_dir
+  return transfer.parse_targets(config.transfer.targets, _expand(data_dir))
+
+
+def prepare_transfer(store, config, data_cfg, output_dir: str) -> tuple[list, dict]:
+  """The built targets' `TransferTask`s and {target: why it was skipped (not built)}.
+
+  Called before any evaluator runs, so a target that is built but unusable (no shared class,
+  no `all` task in the source) fails the run at once instead of after hours of probing.
+  """
+  from merit_jax.evaluators import transfer  # pylint: disable=g-import-not-at-top
+  tasks, skipped = [], {}
+  for target in transfer_targets(config, data_cfg):
+    try:
+      tasks.append(transfer.prepare_transfer(
+          store, target, source_task=config.transfer.get("source_task", "all"),
+          min_positives=int(config.transfer.get("min_positives", 10)),
+          cache_dir=os.path.join(output_dir, "features", "transfer", target.cache_name)))
+    except transfer.TargetNotBuilt as e:
+      # Transfer runs "when those datasets are present": an absent target is skipped.
+      print(f"transfer: skipping {target.label}: {e}", flush=True)
+      skipped[target.label] = str(e)
+  return tasks, skipped
+
+
+def run_transfer(encoders: Sequence, tasks: Sequence, config) -> dict:
+  """{encoder: {target: `transfer.run_transfer` result}} for the prepared targets."""
+  from merit_jax.evaluators import transfer  # pylint: disable=g-import-not-at-top
+  out = {e.name: {} for e in encoders}
+  for task in tasks:
+    for encoder in encoders:
+      out[encoder.name][task.target.label] = transfer.run_transfer(
+          encoder, task, seed=int(config.seed), **_probe_kwargs(config))
   return out
 
 
@@ -449,6 +508,11 @@ def evaluate_encoders(encoders: Sequence, data_cfg, config, output_dir: str,
   }
   for name in evaluators:
     results[name] = {e.name: {} for e in encoders}
+  transfer_tasks = []
+  if "transfer" in evaluators:
+    transfer_tasks, skipped = prepare_transfer(store, config, data_cfg, output_dir)
+    results["meta"]["transfer"] = {
+        "targets": [t.label for t in transfer_targets(config, data_cfg)], "skipped": skipped}
   task_cache = {}
   work = [(e, t) for e in encoders for t in tasks]
   bar = None
@@ -489,6 +553,8 @@ def evaluate_encoders(encoders: Sequence, data_cfg, config, output_dir: str,
       out = run_retrieval(encoder, store, config)
       if out is not None:
         results["retrieval"][encoder.name] = out
+  if "transfer" in evaluators:
+    results["transfer"] = run_transfer(encoders, transfer_tasks, config)
   # Shift tasks outside config.tasks still get their curves.
   for task in shift_tasks:
     if task in tasks:
@@ -598,7 +664,45 @@ def results_markdown(results: dict, title: str, command: Optional[str] = None) -
                              for s, v in zip(c["severities"], c["values"]))
           out.append(f"| {c['corruption']} | {c['unit']} | {values} |")
         out.append("")
+  out += _transfer_markdown(results)
   return "\n".join(out) + "\n"
+
+
+def _transfer_markdown(results: dict) -> list[str]:
+  """The 'Cross-dataset transfer' section: one row per encoder and target, then the maps."""
+  if "transfer" not in results:
+    return []
+  out = ["## Cross-dataset transfer: probe trained on PTB-XL, target scored once", "",
+         "Shared classes: PTB-XL statements with a SNOMED twin in the target. Choices on "
+         "PTB-XL validation; gap = target − PTB-XL test macro AUROC over the classes scored on "
+         "both.", ""]
+  rows = [(e, t, r) for e, per_target in results["transfer"].items()
+          for t, r in per_target.items()]
+  if rows:
+    out += ["| encoder | target (task) | N | classes | AUROC | AUPRC | F1 | PTB-XL test AUROC "
+            "| gap |", "|" + "---|" * 9]
+    for encoder, target, r in rows:
+      m, gap = r["target_metrics"], r["gap"]
+      delta = "–" if gap["delta"] is None else f"{100 * gap['delta']:+.1f}"
+      out.append(f"| {encoder} | {target} ({r['target_task']}) | {r['records']['target']} | "
+                 f"{m['num_evaluated']}/{len(r['classes'])} | {_ci_cell(m.get('macro_auroc'))} "
+                 f"| {_ci_cell(m.get('macro_auprc'))} | {_ci_cell(m.get('macro_f1'))} | "
+                 f"{_ci_cell(r['in_domain'].get('macro_auroc'))} | {delta} |")
+    out.append("")
+    mapped = {}
+    for _, target, r in rows:
+      mapped.setdefault(target, r)
+    for target, r in mapped.items():
+      pairs = ", ".join(f"{c['ptbxl']}={'+'.join(c['target'])} ({c['positives']['target']})"
+                        for c in r["classes"])
+      out += [f"{target}: PTB-XL=target (target positives): {pairs}."
+              + (f" Too rare in PTB-XL: {', '.join(d['ptbxl'] for d in r['dropped'])}."
+                 if r["dropped"] else ""), ""]
+  skipped = results["meta"].get("transfer", {}).get("skipped", {})
+  if skipped:
+    out += ["Not built, skipped: " + ", ".join(skipped) + " (see the JSON for the build "
+            "command).", ""]
+  return out
 
 
 def _save_auroc_figure(fig, axes, path) -> pathlib.Path:

@@ -10,7 +10,11 @@ Public API (model-free: text goes through a caller-supplied `embed_text(list[str
   not codes (`MI`, `STTC`, `ISCA`, `LAO/LAE`, ...) use `GROUP_DESCRIPTIONS`, or else the member
   codes' descriptions from `scp_statements.csv` joined with "or". `prompt_file` is JSON or YAML
   `{class: [prompts]}`; its prompts extend (`user_prompts="extend"`) or replace
-  (`"replace"`) the template prompts of the classes it names.
+  (`"replace"`) the template prompts of the classes it names. Its keys are matched to the task's
+  classes exactly, else without leading / trailing '_' (MERL's split files write `ISC`, `AVB`,
+  `NST` for PTB-XL's `ISC_`, `_AVB`, `NST_`). One file may serve several tasks: a key that is no
+  class of the task but an SCP code or diagnostic (sub)class of `statements_csv` is skipped;
+  any other key is an error (a typo would otherwise silently fall back to the templates).
 - `class_embeddings(prompts, class_names, embed_text) -> (C, d)`: prompt ensembling — each prompt
   embedding is L2-normalised, a class's prompts are averaged and the mean re-normalised.
 - `zero_shot_scores(ecg_emb, class_emb) -> (N, C)` cosine similarities.
@@ -18,7 +22,22 @@ Public API (model-free: text goes through a caller-supplied `embed_text(list[str
   val_labels=None, n_bootstrap=1000, seed=0, **prompt_kwargs) -> dict` with the
   `metrics.evaluate_multilabel` layout: macro AUROC / AUPRC, and macro F1 when a validation set
   is given (thresholds on cosine scores chosen on validation, then applied to the test set),
-  plus `"prompts"` and `"thresholds"`.
+  plus `"prompts"`, `"thresholds"` and `"val_macro_auroc"` (the prompts' macro AUROC on the
+  validation set, None without one: the number to choose a prompt set by, so that the test set
+  is scored once).
+
+Prompt files: `configs/prompts/ptbxl_reports.yaml` holds prompts for every class of the PTB-XL
+tasks superdiagnostic, subdiagnostic, form and rhythm, written in the style of the PTB-XL
+reports the text tower is trained on (German device statements such as "unvollstÄndiger
+rechtsschenkelblock", with the reports' upper-case umlauts, and English ones such as
+"incomplete right bundle branch block."), since the English SCP descriptions of the default
+templates are phrases a tokenizer trained on those reports has barely seen. Use it with
+
+  python -m merit_jax.evaluate --config=configs/evaluate.py ... \
+      --config.zero_shot.prompt_file=configs/prompts/ptbxl_reports.yaml \
+      --config.zero_shot.user_prompts=replace
+
+and compare prompt sets by `val_macro_auroc`, not by the test metrics.
 """
 
 from __future__ import annotations
@@ -114,7 +133,21 @@ def build_class_prompts(class_names: Sequence[str], statements_csv=None,
                         descriptions: Optional[Mapping[str, str]] = None,
                         templates: Sequence[str] = DEFAULT_TEMPLATES, prompt_file=None,
                         user_prompts: str = "extend") -> dict:
-  """Prompts per class from SCP descriptions × templates, plus optional user prompts."""
+  """Prompts per class from SCP descriptions × templates, plus optional user prompts.
+
+  Args:
+    class_names: the task's classes (PTB-XL names, or MERL's without the '_').
+    statements_csv: PTB-XL's `scp_statements.csv`, for descriptions and the label vocabulary.
+    descriptions: extra {class: description}, overriding the CSV's.
+    templates: formatted with each class's description.
+    prompt_file: JSON / YAML `{class: [prompts]}`, e.g. `configs/prompts/ptbxl_reports.yaml`;
+      it may name classes of other PTB-XL tasks (skipped here, see the module docstring).
+    user_prompts: "extend" appends the file's prompts to the template prompts, "replace" uses
+      only the file's prompts for the classes it names (templates for the others).
+
+  Returns:
+    {class: [prompts]} in `class_names` order.
+  """
   if user_prompts not in ("extend", "replace"):
     raise ValueError(f"zero_shot: user_prompts must be 'extend' or 'replace', got "
                      f"{user_prompts!r}")
@@ -126,22 +159,63 @@ def build_class_prompts(class_names: Sequence[str], statements_csv=None,
   if table is not None:
     known = {**{str(c): str(d).strip() for c, d in table["description"].items()}, **known}
   user = _load_prompt_file(prompt_file) if prompt_file is not None else {}
-  unknown_user = set(user) - set(class_names)
+  user_key = _match_user_keys(class_names, user)
+  unknown_user = set(user) - set(user_key.values())
   if unknown_user:
-    raise ValueError(f"zero_shot: prompt file names classes not in the task: "
-                     f"{sorted(unknown_user)}")
+    vocabulary = {_canonical(n) for n in _label_vocabulary(table, known)}
+    unknown_user = {k for k in unknown_user if _canonical(k) not in vocabulary}
+  if unknown_user:
+    raise ValueError(f"zero_shot: prompt file names classes not in the task nor in "
+                     f"scp_statements.csv: {sorted(unknown_user)}"
+                     + ("" if table is not None else " (pass statements_csv to allow the "
+                        "classes of other PTB-XL tasks)"))
   prompts = {}
   for name in class_names:
-    if name in user and user_prompts == "replace":
-      prompts[name] = list(user[name])
+    own = list(user[user_key[name]]) if name in user_key else []
+    if own and user_prompts == "replace":
+      prompts[name] = own
       continue
     description = known.get(name) or _group_description(name, table)
-    if description is None and name not in user:
+    if description is None and not own:
       raise ValueError(f"zero_shot: no description for class {name!r}: pass statements_csv, "
                        "descriptions= or a prompt file that names it")
     built = [t.format(description=description) for t in templates] if description else []
-    prompts[name] = built + list(user.get(name, []))
+    prompts[name] = built + own
   return prompts
+
+
+def _canonical(name: str) -> str:
+  # PTB-XL pads some names with '_' (ISC_, NST_, _AVB); MERL's split files drop it.
+  return str(name).strip("_")
+
+
+def _match_user_keys(class_names: Sequence[str], user: Mapping) -> dict:
+  """Class name -> prompt-file key: the exact name, else the same name up to '_'."""
+  by_canonical = {}
+  for key in user:
+    by_canonical.setdefault(_canonical(key), []).append(key)
+  out = {}
+  for name in class_names:
+    if name in user:
+      out[name] = name
+      continue
+    keys = by_canonical.get(_canonical(name), [])
+    if len(keys) > 1:
+      raise ValueError(f"zero_shot: prompt file keys {sorted(keys)} all name class {name!r}")
+    if keys:
+      out[name] = keys[0]
+  return out
+
+
+def _label_vocabulary(table, known: Mapping) -> set:
+  """Every PTB-XL label name: SCP codes, diagnostic (sub)classes and the group names."""
+  names = set(known) | set(GROUP_DESCRIPTIONS)
+  if table is not None:
+    names |= {str(c) for c in table.index}
+    for column in ("diagnostic_class", "diagnostic_subclass"):
+      if column in table.columns:
+        names |= {str(v) for v in table[column].dropna()}
+  return names
 
 
 def _l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -182,20 +256,28 @@ def run_zero_shot(ecg_emb, labels, class_names: Sequence[str], embed_text: Embed
                   prompts: Optional[Mapping[str, Sequence[str]]] = None, val_ecg_emb=None,
                   val_labels=None, n_bootstrap: int = 1000, seed: int = 0,
                   **prompt_kwargs) -> dict:
-  """Zero-shot AUROC / AUPRC (and F1 with validation thresholds) for one task."""
+  """Zero-shot AUROC / AUPRC (and F1 with validation thresholds) for one task.
+
+  With `val_ecg_emb` / `val_labels` the result also holds `val_macro_auroc`, the prompts'
+  validation macro AUROC, by which prompt sets are to be chosen (None without validation).
+  """
   labels = np.asarray(labels)
   if labels.ndim != 2 or labels.shape[1] != len(class_names):
     raise ValueError(f"zero_shot: labels {labels.shape} do not match {len(class_names)} classes")
   if prompts is None:
     prompts = build_class_prompts(class_names, **prompt_kwargs)
   class_emb = class_embeddings(prompts, class_names, embed_text)
-  thresholds = None
+  thresholds = val_auroc = None
   if (val_ecg_emb is None) != (val_labels is None):
     raise ValueError("zero_shot: pass both val_ecg_emb and val_labels, or neither")
   if val_ecg_emb is not None:
-    thresholds = metrics.best_f1_thresholds(val_labels, zero_shot_scores(val_ecg_emb, class_emb))
+    val_scores = zero_shot_scores(val_ecg_emb, class_emb)
+    thresholds = metrics.best_f1_thresholds(val_labels, val_scores)
+    # Prompt sets are compared on validation: the test AUROC must not pick one.
+    val_auroc = metrics.macro_auroc(val_labels, val_scores)
   result = metrics.evaluate_multilabel(labels, zero_shot_scores(ecg_emb, class_emb), thresholds,
                                        n_bootstrap=n_bootstrap, seed=seed)
   result["prompts"] = {name: list(prompts[name]) for name in class_names}
   result["thresholds"] = None if thresholds is None else thresholds.tolist()
+  result["val_macro_auroc"] = val_auroc
   return result
