@@ -72,10 +72,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       prompt_file=config_dict.placeholder(str),      # JSON/YAML {class: [prompts]}, see above
       user_prompts="extend"))                        # or "replace"
   config.retrieval = ml_collections.ConfigDict(dict(ks="1,5,10", split="test"))
+  # reduced_leads_mode: "native" feeds MERIT encoders only the kept leads
+  # (`MERIT.embed_ecg(ecg, leads=...)`, what a reduced-lead recording gives them) and zero-fills
+  # the missing leads only for encoders without a lead-subset input (random_conv); "zeros"
+  # zero-fills for every encoder. The mode used per encoder is in the results JSON.
   config.shift = ml_collections.ConfigDict(dict(
       tasks="superdiagnostic",
       corruptions="gaussian_noise,baseline_wander,mains_50hz,electrode_motion,"
                   "amplitude_scaling,lead_dropout,reduced_leads,time_shift_pad",
+      reduced_leads_mode="native",
       seed=0))
   # Cross-dataset transfer (merit_jax/evaluators/transfer.py): built TFDS datasets as
   # name/config[:task]; build them with `python -m merit_jax.data.build physionet2021

@@ -15,7 +15,9 @@ baselines, all through the same code), for each PTB-XL task:
 - `retrieval`: ECG→report and report→ECG Recall@1/5/10 on the test split (records with a
   report), duplicate-aware, with chance levels;
 - `shift`: degradation curves on the test split per corruption, with the 100 % probe fitted on
-  clean training features kept fixed (`ProbeResult.evaluate`);
+  clean training features kept fixed (`ProbeResult.evaluate`); `reduced_leads` feeds MERIT
+  encoders only the kept leads and zero-fills the rest for random_conv
+  (`config.shift.reduced_leads_mode`: native | zeros; the mode used is in each curve);
 - `transfer`: cross-dataset transfer, `evaluators.transfer`: a probe on the PTB-XL statements
   with a SNOMED twin in each built `config.transfer.targets` dataset (e.g.
   `physionet2021/cpsc2018`, under `config.transfer.data_dir`, default the evaluation data's),
@@ -112,6 +114,9 @@ def _check_config(config) -> None:
   if not parse_list(config.seeds, int):
     raise ValueError("config.seeds is empty")
   resolve_tasks(parse_list(config.tasks))
+  if "shift" in parse_list(config.evaluators):
+    # Fail before hours of probing, not when the shift suite starts.
+    features_lib.check_reduced_leads_mode(config.shift.get("reduced_leads_mode", "native"))
   if "transfer" in parse_list(config.evaluators):
     _check_transfer_config(config)
 
@@ -222,10 +227,11 @@ class TaskData:
     self.coverage = coverage or {}
 
   def features(self, encoder, split: str, kind: str = "pooled", corruption=None,
-               seed: int = 0) -> np.ndarray:
+               seed: int = 0, reduced_leads_mode: str = "native") -> np.ndarray:
     parts = []
     for tfds_split, rows in self.index[split]:
-      feats = self.store.features(encoder, tfds_split, corruption, seed)
+      feats = self.store.features(encoder, tfds_split, corruption, seed,
+                                  reduced_leads_mode=reduced_leads_mode)
       if kind not in feats:
         raise ValueError(f"encoder {encoder.name!r} has no {kind!r} features")
       parts.append(feats[kind][rows])
@@ -458,8 +464,16 @@ def run_transfer(encoders: Sequence, tasks: Sequence, config) -> dict:
 
 
 def run_shift(encoder, data: TaskData, probe, config) -> list:
-  """Degradation curves (layout of `shift.degradation_curve`) of the fixed 100 % probe."""
+  """Degradation curves (layout of `shift.degradation_curve`) of the fixed 100 % probe.
+
+  The `reduced_leads` curve also holds `reduced_leads_mode`: 'native' where the encoder saw
+  only the kept leads, 'zeros' where the missing leads were zero-filled
+  (`config.shift.reduced_leads_mode` and `features.reduced_leads_path`).
+  """
   from merit_jax.evaluators import shift  # pylint: disable=g-import-not-at-top
+  # Older evaluation configs have no switch; they get the default.
+  mode = features_lib.check_reduced_leads_mode(
+      str(config.shift.get("reduced_leads_mode", "native")))
   labels = data.labels["test"]
   clean = {"macro_auroc": probe.test_metrics["macro_auroc"]["value"]}
   curves = []
@@ -470,13 +484,16 @@ def run_shift(encoder, data: TaskData, probe, config) -> list:
     values = []
     for severity in shift.CORRUPTIONS[name].severities:
       feats = data.features(encoder, "test", "pooled", (name, severity),
-                            int(config.shift.seed))
+                            int(config.shift.seed), reduced_leads_mode=mode)
       m = probe.evaluate(feats, labels, n_bootstrap=0)
       values.append({"macro_auroc": m["macro_auroc"]["value"],
                      "macro_f1": m.get("macro_f1", {}).get("value")})
-    curves.append({"corruption": name, "unit": shift.CORRUPTIONS[name].unit,
-                   "severities": list(shift.CORRUPTIONS[name].severities),
-                   "clean": clean, "values": values})
+    curve = {"corruption": name, "unit": shift.CORRUPTIONS[name].unit,
+             "severities": list(shift.CORRUPTIONS[name].severities),
+             "clean": clean, "values": values}
+    if name == "reduced_leads":
+      curve["reduced_leads_mode"] = features_lib.reduced_leads_path(encoder, mode)
+    curves.append(curve)
   return curves
 
 
@@ -652,20 +669,40 @@ def results_markdown(results: dict, title: str, command: Optional[str] = None) -
                for d in ("ecg_to_report", "report_to_ecg") for k in ks]
       out.append("| " + " | ".join([encoder, str(r["num_queries"])] + cells) + " |")
     out.append("")
-  if "shift" in results and any(results["shift"].values()):
-    out += ["## Distribution shift (test): macro AUROC % of the fixed 100 % probe", ""]
-    for encoder, per_task in results["shift"].items():
-      for task, curves in per_task.items():
-        out += [f"**{encoder} / {task}** (clean "
-                f"{_pct(curves[0]['clean']['macro_auroc']) if curves else '–'})", ""]
-        out += ["| corruption | unit | AUROC at each severity (weakest first) |", "|---|---|---|"]
-        for c in curves:
-          values = ", ".join(f"{s}: {_pct(v['macro_auroc'])}"
-                             for s, v in zip(c["severities"], c["values"]))
-          out.append(f"| {c['corruption']} | {c['unit']} | {values} |")
-        out.append("")
+  out += _shift_markdown(results)
   out += _transfer_markdown(results)
   return "\n".join(out) + "\n"
+
+
+_REDUCED_LEADS_WORDS = {"native": "native lead subset", "zeros": "zero-filled"}
+
+
+def _shift_markdown(results: dict) -> list[str]:
+  """The 'Distribution shift' section: a table per encoder and task, then how leads were cut."""
+  if "shift" not in results or not any(results["shift"].values()):
+    return []
+  out = ["## Distribution shift (test): macro AUROC % of the fixed 100 % probe", ""]
+  modes: dict[str, list] = {}
+  for encoder, per_task in results["shift"].items():
+    for task, curves in per_task.items():
+      out += [f"**{encoder} / {task}** (clean "
+              f"{_pct(curves[0]['clean']['macro_auroc']) if curves else '–'})", ""]
+      out += ["| corruption | unit | AUROC at each severity (weakest first) |", "|---|---|---|"]
+      for c in curves:
+        values = ", ".join(f"{s}: {_pct(v['macro_auroc'])}"
+                           for s, v in zip(c["severities"], c["values"]))
+        out.append(f"| {c['corruption']} | {c['unit']} | {values} |")
+        # Results written before the switch existed were all zero-filled.
+        if c["corruption"] == "reduced_leads":
+          mode = c.get("reduced_leads_mode", "zeros")
+          if encoder not in modes.setdefault(mode, []):
+            modes[mode].append(encoder)
+      out.append("")
+  if modes:
+    out += ["reduced_leads: " + "; ".join(
+        f"{_REDUCED_LEADS_WORDS.get(mode, mode)} for {', '.join(encoders)}"
+        for mode, encoders in sorted(modes.items())) + ".", ""]
+  return out
 
 
 def _transfer_markdown(results: dict) -> list[str]:

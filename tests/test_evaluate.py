@@ -209,6 +209,10 @@ def test_config_errors_are_named():
   config.tasks = "super,nonsense"
   with pytest.raises(ValueError, match="unknown task 'nonsense'"):
     evaluate._check_config(config)  # pylint: disable=protected-access
+  config = evaluate_config.get_config()
+  config.shift.reduced_leads_mode = "subset"
+  with pytest.raises(ValueError, match="reduced_leads_mode"):
+    evaluate._check_config(config)  # pylint: disable=protected-access
   with pytest.raises(ValueError, match="checkpoint is required"):
     evaluate.build_encoders(evaluate_config.get_config())
 

@@ -112,3 +112,164 @@ def test_registry_and_bad_input(signals):
     shift.apply_corruption(signals[0], "gaussian_noise", 6)
   with pytest.raises(ValueError, match="unknown lead set"):
     shift.reduce_leads(signals, "V1-only")
+
+
+# ----------------------------------------------------------------------------------------------
+# reduced_leads through features.FeatureStore: MERIT's native lead-subset input vs zero-filling.
+
+
+@pytest.fixture(scope="module")
+def lead_setup(tmp_path_factory):
+  """A random-init tiny MERIT encoder, random convolutions and a 10-record synthetic split."""
+  from configs import pretrain as pretrain_config  # pylint: disable=g-import-not-at-top
+  from merit_jax.evaluators import features  # pylint: disable=g-import-not-at-top
+  config = pretrain_config.get_config("test")
+  config.model.text.vocab_size = 50  # No tokenizer: the text tower is unused here.
+  merit = features.random_init_encoder(config, None, seed=0, batch_size=4)
+  conv = features.random_conv_encoder(num_kernels=10, seed=0, num_samples=1000)
+  rng = np.random.default_rng(3)
+  ecg = rng.normal(size=(10, 12, 1000)).astype(np.float32)
+  split = features.SplitData(ecg=ecg, labels={"superdiagnostic": rng.integers(0, 2, (10, 2))},
+                             ecg_id=np.arange(10, dtype=np.int64), report=[""] * 10,
+                             source=np.zeros(10, np.int32))
+
+  def store(cache_dir):
+    # batch_size 4 over 10 records: the last batch is padded, as in a real split.
+    s = features.FeatureStore(config.data, str(cache_dir), batch_size=4, progress=False)
+    s.set_split("test", split)
+    return s
+  return {"merit": merit, "conv": conv, "ecg": ecg, "store": store,
+          "cache": tmp_path_factory.mktemp("lead_cache")}
+
+
+def test_native_reduced_leads_feed_merit_only_the_kept_leads(lead_setup):
+  from merit_jax.evaluators import features  # pylint: disable=g-import-not-at-top
+  merit, ecg = lead_setup["merit"], lead_setup["ecg"]
+  store = lead_setup["store"](lead_setup["cache"])
+  assert features.reduced_leads_path(merit, "native") == "native"
+  assert features.reduced_leads_path(merit, "zeros") == "zeros"
+  clean = store.features(merit, "test")
+  for lead_set in ("I", "I+II", "limb"):
+    leads = shift.LEAD_SETS[lead_set]
+    native = store.features(merit, "test", ("reduced_leads", lead_set))  # native by default
+    expected = merit.model.apply({"params": merit.params}, ecg[:, list(leads)], leads=leads,
+                                 method=merit.model.embed_ecg)
+    np.testing.assert_allclose(native["pooled"], np.asarray(expected["pooled"]),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(native["projected"], np.asarray(expected["projected"]),
+                               rtol=1e-5, atol=1e-5)
+    # Same width as the clean 12-lead features: the fixed clean probe applies unchanged.
+    assert native["pooled"].shape == clean["pooled"].shape
+    zeros = store.features(merit, "test", ("reduced_leads", lead_set),
+                           reduced_leads_mode="zeros")
+    zero_filled = shift.apply_corruption(ecg, "reduced_leads", lead_set)
+    np.testing.assert_allclose(zeros["pooled"], merit.embed_ecg(zero_filled)["pooled"],
+                               rtol=1e-5, atol=1e-5)
+    assert np.abs(native["pooled"] - zeros["pooled"]).max() > 1e-3, lead_set
+
+
+def test_random_conv_zero_fills_in_either_mode(lead_setup):
+  from merit_jax.evaluators import features  # pylint: disable=g-import-not-at-top
+  conv, ecg = lead_setup["conv"], lead_setup["ecg"]
+  store = lead_setup["store"](lead_setup["cache"])
+  assert conv.embed_ecg_leads is None
+  assert features.reduced_leads_path(conv, "native") == "zeros"
+  native = store.features(conv, "test", ("reduced_leads", "I+II"), reduced_leads_mode="native")
+  zeros = store.features(conv, "test", ("reduced_leads", "I+II"), reduced_leads_mode="zeros")
+  expected = conv.embed_ecg(shift.apply_corruption(ecg, "reduced_leads", "I+II"))["pooled"]
+  np.testing.assert_array_equal(native["pooled"], expected)
+  np.testing.assert_array_equal(zeros["pooled"], expected)
+  names = sorted(p.name for p in (lead_setup["cache"] / conv.cache_key).glob("*.npz"))
+  assert names == ["test__reduced_leads_IpII.npz"]  # no native entry: none was computed
+
+
+def test_reduced_leads_cache_key_separates_native_and_zero_filled(lead_setup):
+  from merit_jax.evaluators import features  # pylint: disable=g-import-not-at-top
+  assert features.corruption_tag(("reduced_leads", "I+II")) == "__reduced_leads_IpII"
+  assert features.corruption_tag(("reduced_leads", "I+II"), native=True) == \
+      "__reduced_leads_IpII_native"
+  merit = lead_setup["merit"]
+  cache = lead_setup["cache"] / "keys"
+  first = lead_setup["store"](cache)
+  native = first.features(merit, "test", ("reduced_leads", "I"))
+  zeros = first.features(merit, "test", ("reduced_leads", "I"), reduced_leads_mode="zeros")
+  folder = cache / merit.cache_key
+  assert sorted(p.name for p in folder.glob("*.npz")) == [
+      "test__reduced_leads_I.npz", "test__reduced_leads_I_native.npz"]
+  with np.load(folder / "test__reduced_leads_I.npz") as f:
+    np.testing.assert_array_equal(f["pooled"], zeros["pooled"])
+  # A fresh store (empty memory) reads each mode back from its own file.
+  second = lead_setup["store"](cache)
+  np.testing.assert_array_equal(
+      second.features(merit, "test", ("reduced_leads", "I"))["pooled"], native["pooled"])
+  np.testing.assert_array_equal(
+      second.features(merit, "test", ("reduced_leads", "I"), reduced_leads_mode="zeros")[
+          "pooled"], zeros["pooled"])
+  # Other corruptions ignore the switch: one entry, zero-filled-style input, no suffix.
+  dropout = second.features(merit, "test", ("lead_dropout", 4))
+  assert (folder / "test__lead_dropout_4.npz").exists()
+  assert dropout["pooled"].shape == native["pooled"].shape
+
+
+class _MeanProbe:
+  """Stands in for `linear_probe.ProbeResult`: the 'metric' is the mean feature."""
+  test_metrics = {"macro_auroc": {"value": 0.5}}
+
+  def evaluate(self, feats, labels, n_bootstrap=0):
+    del labels, n_bootstrap
+    return {"macro_auroc": {"value": float(np.mean(feats))}}
+
+
+def _shift_config(mode):
+  from configs import evaluate as evaluate_config  # pylint: disable=g-import-not-at-top
+  config = evaluate_config.get_config("quick")
+  config.shift.corruptions = "reduced_leads,gaussian_noise"
+  if mode is not None:
+    config.shift.reduced_leads_mode = mode
+  return config
+
+
+def test_run_shift_mode_switch_is_recorded(lead_setup):
+  from merit_jax import evaluate  # pylint: disable=g-import-not-at-top
+  assert _shift_config(None).shift.reduced_leads_mode == "native"  # the default
+  store = lead_setup["store"](lead_setup["cache"] / "run_shift")
+  data = evaluate.TaskData(store, "superdiagnostic", ["A", "B"],
+                           {"test": store.split("test").labels["superdiagnostic"]},
+                           {"test": [("test", np.arange(10))]})
+  results = {"shift": {}}
+  by_mode = {}
+  for mode in ("native", "zeros"):
+    for key in ("merit", "conv"):
+      encoder = lead_setup[key]
+      curves = evaluate.run_shift(encoder, data, _MeanProbe(), _shift_config(mode))
+      reduced = next(c for c in curves if c["corruption"] == "reduced_leads")
+      assert "reduced_leads_mode" not in next(c for c in curves if c is not reduced)
+      by_mode[mode, key] = reduced
+      results["shift"].setdefault(f"{key}_{mode}", {})["superdiagnostic"] = curves
+  assert by_mode["native", "merit"]["reduced_leads_mode"] == "native"
+  assert by_mode["zeros", "merit"]["reduced_leads_mode"] == "zeros"
+  assert by_mode["native", "conv"]["reduced_leads_mode"] == "zeros"
+  assert by_mode["zeros", "conv"]["reduced_leads_mode"] == "zeros"
+  # The switch changes what MERIT sees (and so the scores), not what random_conv sees.
+  assert by_mode["native", "merit"]["values"] != by_mode["zeros", "merit"]["values"]
+  assert by_mode["native", "conv"]["values"] == by_mode["zeros", "conv"]["values"]
+  md = "\n".join(evaluate._shift_markdown(results))  # pylint: disable=protected-access
+  assert ("reduced_leads: native lead subset for merit_native; zero-filled for conv_native, "
+          "merit_zeros, conv_zeros.") in md
+
+
+def test_unknown_reduced_leads_mode_is_a_clear_error(lead_setup):
+  from merit_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from merit_jax.evaluators import features  # pylint: disable=g-import-not-at-top
+  store = lead_setup["store"](lead_setup["cache"])
+  with pytest.raises(ValueError, match=r"reduced_leads_mode must be one of \('native', "
+                                       r"'zeros'\).*got 'zero'"):
+    store.features(lead_setup["merit"], "test", ("reduced_leads", "I"),
+                   reduced_leads_mode="zero")
+  with pytest.raises(ValueError, match="reduced_leads_mode"):
+    features.reduced_leads_path(lead_setup["conv"], "select")
+  data = evaluate.TaskData(store, "superdiagnostic", ["A", "B"],
+                           {"test": store.split("test").labels["superdiagnostic"]},
+                           {"test": [("test", np.arange(10))]})
+  with pytest.raises(ValueError, match="config.shift.reduced_leads_mode"):
+    evaluate.run_shift(lead_setup["conv"], data, _MeanProbe(), _shift_config("subset"))

@@ -14,17 +14,29 @@ transform) meets the data. An `Encoder` wraps one feature source behind the same
 `Encoder` fields: `name` (for tables), `cache_key` (file-system safe; for a checkpoint it holds
 the run name, the step and a hash of the run's path, so two runs never share a cache entry),
 `embed_ecg(ecg (B, leads, S)) -> {'pooled': (B, D)[, 'projected': (B, P)]}`,
-`embed_text(list[str]) -> (n, P)` projected text embeddings or None, and for MERIT encoders
-`model`, `params`, `config` (fine-tuning needs them).
+`embed_text(list[str]) -> (n, P)` projected text embeddings or None,
+`embed_ecg_leads(ecg (B, len(leads), S), leads) -> dict` (same keys and widths as `embed_ecg`)
+for encoders that take a lead subset natively, else None, and for MERIT encoders `model`,
+`params`, `config` (fine-tuning needs them). MERIT encoders (`checkpoint_encoder`,
+`random_init_encoder`) have `embed_ecg_leads`: per-lead patches with lead embeddings make any
+lead subset a valid input (`MERIT.embed_ecg(ecg, leads=...)`), jitted once per lead set.
+Random convolutions have none: their feature layout is per lead, so a missing lead can only be
+zero-filled.
 
 `FeatureStore(data_cfg, cache_dir, sources=None, batch_size=64, max_records=None)` reads each
 split once (all records of every source, preprocessed as the data config says, padding rows
 dropped) into a `SplitData` (ecg, labels {task: (N, C)}, ecg_id, report, source) and serves:
 
-- `features(encoder, split, corruption=None, seed=0) -> {'pooled', ['projected'], 'ecg_id'}`:
-  `corruption` is `(name, severity)` of `shift.CORRUPTIONS`, applied to the preprocessed model
-  input (so amplitude scaling is a real change, not undone by per-lead normalisation), seeded
-  per batch from `seed`. Cached at `<cache_dir>/<cache_key>/<split>[__<name>_<severity>].npz`
+- `features(encoder, split, corruption=None, seed=0, reduced_leads_mode="native")
+  -> {'pooled', ['projected'], 'ecg_id'}`: `corruption` is `(name, severity)` of
+  `shift.CORRUPTIONS`, applied to the preprocessed model input (so amplitude scaling is a real
+  change, not undone by per-lead normalisation), seeded per batch from `seed`. For
+  `reduced_leads`, `reduced_leads_mode` (`REDUCED_LEADS_MODES`) says how the missing leads are
+  handled: `native` embeds only the kept leads through `encoder.embed_ecg_leads` where the
+  encoder has one (zero-filling otherwise), `zeros` always feeds the 12-lead input with the
+  missing leads zeroed; `reduced_leads_path(encoder, mode)` gives the path actually taken.
+  Cached at `<cache_dir>/<cache_key>/<split>[__<name>_<severity>[_native]].npz` (`_native` only
+  for features from the native path, so zero-filled and native features never share an entry)
   and checked against the split's ecg_ids when read back.
 - `text_features(encoder, split) -> (N, P)`: projected embeddings of the split's reports.
 
@@ -48,7 +60,12 @@ from merit_jax.evaluators import random_conv as random_conv_lib
 from merit_jax.evaluators import shift
 
 EmbedEcg = Callable[[np.ndarray], dict]
+EmbedEcgLeads = Callable[[np.ndarray, tuple], dict]
 EmbedText = Callable[[list], np.ndarray]
+
+# How `reduced_leads` feeds an encoder: its native lead-subset input where it has one, or the
+# 12-lead input with the missing leads zero-filled.
+REDUCED_LEADS_MODES = ("native", "zeros")
 
 
 @dataclasses.dataclass
@@ -63,6 +80,9 @@ class Encoder:
   config: Any = None
   tokenizer: Any = None
   step: Optional[int] = None
+  # (ecg (B, len(leads), S), leads) -> the `embed_ecg` dict, from those leads alone; None when
+  # the encoder cannot take a lead subset (reduced-lead input is then zero-filled).
+  embed_ecg_leads: Optional[EmbedEcgLeads] = None
 
 
 def _progress(iterable, desc: str, total: Optional[int] = None, enabled: bool = True):
@@ -79,9 +99,15 @@ def _pad_batch(x: np.ndarray, size: int) -> np.ndarray:
 
 
 def _merit_fns(model, params, config, tokenizer, batch_size: int):
-  """Jitted, fixed-shape embedding functions of a MERIT model (one compilation each)."""
+  """Jitted, fixed-shape embedding functions of a MERIT model (one compilation each).
+
+  Returns `(embed_ecg, embed_text, embed_ecg_leads)`; `embed_ecg_leads` compiles once per
+  lead set (a static tuple), since the number of lead tokens fixes the input shape.
+  """
   embed_ecg_jit = jax.jit(lambda p, ecg: model.apply({"params": p}, ecg,
                                                      method=model.embed_ecg))
+  embed_leads_jit = jax.jit(lambda p, ecg, leads: model.apply(
+      {"params": p}, ecg, leads=leads, method=model.embed_ecg), static_argnums=2)
   embed_text_jit = jax.jit(lambda p, tok: model.apply({"params": p}, tok,
                                                       method=model.embed_text))
   max_len = int(config.data.get("max_text_len", 64))
@@ -90,6 +116,13 @@ def _merit_fns(model, params, config, tokenizer, batch_size: int):
     real = ecg.shape[0]
     out = embed_ecg_jit(params, jnp.asarray(_pad_batch(np.asarray(ecg, np.float32),
                                                        max(batch_size, real))))
+    return {k: np.asarray(v, np.float32)[:real] for k, v in out.items()}
+
+  def embed_ecg_leads(ecg: np.ndarray, leads) -> dict:
+    leads = tuple(int(i) for i in leads)
+    real = ecg.shape[0]
+    out = embed_leads_jit(params, jnp.asarray(_pad_batch(np.asarray(ecg, np.float32),
+                                                         max(batch_size, real))), leads)
     return {k: np.asarray(v, np.float32)[:real] for k, v in out.items()}
 
   def embed_text(texts: list) -> np.ndarray:
@@ -101,7 +134,7 @@ def _merit_fns(model, params, config, tokenizer, batch_size: int):
       out.append(np.asarray(emb, np.float32)[:len(chunk)])
     return np.concatenate(out, axis=0) if out else np.zeros((0, 0), np.float32)
 
-  return embed_ecg, embed_text
+  return embed_ecg, embed_text, embed_ecg_leads
 
 
 def _manager_dir(checkpoint_dir: str) -> str:
@@ -142,13 +175,14 @@ def checkpoint_encoder(checkpoint_dir: str, step: Optional[int] = None, batch_si
   from merit_jax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   step = latest_step(checkpoint_dir) if step is None else int(step)
   model, params, config, _, tokenizer = checkpoint_lib.load_for_inference(checkpoint_dir, step)
-  embed_ecg, embed_text = _merit_fns(model, params, config, tokenizer, batch_size)
+  embed_ecg, embed_text, embed_ecg_leads = _merit_fns(model, params, config, tokenizer,
+                                                       batch_size)
   run = _run_name(checkpoint_dir)
   digest = hashlib.sha1(os.path.abspath(os.path.expanduser(str(checkpoint_dir))).encode()
                         ).hexdigest()[:8]
   return Encoder(name=name or run, cache_key=f"{run}-step{step}-{digest}", embed_ecg=embed_ecg,
                  embed_text=embed_text, model=model, params=params, config=config,
-                 tokenizer=tokenizer, step=step)
+                 tokenizer=tokenizer, step=step, embed_ecg_leads=embed_ecg_leads)
 
 
 def random_init_encoder(config, tokenizer, seed: int = 0, batch_size: int = 64,
@@ -168,10 +202,12 @@ def random_init_encoder(config, tokenizer, seed: int = 0, batch_size: int = 64,
   params = jax.jit(lambda k1, k2: nn.unbox(model.init(
       {"params": k1}, ecg, tokens, k2, reconstruction=True, contrastive=True)["params"]))(
           params_key, mask_key)
-  embed_ecg, embed_text = _merit_fns(model, params, config, tokenizer, batch_size)
+  embed_ecg, embed_text, embed_ecg_leads = _merit_fns(model, params, config, tokenizer,
+                                                       batch_size)
   return Encoder(name=name, cache_key=f"random_init-s{seed}-{_config_digest(config)}",
                  embed_ecg=embed_ecg, embed_text=embed_text if tokenizer else None,
-                 model=model, params=params, config=config, tokenizer=tokenizer, step=0)
+                 model=model, params=params, config=config, tokenizer=tokenizer, step=0,
+                 embed_ecg_leads=embed_ecg_leads)
 
 
 def _config_digest(config) -> str:
@@ -182,7 +218,11 @@ def _config_digest(config) -> str:
 
 def random_conv_encoder(num_kernels: int = 500, seed: int = 0, num_samples: int = 1000,
                         name: str = "random_conv") -> Encoder:
-  """ROCKET-style random convolution features as an `Encoder` (no text tower)."""
+  """ROCKET-style random convolution features as an `Encoder` (no text tower).
+
+  No `embed_ecg_leads`: the features are laid out per lead, so the probe's weights expect
+  every lead's block and a reduced-lead input can only be zero-filled.
+  """
   transform = random_conv_lib.RandomConvFeatures(num_kernels, seed, num_samples)
   return Encoder(name=name, cache_key=transform.cache_key,
                  embed_ecg=lambda ecg: {"pooled": transform(ecg)})
@@ -243,11 +283,27 @@ def load_split(data_cfg, split: str, sources=None, batch_size: int = 64,
                    source=np.concatenate([p.source for p in parts]))
 
 
-def corruption_tag(corruption) -> str:
+def check_reduced_leads_mode(mode: str) -> str:
+  """`mode` if it is one of `REDUCED_LEADS_MODES`, else a ValueError naming the choices."""
+  if mode not in REDUCED_LEADS_MODES:
+    raise ValueError(f"reduced_leads_mode must be one of {REDUCED_LEADS_MODES} "
+                     f"(config.shift.reduced_leads_mode), got {mode!r}")
+  return mode
+
+
+def reduced_leads_path(encoder: Encoder, mode: str = "native") -> str:
+  """The path `reduced_leads` takes for `encoder` under `mode`: 'native' or 'zeros'."""
+  check_reduced_leads_mode(mode)
+  return "native" if mode == "native" and encoder.embed_ecg_leads is not None else "zeros"
+
+
+def corruption_tag(corruption, native: bool = False) -> str:
+  """The cache-file suffix of a corruption; `native` marks lead-subset (not zero-filled) input."""
   if corruption is None:
     return ""
   name, severity = corruption
-  return f"__{name}_{str(severity).replace('+', 'p').replace('/', '-')}"
+  tag = f"__{name}_{str(severity).replace('+', 'p').replace('/', '-')}"
+  return tag + "_native" if native else tag
 
 
 class FeatureStore:
@@ -300,9 +356,22 @@ class FeatureStore:
     np.savez(tmp, **out)
     os.replace(tmp, path)
 
-  def features(self, encoder: Encoder, split: str, corruption=None, seed: int = 0) -> dict:
-    """{'pooled', ['projected'], 'ecg_id'} of one split, optionally corrupted."""
-    tag = corruption_tag(corruption)
+  def features(self, encoder: Encoder, split: str, corruption=None, seed: int = 0,
+               reduced_leads_mode: str = "native") -> dict:
+    """{'pooled', ['projected'], 'ecg_id'} of one split, optionally corrupted.
+
+    Args:
+      encoder: the feature source.
+      split: a TFDS split name.
+      corruption: None or `(name, severity)` of `shift.CORRUPTIONS`.
+      seed: seeds the corruption (per batch).
+      reduced_leads_mode: for `reduced_leads`, 'native' (the kept leads alone through
+        `encoder.embed_ecg_leads`, zero-filled for encoders without one) or 'zeros'.
+    """
+    check_reduced_leads_mode(reduced_leads_mode)
+    native = (corruption is not None and corruption[0] == "reduced_leads"
+              and reduced_leads_path(encoder, reduced_leads_mode) == "native")
+    tag = corruption_tag(corruption, native)
     key = (encoder.cache_key, split, tag, seed)
     if key in self._memory:
       return self._memory[key]
@@ -315,10 +384,16 @@ class FeatureStore:
       desc = f"embed {encoder.name}/{split}{tag}"
       for i, start in enumerate(_progress(starts, desc, len(starts), self.progress)):
         ecg = data.ecg[start:start + self.batch_size]
-        if corruption is not None:
-          ecg = shift.apply_corruption(ecg, corruption[0], corruption[1], self.sample_rate,
-                                       seed=seed * 1_000_003 + i)
-        for k, v in encoder.embed_ecg(ecg).items():
+        if native:
+          # Only the kept leads reach the encoder: no zero-filled lead tokens.
+          ecg, kept = shift.reduce_leads(ecg, corruption[1], mode="select")
+          emb = encoder.embed_ecg_leads(ecg, tuple(int(k) for k in kept))
+        else:
+          if corruption is not None:
+            ecg = shift.apply_corruption(ecg, corruption[0], corruption[1], self.sample_rate,
+                                         seed=seed * 1_000_003 + i)
+          emb = encoder.embed_ecg(ecg)
+        for k, v in emb.items():
           parts.setdefault(k, []).append(np.asarray(v, np.float32))
       out = {k: np.concatenate(v) for k, v in parts.items()}
       out["ecg_id"] = data.ecg_id

@@ -12,14 +12,19 @@ Public API:
   SNR in dB per lead: the added artefact is scaled so that
   10·log10(var(signal lead) / mean(artefact²)) equals the SNR exactly), `amplitude_scaling`
   (severity = gain factor), `lead_dropout` (severity = number of leads zeroed, random per
-  record), `reduced_leads` (severity = a `LEAD_SETS` name; leads outside the set are zeroed),
+  record), `reduced_leads` (severity = a `LEAD_SETS` name; here the leads outside the set
+  are zeroed, but `features.FeatureStore` by default feeds encoders that accept lead subsets
+  (MERIT: `Encoder.embed_ecg_leads`) only the kept leads instead, see `reduce_leads`),
   `time_shift` (severity = seconds, circular, random direction per record), `time_shift_pad`
   (same, vacated samples zero).
 - `apply_corruption(signals, name, severity, sample_rate=100, seed=0) -> signals`.
 - `LEAD_SETS` (`I`, `I+II`, `limb` = I, II, III, aVR, aVL, aVF, `12`) and
   `reduce_leads(signals, lead_set, mode="zero"|"select")`: `zero` keeps the shape and zeroes the
   other leads; `select` returns `(signals[:, kept], kept_indices)` for an encoder that accepts
-  lead subsets.
+  lead subsets. `features.FeatureStore.features(..., reduced_leads_mode="native"|"zeros")`
+  (`config.shift.reduced_leads_mode` in `merit_jax.evaluate`) picks between them per encoder:
+  `native` (default) uses `select` for MERIT encoders and `zero` for encoders whose features
+  are laid out per lead (random convolutions); `zeros` uses `zero` for every encoder.
 - `degradation_curve(evaluate_fn, signals, labels, corruption, severities=None, sample_rate=100,
   seed=0) -> dict`: `evaluate_fn(signals, labels) -> float | dict[str, float]` is called on the
   clean signals and at each severity; returns `{"corruption", "severities", "clean", "values"}`.
