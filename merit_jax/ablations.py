@@ -161,9 +161,10 @@ def evaluate_variants(workdir: str, variants, eval_config, baselines, results_di
   data_cfg = evaluate_lib.eval_data_config(run_config, eval_config)
   results = evaluate_lib.evaluate_encoders(encoders, data_cfg, eval_config,
                                            os.path.join(workdir, "eval"))
-  results["meta"]["variants"] = {resolve_variant(v)[0]: {
-      "workdir": os.path.join(workdir, v), "objective": resolve_variant(v)[1],
-      "train_seconds": (train_seconds or {}).get(v)} for v in variants}
+  results["meta"]["variants"] = {
+      title: {"workdir": os.path.join(workdir, v), "objective": objective,
+              "train_seconds": (train_seconds or {}).get(v)}
+      for v in variants for title, objective in [resolve_variant(v)]}
   results["meta"]["total_steps"] = int(run_config.total_steps)
   results["meta"]["model"] = run_config.model.to_dict()
   selection = select_on_validation(results, variants)

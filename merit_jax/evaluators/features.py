@@ -104,26 +104,22 @@ def _merit_fns(model, params, config, tokenizer, batch_size: int):
   Returns `(embed_ecg, embed_text, embed_ecg_leads)`; `embed_ecg_leads` compiles once per
   lead set (a static tuple), since the number of lead tokens fixes the input shape.
   """
-  embed_ecg_jit = jax.jit(lambda p, ecg: model.apply({"params": p}, ecg,
-                                                     method=model.embed_ecg))
-  embed_leads_jit = jax.jit(lambda p, ecg, leads: model.apply(
+  # One jitted function serves both paths: `leads` is static (None = all leads).
+  embed_jit = jax.jit(lambda p, ecg, leads: model.apply(
       {"params": p}, ecg, leads=leads, method=model.embed_ecg), static_argnums=2)
   embed_text_jit = jax.jit(lambda p, tok: model.apply({"params": p}, tok,
                                                       method=model.embed_text))
   max_len = int(config.data.get("max_text_len", 64))
 
-  def embed_ecg(ecg: np.ndarray) -> dict:
+  def embed_ecg_leads(ecg: np.ndarray, leads) -> dict:
+    leads = None if leads is None else tuple(int(i) for i in leads)
     real = ecg.shape[0]
-    out = embed_ecg_jit(params, jnp.asarray(_pad_batch(np.asarray(ecg, np.float32),
-                                                       max(batch_size, real))))
+    out = embed_jit(params, jnp.asarray(_pad_batch(np.asarray(ecg, np.float32),
+                                                   max(batch_size, real))), leads)
     return {k: np.asarray(v, np.float32)[:real] for k, v in out.items()}
 
-  def embed_ecg_leads(ecg: np.ndarray, leads) -> dict:
-    leads = tuple(int(i) for i in leads)
-    real = ecg.shape[0]
-    out = embed_leads_jit(params, jnp.asarray(_pad_batch(np.asarray(ecg, np.float32),
-                                                         max(batch_size, real))), leads)
-    return {k: np.asarray(v, np.float32)[:real] for k, v in out.items()}
+  def embed_ecg(ecg: np.ndarray) -> dict:
+    return embed_ecg_leads(ecg, None)
 
   def embed_text(texts: list) -> np.ndarray:
     out = []
