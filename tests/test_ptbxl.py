@@ -339,3 +339,193 @@ def test_skip_log_writes_atomically(tmp_path, capsys):
   out = capsys.readouterr().out
   assert "7 records used" in out and "3 left out" in out
   assert "2  truncated signal file" in out
+
+
+# ------------------------------------------------------------------ ECG-only configs
+
+# Extra training records of the small copy (by position) -> what the ECG-only test does to them.
+ECG_ONLY_CASES = ("no_row_val", "no_row_test", "no_row_nan_fold", "no_row_not_in_table",
+                  "no_row_truncated", "empty_report", "undecodable_report")
+# Folds the fold table gives the row-less records (None: no fold; absent: not in the table).
+TABLE_FOLDS = {"no_row_val": 9, "no_row_test": 10, "no_row_nan_fold": None,
+               "no_row_truncated": 2}
+
+
+def make_ecg_only_copy(src_dir, dst_dir):
+  """A small copy with row-less files, empty/undecodable reports and a records_index.csv.
+
+  Returns (good ids per split, {case: ecg_id}, the database rows removed).
+  """
+  dst_dir = pathlib.Path(dst_dir)
+  good, extra = make_small_copy(src_dir, dst_dir, num_good=(3, 1, 1),
+                                num_extra=len(ECG_ONLY_CASES))
+  cases = dict(zip(ECG_ONLY_CASES, extra))
+  db = pd.read_csv(dst_dir / "ptbxl_database.csv", index_col="ecg_id")
+  removed = db.loc[[i for c, i in cases.items() if c.startswith("no_row")]]
+  dat = dst_dir / (db.at[cases["no_row_truncated"], "filename_lr"] + ".dat")
+  dat.write_bytes(dat.read_bytes()[:100])
+  db.at[cases["empty_report"], "report"] = "  "
+  db.at[cases["undecodable_report"], "report"] = UNDECODABLE_MARKER
+  db.drop(index=removed.index).to_csv(dst_dir / "ptbxl_database.csv")
+  raw = (dst_dir / "ptbxl_database.csv").read_bytes()
+  (dst_dir / "ptbxl_database.csv").write_bytes(
+      raw.replace(UNDECODABLE_MARKER.encode(), b"sinus \xff\xfe rhythm"))
+  # The table covers every record but one; reported records get their real folds.
+  table = db.loc[[i for i in db.index if i != cases["no_row_not_in_table"]],
+                 ["filename_lr", "strat_fold"]].copy()
+  for case, fold in TABLE_FOLDS.items():
+    table.at[cases[case], "strat_fold"] = np.nan if fold is None else fold
+  table.reset_index().to_csv(dst_dir / ptbxl.FOLD_TABLE_CSV, index=False)
+  return good, cases, removed
+
+
+@pytest.fixture(scope="module")
+def ecg_only_builds(ptbxl_dir, tmp_path_factory):
+  """The paired 100hz and the 100hz_ecg_only build of one small copy."""
+  copy_dir = tmp_path_factory.mktemp("ecg_only_copy")
+  good, cases, removed = make_ecg_only_copy(ptbxl_dir, copy_dir)
+  data_dir = tmp_path_factory.mktemp("ecg_only_tfds")
+  paired = build_ptbxl(copy_dir, data_dir, "100hz")
+  ecg_only = build_ptbxl(copy_dir, data_dir, "100hz_ecg_only")
+  return paired, ecg_only, copy_dir, good, cases, removed
+
+
+def _text(value):
+  return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def test_ecg_only_holds_exactly_the_records_without_report(ecg_only_builds):
+  paired, ecg_only, copy_dir, good, cases, removed = ecg_only_builds
+  db = pd.read_csv(copy_dir / "ptbxl_database.csv", index_col="ecg_id",
+                   encoding_errors="replace")
+  expected = {"train": {cases["empty_report"], cases["undecodable_report"]},
+              "validation": {cases["no_row_val"]}, "test": {cases["no_row_test"]}}
+  for split in SPLITS:
+    examples = read_split(ecg_only, split)
+    assert set(examples) == expected[split], split
+    assert ecg_only.info.splits[split].num_examples == len(expected[split])
+    assert set(read_split(paired, split)) == set(good[split])
+    for ecg_id, ex in examples.items():
+      assert _text(ex["report"]) == ""
+      assert all(not np.asarray(v).any() for v in ex["labels"].values())
+      assert {t: len(v) for t, v in ex["labels"].items()} == features.PTBXL_TASK_SIZES
+      assert SPLIT_OF_FOLD[int(ex["fold"])] == split
+      assert ex["signal"].shape == (12, 1000) and ex["signal"].dtype == np.float16
+  train = read_split(ecg_only, "train")
+  for case in ("empty_report", "undecodable_report"):  # fold and metadata from the row
+    ex, row = train[cases[case]], db.loc[cases[case]]
+    assert int(ex["fold"]) == row["strat_fold"]
+    assert int(ex["patient_id"]) == int(row["patient_id"])
+    assert int(ex["sex"]) == int(row["sex"])
+  for case, split in (("no_row_val", "validation"), ("no_row_test", "test")):
+    ex = read_split(ecg_only, split)[cases[case]]
+    assert int(ex["fold"]) == TABLE_FOLDS[case]
+    # records_index.csv has no patient_id column; nothing else is known about these.
+    assert (int(ex["patient_id"]), int(ex["sex"])) == (-1, -1) and np.isnan(ex["age"])
+    # Read exactly like the paired config's records.
+    expected_signal, _ = wfdb.rdsamp(str(copy_dir / removed.at[cases[case], "filename_lr"]))
+    np.testing.assert_array_equal(ex["signal"], expected_signal.T.astype(np.float16))
+  metadata = ecg_only.info.metadata
+  assert metadata["ecg_only"] is True and metadata["labels_known"] is False
+  assert metadata["label_names"] == paired.info.metadata["label_names"]
+
+
+def test_ecg_only_and_paired_config_partition_the_files(ecg_only_builds):
+  paired, ecg_only, copy_dir, _, _, _ = ecg_only_builds
+  paired_ids = {i for s in SPLITS for i in read_split(paired, s)}
+  ecg_only_ids = {i for s in SPLITS for i in read_split(ecg_only, s)}
+  assert not paired_ids & ecg_only_ids
+  on_disk = {int(p.name.split("_")[0]) for p in (copy_dir / "records100").rglob("*.hea")}
+  skipped = {int(r["record_id"]) for r in read_skips(ecg_only)}
+  assert paired_ids | ecg_only_ids | skipped == on_disk
+  assert not skipped & (paired_ids | ecg_only_ids)
+
+
+def test_ecg_only_skip_log_lists_records_without_fold_or_signal(ecg_only_builds, capsys):
+  _, ecg_only, _, _, cases, _ = ecg_only_builds
+  rows = {int(r["record_id"]): r for r in read_skips(ecg_only)}
+  # Records with a report are only counted in the summary, not listed.
+  assert set(rows) == {cases["no_row_nan_fold"], cases["no_row_not_in_table"],
+                       cases["no_row_truncated"]}
+  assert rows[cases["no_row_nan_fold"]]["reason"] == (
+      f"{ptbxl.NO_FOLD}: nan in {ptbxl.FOLD_TABLE_CSV}")
+  assert rows[cases["no_row_not_in_table"]]["reason"] == (
+      f"{ptbxl.NO_FOLD}: ecg_id not in {ptbxl.FOLD_TABLE_CSV}")
+  truncated = rows[cases["no_row_truncated"]]
+  assert truncated["reason"].startswith("truncated signal file"), truncated
+  assert truncated["split"] == "train"
+
+
+def test_ecg_only_folds_from_merl_label_files(ecg_only_builds, tmp_path):
+  """Without records_index.csv the union of labels_merl/*.csv gives folds and patient ids."""
+  _, _, copy_dir, _, cases, removed = ecg_only_builds
+  manual_dir = tmp_path / "copy"
+  shutil.copytree(copy_dir, manual_dir)
+  (manual_dir / ptbxl.FOLD_TABLE_CSV).unlink()
+  merl = manual_dir / ptbxl.MERL_LABELS_DIR
+  merl.mkdir()
+  ids = [cases["no_row_val"], cases["no_row_test"], cases["no_row_truncated"]]
+  pd.DataFrame({"ecg_id": ids, "patient_id": [11.0, 12.0, 13.0], "strat_fold": [9, 10, 2],
+                "NORM": 0}).to_csv(merl / "ptbxl_super_class_train.csv", index=False)
+  # Agrees on no_row_val, disagrees on no_row_test, misses no_row_truncated's fold.
+  pd.DataFrame({"ecg_id": ids, "patient_id": [11.0, 12.0, 13.0],
+                "strat_fold": [9, 3, np.nan]}).to_csv(merl / "ptbxl_form_val.csv", index=False)
+  log = skips.SkipLog()
+  plan, num_reported = ptbxl.plan_ecg_only(manual_dir, 100, log)
+  assert plan["validation"] == [ptbxl.EcgOnlyRecord(
+      cases["no_row_val"], removed.at[cases["no_row_val"], "filename_lr"], 9, patient_id=11)]
+  assert plan["test"] == []
+  # A fold missing from one file is no disagreement.
+  assert cases["no_row_truncated"] in [r.ecg_id for r in plan["train"]]
+  reasons = {int(r["record_id"]): r["reason"] for r in log.rows}
+  assert reasons[cases["no_row_test"]] == (
+      f"{ptbxl.CONFLICTING_FOLDS}: {ptbxl.MERL_LABELS_DIR}/*.csv gives [3, 10]")
+  assert reasons[cases["no_row_not_in_table"]].startswith(ptbxl.NO_FOLD)
+  assert num_reported == 5  # the good records, in the paired config
+
+
+def test_ecg_only_without_fold_table_fails_at_once(ecg_only_builds, tmp_path):
+  _, _, copy_dir, _, _, _ = ecg_only_builds
+  manual_dir = tmp_path / "copy"
+  shutil.copytree(copy_dir, manual_dir)
+  (manual_dir / ptbxl.FOLD_TABLE_CSV).unlink()
+  with pytest.raises(FileNotFoundError,
+                     match=r"records_index.csv \(columns ecg_id, strat_fold\).*labels_merl"):
+    build_ptbxl(manual_dir, tmp_path / "tfds", "100hz_ecg_only")
+  assert not list((tmp_path / "tfds").rglob("dataset_info.json"))
+  # The paired config does not need one.
+  assert ptbxl.Ptbxl(config="100hz", data_dir=str(tmp_path)).validate_manual_dir(
+      manual_dir) is None
+
+
+def test_build_cli_skips_tokenizer_for_ecg_only(ecg_only_builds, capsys):
+  from merit_jax.data import build as build_lib  # pylint: disable=g-import-not-at-top
+  _, ecg_only, copy_dir, _, _, _ = ecg_only_builds
+  data_dir = pathlib.Path(ecg_only.data_dir).parents[2]
+  rc = build_lib.main(["build", "ptbxl", f"--manual_dir={copy_dir}", f"--data_dir={data_dir}",
+                       "--config=100hz_ecg_only", "--tokenizer_vocab_size=60"])
+  assert rc == 0
+  assert "No tokenizer trained" in capsys.readouterr().out
+  assert not (pathlib.Path(ecg_only.data_dir) / "tokenizer.model").exists()
+
+
+def test_ecg_only_leaves_out_empty_splits(ecg_only_builds, tmp_path, capsys):
+  _, _, copy_dir, _, cases, _ = ecg_only_builds
+  manual_dir = tmp_path / "copy"
+  shutil.copytree(copy_dir, manual_dir)
+  table = pd.read_csv(manual_dir / ptbxl.FOLD_TABLE_CSV, index_col="ecg_id")
+  table.loc[[cases["no_row_val"], cases["no_row_test"]], "strat_fold"] = 1
+  table.to_csv(manual_dir / ptbxl.FOLD_TABLE_CSV)
+  builder = build_ptbxl(manual_dir, tmp_path / "tfds", "100hz_ecg_only")
+  assert set(builder.info.splits) == {"train"}
+  assert builder.info.splits["train"].num_examples == 4
+  assert "no ECG-only records for split(s) ['validation', 'test']" in capsys.readouterr().out
+  # Nothing ECG-only at all: a clear error instead of an empty dataset.
+  table["strat_fold"] = np.nan
+  table.to_csv(manual_dir / ptbxl.FOLD_TABLE_CSV)
+  db = pd.read_csv(manual_dir / "ptbxl_database.csv", index_col="ecg_id",
+                   encoding_errors="replace")
+  db["report"] = "sinus rhythm"
+  db.to_csv(manual_dir / "ptbxl_database.csv")
+  with pytest.raises(ValueError, match="100hz_ecg_only would be empty.*7 have a usable report"):
+    build_ptbxl(manual_dir, tmp_path / "tfds2", "100hz_ecg_only")

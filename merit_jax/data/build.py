@@ -104,7 +104,11 @@ def build(name: str, manual_dir: Optional[str], data_dir: str, config: Optional[
   sizes = {split: info.num_examples for split, info in builder.info.splits.items()}
   print(f"{builder.info.full_name}: {sizes} in {builder.data_dir} "
         f"({time.time() - start:.1f} s)")
-  if tokenizer_vocab_size:
+  if tokenizer_vocab_size and getattr(builder.builder_config, "ecg_only", False):
+    # Its reports are all empty; training sources pair it with a dataset that has some.
+    print(f"No tokenizer trained for {builder.info.full_name}: an ECG-only config has no "
+          f"reports (use the tokenizer of the config with reports).")
+  elif tokenizer_vocab_size:
     train_tokenizer(builder, tokenizer_vocab_size)
   return builder
 
