@@ -13,7 +13,12 @@ Variants (the text after the colon):
                   records, built on first use), a tiny model, a few minutes on 2 cores, then
                   a short linear-probe summary.
   ptbxl_shared    the real PTB-XL subset in `../shared/data` mixed with the real records that
-                  were normalised upstream (`ptbxl_derived`), small model, short run.
+                  were normalised upstream (`ptbxl_derived`), small model, short run: the
+                  1,112 training ECGs that have a report.
+  ptbxl_shared_all  ptbxl_shared plus the 997 training ECGs of the same folders that have no
+                  report (`100hz_ecg_only` builds, fold from records_index.csv): masked
+                  modelling sees all 2,109, InfoNCE only the pairs; a contrastive-only run
+                  reads exactly ptbxl_shared's data.
   test            the smallest runnable config (width 32, 2 layers) for unit tests.
 
 The key layout is the contract in docs/ARCHITECTURE.md ("Config schema"); keys that are
@@ -24,7 +29,7 @@ set from the command line.
 import ml_collections
 from ml_collections import config_dict
 
-VARIANTS = ("full", "quick", "ptbxl_shared", "test")
+VARIANTS = ("full", "quick", "ptbxl_shared", "ptbxl_shared_all", "test")
 
 
 def _base_config() -> ml_collections.ConfigDict:
@@ -178,7 +183,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.num_plot_ecgs = 2
     config.eval.linear_probe = False
 
-  if variant == "ptbxl_shared":
+  if variant in ("ptbxl_shared", "ptbxl_shared_all"):
     # Publisher files relative to the repository root (run from there); each source is built
     # into its own TFDS dir on first use (same builder, different manual_dir).
     config.data.data_dir = "~/tensorflow_datasets/merit_shared/ptbxl"
@@ -201,4 +206,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optim.warmup_steps = 250
     config.eval.batch_size = 128
     config.eval.linear_probe = True
+
+  if variant == "ptbxl_shared_all":
+    # The paired sources keep their 3:2 ratio (so a contrastive-only run, which drops the
+    # ECG-only sources, reads exactly ptbxl_shared's stream); the ECG-only ones get weights in
+    # proportion to their training records (180 and 817 against 541 + 571 paired), so an
+    # ECG-only record is drawn about as often as a paired one on average and ~47 % of a batch
+    # has no report.
+    config.data.sources = config.data.sources + [
+        dict(name="ptbxl", config="100hz_ecg_only", weight=0.16, reports=False,
+             data_dir="~/tensorflow_datasets/merit_shared/ptbxl",
+             manual_dir="../shared/data/ptbxl"),
+        dict(name="ptbxl", config="100hz_ecg_only", weight=0.74, reports=False,
+             data_dir="~/tensorflow_datasets/merit_shared/ptbxl_derived",
+             manual_dir="../shared/data/ptbxl_derived"),
+    ]
   return config

@@ -13,6 +13,8 @@ variational lower bounds:
 
 Loss: L = L_rec + lambda * L_NCE (`merit_loss`), with the ablation switches lambda_nce = 0
 (masked modelling only), reconstruction = False (contrastive only) and contrastive_view.
+Rows of a batch without a report (`batch["has_report"] == 0`, from ECG-only sources) count
+in L_rec only; InfoNCE is that of the sub-batch with reports.
 
 Reported MI diagnostics (`mi_bounds`, both in nats):
 
@@ -22,15 +24,16 @@ Reported MI diagnostics (`mi_bounds`, both in nats):
   only meaningful with unit-variance targets (norm_pix_loss=True makes every patch exactly
   so) and is an estimate rather than a certified bound, because the Gaussian entropy is an
   upper bound on H(X_m). Multiply by the number of masked samples for a per-ECG figure.
-* `mi_text_nats` = log N - L_NCE with N the global batch size; it cannot exceed log N.
+* `mi_text_nats` = log N - L_NCE with N the number of rows of the global batch that have a
+  report (all of them unless ECG-only sources are mixed in); it cannot exceed log N.
 
 Under `jax.jit` with batch-sharded inputs the global batch is simply the array, so `info_nce`
 contains no per-device code: the similarity matrix spans every device's samples.
 
 API:
   masked_patch_mse(pred, target, mask, norm_pix_loss=True) -> scalar
-  info_nce(ecg_emb, text_emb, logit_scale) -> (loss, logits)
-  retrieval_top1(logits) -> fraction of ECGs whose own report is the top-1 text
+  info_nce(ecg_emb, text_emb, logit_scale, valid=None) -> (loss, logits)
+  retrieval_top1(logits, valid=None) -> fraction of ECGs whose own report is the top-1 text
   mi_bounds(rec_mse, nce_loss, batch_size) -> {'mi_signal_nats', 'mi_text_nats'}
   objective_flags(objective_cfg) -> kwargs for MERIT.__call__ (what to compute)
   merit_loss(outputs, batch, objective_cfg) -> (loss, metrics)
@@ -42,6 +45,8 @@ import jax
 import jax.numpy as jnp
 
 VIEWS = ("masked", "full")
+# Logit of an excluded (report-less) pair: exp() of it is 0 next to any real logit.
+_MASKED_LOGIT = -1e9
 
 
 def masked_patch_mse(pred: jax.Array, target: jax.Array, mask: jax.Array,
@@ -68,39 +73,61 @@ def masked_patch_mse(pred: jax.Array, target: jax.Array, mask: jax.Array,
   return jnp.sum(per_patch * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def info_nce(ecg_emb: jax.Array, text_emb: jax.Array,
-             logit_scale: jax.Array) -> tuple[jax.Array, jax.Array]:
+def info_nce(ecg_emb: jax.Array, text_emb: jax.Array, logit_scale: jax.Array,
+             valid: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """Symmetric InfoNCE over the (global) N x N cosine-similarity matrix.
 
   Args:
     ecg_emb, text_emb: (N, D) embeddings; normalised here again, so raw ones are fine.
     logit_scale: log(1 / temperature).
+    valid: optional (N,) mask, nonzero where the row has a report. Other rows are neither
+      anchors nor negatives (the loss is the InfoNCE of the valid sub-batch), so ECG-only
+      records can share a batch with paired ones at fixed shapes.
 
   Returns:
-    (loss, logits) with loss = (CE(ECG->text) + CE(text->ECG)) / 2 and logits (N, N).
+    (loss, logits) with loss = (CE(ECG->text) + CE(text->ECG)) / 2 and logits (N, N); with a
+    mask, pairs involving an invalid row or column get a large negative logit, and the loss
+    is 0 for a batch without a valid row.
   """
   e = ecg_emb.astype(jnp.float32)
   t = text_emb.astype(jnp.float32)
   e = e / jnp.maximum(jnp.linalg.norm(e, axis=-1, keepdims=True), 1e-6)
   t = t / jnp.maximum(jnp.linalg.norm(t, axis=-1, keepdims=True), 1e-6)
   logits = jnp.exp(logit_scale) * e @ t.T
+  if valid is None:
+    diag = jnp.diagonal(logits)
+    loss_e2t = jnp.mean(jax.nn.logsumexp(logits, axis=1) - diag)
+    loss_t2e = jnp.mean(jax.nn.logsumexp(logits, axis=0) - diag)
+    return 0.5 * (loss_e2t + loss_t2e), logits
+  v = valid.astype(bool)
+  # Finite, so an all-masked row gives a finite logsumexp instead of NaN gradients.
+  logits = jnp.where(v[:, None] & v[None, :], logits, _MASKED_LOGIT)
   diag = jnp.diagonal(logits)
-  loss_e2t = jnp.mean(jax.nn.logsumexp(logits, axis=1) - diag)
-  loss_t2e = jnp.mean(jax.nn.logsumexp(logits, axis=0) - diag)
+  weights = v.astype(jnp.float32)
+  count = jnp.maximum(jnp.sum(weights), 1.0)
+  loss_e2t = jnp.sum(weights * (jax.nn.logsumexp(logits, axis=1) - diag)) / count
+  loss_t2e = jnp.sum(weights * (jax.nn.logsumexp(logits, axis=0) - diag)) / count
   return 0.5 * (loss_e2t + loss_t2e), logits
 
 
-def retrieval_top1(logits: jax.Array) -> jax.Array:
-  """Fraction of rows (ECGs) whose highest-scoring column (report) is their own."""
-  return jnp.mean((jnp.argmax(logits, axis=1) == jnp.arange(logits.shape[0])).astype(
-      jnp.float32))
+def retrieval_top1(logits: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+  """Fraction of (valid) rows (ECGs) whose highest-scoring column (report) is their own."""
+  hits = (jnp.argmax(logits, axis=1) == jnp.arange(logits.shape[0])).astype(jnp.float32)
+  if valid is None:
+    return jnp.mean(hits)
+  weights = valid.astype(jnp.float32)
+  return jnp.sum(hits * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
-def mi_bounds(rec_mse: jax.Array, nce_loss: jax.Array, batch_size: int) -> dict[str, Any]:
-  """MI diagnostics in nats; see the module docstring for exactly what they are."""
+def mi_bounds(rec_mse: jax.Array, nce_loss: jax.Array, batch_size) -> dict[str, Any]:
+  """MI diagnostics in nats; see the module docstring for exactly what they are.
+
+  `batch_size` is N of the InfoNCE bound: the number of rows with a report (may be an array).
+  """
+  n = jnp.maximum(jnp.asarray(batch_size, jnp.float32), 1.0)
   return {
       "mi_signal_nats": -0.5 * jnp.log(jnp.maximum(rec_mse, 1e-12)),
-      "mi_text_nats": jnp.log(float(batch_size)) - nce_loss,
+      "mi_text_nats": jnp.log(n) - nce_loss,
   }
 
 
@@ -136,7 +163,8 @@ def merit_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
 
   Args:
     outputs: MERIT.__call__ output computed with `objective_flags(cfg)`.
-    batch: the batch (its size gives N for the InfoNCE bound).
+    batch: the batch (its size, or the number of rows with `has_report`, gives N for the
+      InfoNCE bound; `has_report`, when present, keeps report-less rows out of InfoNCE).
     cfg: the objective config (lambda_nce, reconstruction, contrastive_view, norm_pix_loss).
 
   Returns:
@@ -144,7 +172,8 @@ def merit_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
   """
   flags = objective_flags(cfg)
   lam = float(_get(cfg, "lambda_nce", 1.0))
-  n = batch["ecg"].shape[0]
+  has_report = batch.get("has_report")
+  n = batch["ecg"].shape[0] if has_report is None else jnp.sum(has_report)
   zero = jnp.zeros((), jnp.float32)
   rec = nce = zero
   metrics = {}
@@ -152,8 +181,9 @@ def merit_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
     rec = masked_patch_mse(outputs["pred"], outputs["target"], outputs["mask"],
                            bool(_get(cfg, "norm_pix_loss", True)))
   if flags["contrastive"]:
-    nce, logits = info_nce(outputs["ecg_proj"], outputs["text_proj"], outputs["logit_scale"])
-    metrics["retrieval_top1"] = retrieval_top1(logits)
+    nce, logits = info_nce(outputs["ecg_proj"], outputs["text_proj"], outputs["logit_scale"],
+                           valid=has_report)
+    metrics["retrieval_top1"] = retrieval_top1(logits, valid=has_report)
   else:
     metrics["retrieval_top1"] = zero
   loss = (rec if flags["reconstruction"] else zero) + (lam * nce if flags["contrastive"] else zero)

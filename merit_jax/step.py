@@ -48,6 +48,9 @@ from merit_jax.models import merit as merit_lib
 from merit_jax.models import text as text_lib
 
 BATCH_KEYS = ("ecg", "tokens")
+# Passed on when the pipeline provides them: `has_report` (1 = the row has a report) keeps the
+# rows of ECG-only sources out of InfoNCE.
+OPTIONAL_BATCH_KEYS = ("has_report",)
 
 
 class TrainState(struct.PyTreeNode):
@@ -143,7 +146,7 @@ def _select_batch(batch) -> dict[str, Any]:
   missing = [k for k in BATCH_KEYS if k not in batch]
   if missing:
     raise KeyError(f"batch is missing {missing}; expected keys {BATCH_KEYS}")
-  return {k: batch[k] for k in BATCH_KEYS}
+  return {k: batch[k] for k in BATCH_KEYS + OPTIONAL_BATCH_KEYS if k in batch}
 
 
 def make_loss_fn(config) -> Callable:

@@ -97,6 +97,27 @@ def _source_build_specs(data_cfg) -> list[dict]:
                build_kwargs=dict(data_cfg.get("build_kwargs") or {}))]
 
 
+def drop_sources_without_use(config) -> None:
+  """Removes ECG-only sources (`reports=False`) from a run whose objective cannot use them.
+
+  A contrastive-only run (objective.reconstruction=False) has nothing to learn from an ECG
+  without a report; mixing such records in would only shrink its batches of pairs. The
+  config is changed in place, so the run's config.json records the data actually used.
+  """
+  sources = config.data.get("sources")
+  if not sources or config.objective.get("reconstruction", True):
+    return
+  kept = [src for src in sources if dict(src).get("reports", True)]
+  dropped = [f"{dict(src)['name']}/{dict(src).get('config')}" for src in sources
+             if not dict(src).get("reports", True)]
+  if dropped:
+    if not kept:
+      raise ValueError("config.objective.reconstruction=False (contrastive only) but every "
+                       "data.sources entry is ECG-only (reports=False): nothing to train on")
+    print(f"contrastive-only objective: not reading the ECG-only sources {dropped}", flush=True)
+    config.data.sources = kept
+
+
 def ensure_datasets(data_cfg) -> None:
   """Builds every dataset of the run that is not built yet (process 0; others wait).
 
@@ -460,6 +481,7 @@ def _train_loop(config, workdir: str, guard: preemption.PreemptionGuard,
   main = jax.process_index() == 0
   mesh = parallel.make_mesh(config.mesh)
 
+  drop_sources_without_use(config)
   ensure_datasets(config.data)
   tokenizer = pipeline.load_data_tokenizer(config.data)
   config.model.text.vocab_size = int(tokenizer.vocab_size)

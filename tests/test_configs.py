@@ -12,7 +12,7 @@ from merit_jax import config_utils
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("variant", [None, "quick", "ptbxl_shared", "test"])
+@pytest.mark.parametrize("variant", [None, "quick", "ptbxl_shared", "ptbxl_shared_all", "test"])
 def test_every_variant_validates(variant):
   config = pretrain.get_config(variant)
   assert config_utils.validate_config(config, num_devices=8) == (8, 1)

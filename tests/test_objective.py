@@ -42,6 +42,51 @@ def test_info_nce_matches_numpy_reference():
   np.testing.assert_allclose(float(bounds["mi_signal_nats"]), -0.5 * np.log(0.25), rtol=1e-6)
 
 
+def test_info_nce_with_mask_is_the_sub_batch_loss():
+  """Report-less rows (ECG-only sources) are neither anchors nor negatives."""
+  rng = np.random.default_rng(3)
+  e, t = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+  valid = np.array([1, 0, 1, 1, 0, 1], np.float32)
+  keep = valid.astype(bool)
+  scale = jnp.float32(np.log(1 / 0.07))
+  loss, logits = objective.info_nce(jnp.asarray(e, jnp.float32), jnp.asarray(t, jnp.float32),
+                                    scale, valid=jnp.asarray(valid))
+  np.testing.assert_allclose(float(loss), _numpy_info_nce(e[keep], t[keep], float(scale)),
+                             rtol=1e-5)
+  # An all-ones mask is the unmasked loss; retrieval counts valid rows only.
+  full, _ = objective.info_nce(jnp.asarray(e, jnp.float32), jnp.asarray(t, jnp.float32), scale)
+  ones, _ = objective.info_nce(jnp.asarray(e, jnp.float32), jnp.asarray(t, jnp.float32), scale,
+                               valid=jnp.ones(6))
+  np.testing.assert_allclose(float(ones), float(full), rtol=1e-6)
+  sub_logits = np.asarray(logits)[np.ix_(keep, keep)]
+  expected_top1 = np.mean(sub_logits.argmax(1) == np.arange(keep.sum()))
+  np.testing.assert_allclose(float(objective.retrieval_top1(logits, jnp.asarray(valid))),
+                             expected_top1)
+
+  # Embeddings of report-less rows get no gradient; an all-masked batch gives 0, finitely.
+  def loss_of(e, t, v):
+    return objective.info_nce(e, t, scale, valid=v)[0]
+  grads = jax.grad(loss_of, argnums=(0, 1))(jnp.asarray(e, jnp.float32),
+                                           jnp.asarray(t, jnp.float32), jnp.asarray(valid))
+  for g in grads:
+    assert np.all(np.asarray(g)[~keep] == 0) and np.all(np.isfinite(np.asarray(g)))
+  # merit_loss reads the mask from the batch; N of the InfoNCE bound is the number of pairs.
+  outputs = dict(pred=jnp.zeros((6, 2, 3)), target=jnp.ones((6, 2, 3)), mask=jnp.ones((6, 2)),
+                 ecg_proj=jnp.asarray(e, jnp.float32), text_proj=jnp.asarray(t, jnp.float32),
+                 logit_scale=scale)
+  cfg = dict(lambda_nce=1.0, reconstruction=True, contrastive_view="masked",
+             norm_pix_loss=False)
+  _, metrics = objective.merit_loss(
+      outputs, {"ecg": jnp.zeros((6, 12, 10)), "has_report": jnp.asarray(valid)}, cfg)
+  np.testing.assert_allclose(float(metrics["nce_loss"]), float(loss), rtol=1e-6)
+  np.testing.assert_allclose(float(metrics["mi_text_nats"]), np.log(4) - float(loss),
+                             rtol=1e-5)
+  zeros = jnp.zeros(6)
+  assert float(loss_of(jnp.asarray(e, jnp.float32), jnp.asarray(t, jnp.float32), zeros)) == 0.0
+  grads = jax.grad(loss_of)(jnp.asarray(e, jnp.float32), jnp.asarray(t, jnp.float32), zeros)
+  assert np.all(np.asarray(grads) == 0)
+
+
 def test_rec_loss_counts_only_masked_patches():
   rng = np.random.default_rng(1)
   target = rng.normal(size=(2, 6, 4)).astype(np.float32)

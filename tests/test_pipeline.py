@@ -66,8 +66,9 @@ def _assert_same(a, b):
 def test_global_batches_sharded_over_mesh(data_cfg, tokenizer, mesh):
   it = pipeline.make_train_iterator(data_cfg, mesh, 8, seed=0, tokenizer=tokenizer)
   batch = next(it)
-  assert set(batch) == {'ecg', 'tokens'}
+  assert set(batch) == {'ecg', 'tokens', 'has_report'}
   assert batch['ecg'].shape == (8, 12, NUM_SAMPLES) and batch['ecg'].dtype == np.float32
+  np.testing.assert_array_equal(np.asarray(batch['has_report']), np.ones(8, np.float32))
   assert batch['tokens'].shape == (8, 16) and batch['tokens'].dtype == np.int32
   for value in batch.values():
     assert isinstance(value, jax.Array)
@@ -182,6 +183,32 @@ def test_source_without_reports(data_cfg, tokenizer, toy_dir, mesh):
   tokens = np.asarray(batch['tokens'])
   assert np.all(tokens[:, :3] == [tk.BOS_ID, tk.EOS_ID, 0])  # empty reports kept on request
   assert next(pipeline.make_train_iterator(cfg, mesh, 8, 0, None))['ecg'].shape[0] == 8
+
+
+def test_ecg_only_source_mixed_with_paired_one(data_cfg, tokenizer, toy_dir, mesh):
+  toy.build(toy_dir, 'noreports')
+  cfg = dict(data_cfg, sources=[
+      {'name': 'toy_ecg', 'config': '100hz', 'data_dir': toy_dir, 'weight': 1.0},
+      {'name': 'toy_ecg', 'config': 'noreports', 'data_dir': toy_dir, 'weight': 1.0,
+       'reports': False},
+  ])
+  del cfg['name'], cfg['config'], cfg['data_dir']
+  batches = _take(pipeline.make_train_iterator(cfg, mesh, 8, 0, tokenizer), 3)
+  ids = np.array(sum((_ids(b) for b in batches), []))
+  has_report = np.concatenate([b['has_report'] for b in batches])
+  tokens = np.concatenate([b['tokens'] for b in batches])
+  ecg_only = ids >= 1000
+  assert ecg_only.sum() == 12  # weights 1:1; the empty reports were not dropped
+  np.testing.assert_array_equal(has_report, (~ecg_only).astype(np.float32))
+  assert np.all(tokens[ecg_only, :2] == [tk.BOS_ID, tk.EOS_ID])
+  assert np.all(tokens[~ecg_only, 1] != tk.EOS_ID)
+  # Evaluation and the tokenizer never use the ECG-only source, even when it comes first.
+  cfg_first = dict(cfg, sources=cfg['sources'][::-1])
+  assert pipeline.primary_source(cfg_first).config == '100hz'
+  with pytest.raises(ValueError, match='reports must be True or False'):
+    pipeline.data_sources(dict(cfg, sources=[dict(cfg['sources'][1], reports='no')]))
+  with pytest.raises(ValueError, match='every source is marked reports=False'):
+    pipeline.primary_source(dict(cfg, sources=cfg['sources'][1:]))
 
 
 def test_clear_errors_for_missing_data(data_cfg, tmp_path, mesh):

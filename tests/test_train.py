@@ -143,3 +143,21 @@ def test_sigkill_then_resume_matches_uninterrupted_run(finished_run, synthetic_d
   resumed_losses, reference_losses = losses(workdir), losses(finished_run)
   for step in range(summary["resumed_from"] + 2, TOTAL_STEPS + 1, 2):
     np.testing.assert_allclose(resumed_losses[step], reference_losses[step], rtol=1e-5)
+
+
+def test_contrastive_only_run_drops_ecg_only_sources(capsys):
+  from configs import pretrain  # pylint: disable=g-import-not-at-top
+  from merit_jax import train  # pylint: disable=g-import-not-at-top
+  config = pretrain.get_config("ptbxl_shared")
+  paired = [dict(s) for s in config.data.sources]
+  ecg_only = dict(paired[0], config="100hz_ecg_only", reports=False)
+  config.data.sources = paired + [ecg_only]
+  train.drop_sources_without_use(config)  # MERIT: both branches, every source stays
+  assert len(config.data.sources) == 3
+  config.objective.reconstruction = False
+  train.drop_sources_without_use(config)
+  assert [dict(s) for s in config.data.sources] == paired
+  assert "100hz_ecg_only" in capsys.readouterr().out
+  config.data.sources = [ecg_only]
+  with pytest.raises(ValueError, match="every data.sources entry is ECG-only"):
+    train.drop_sources_without_use(config)

@@ -4,7 +4,8 @@ Training (`make_train_iterator`), per JAX process:
 
   for every source in data.sources (or the single data.name/config/data_dir):
     records[process_index::process_count]        # this process's disjoint shard
-    -> drop empty reports (optional)             # filtered lazily; Grain skips the gaps
+    -> drop empty reports (optional; not for       # filtered lazily; Grain skips the gaps
+       sources marked `reports=False`)
     -> global shuffle, reshuffled every epoch    # seeded from (seed, source index)
     -> repeat forever
     -> decode + preprocess (+ augment) + tokenize  # random_map: one rng per element index;
@@ -12,6 +13,11 @@ Training (`make_train_iterator`), per JAX process:
   deterministic weighted interleave of sources   # grain IterDataset.mix (exact proportions)
   -> batch of global_batch_size / process_count
   -> global jax.Array sharded over the mesh's ('data', 'fsdp') axes
+
+A source marked `reports=False` in data.sources (an ECG-only build, e.g. `ptbxl/100hz_ecg_only`)
+feeds masked modelling only: its records keep their empty reports and every training batch
+carries `has_report` (float, 1 = the row has a report), by which the objective leaves such rows
+out of InfoNCE (`objective.info_nce(valid=...)`).
 
 Every step is a function of element indices, so the stream is fixed by the seed and the
 position in it is a few counters: `get_state()` is Grain's iterator state (plus a few checks)
@@ -75,6 +81,8 @@ class SourceSpec:
   config: str | None
   data_dir: str
   weight: float = 1.0
+  # False for an ECG-only source: its empty reports are kept (masked modelling only).
+  reports: bool = True
 
 
 def data_sources(data_cfg: Any) -> list[SourceSpec]:
@@ -89,7 +97,11 @@ def data_sources(data_cfg: Any) -> list[SourceSpec]:
       weight = float(_get(src, 'weight', 1.0))
       if not weight > 0:
         raise ValueError(f'data.sources[{i}] ({name}) needs a weight > 0, got {weight}')
-      specs.append(SourceSpec(name, _get(src, 'config'), str(data_dir), weight))
+      reports = _get(src, 'reports', True)
+      if not isinstance(reports, bool):
+        raise ValueError(f'data.sources[{i}] ({name}): reports must be True or False, '
+                         f'got {reports!r}')
+      specs.append(SourceSpec(name, _get(src, 'config'), str(data_dir), weight, reports))
   else:
     name, data_dir = _get(data_cfg, 'name'), _get(data_cfg, 'data_dir')
     if not name or not data_dir:
@@ -150,11 +162,20 @@ def _split_source(builder, split: str):
 
 
 def primary_source(data_cfg: Any) -> SourceSpec:
-  """The dataset used for evaluation and the tokenizer: data.name if set, else sources[0]."""
+  """The dataset used for evaluation and the tokenizer.
+
+  data.name if set, else the first of data.sources with reports (an ECG-only build has
+  neither reports nor labels to evaluate on).
+  """
   if _get(data_cfg, 'name') and _get(data_cfg, 'data_dir'):
     return SourceSpec(_get(data_cfg, 'name'), _get(data_cfg, 'config'),
                       str(_get(data_cfg, 'data_dir')))
-  return data_sources(data_cfg)[0]
+  specs = data_sources(data_cfg)
+  with_reports = [s for s in specs if s.reports]
+  if not with_reports:
+    raise ValueError('config.data.sources: every source is marked reports=False; evaluation '
+                     'and the tokenizer need one with reports (or set data.name/data_dir)')
+  return with_reports[0]
 
 
 def label_names(data_cfg: Any) -> dict[str, list[str]]:
@@ -219,6 +240,8 @@ class _TrainTransform(grain.RandomMapTransform):
     out = {'ecg': ecg}
     if self._tokenizer is not None:
       out['tokens'] = self._tokenizer.encode_batch([record['report']], self._max_text_len)[0]
+      # Rows without a report (ECG-only sources) stay out of the contrastive term.
+      out['has_report'] = np.float32(_has_report(record))
     return out
 
 
@@ -281,7 +304,7 @@ def make_train_dataset(data_cfg: Any, seed: int, local_batch_size: int, tokenize
       raise ValueError(f'{spec.name} train split has {len(source)} records, fewer than the '
                        f'{process_count} processes that each need a shard')
     ds = grain.MapDataset.source(source)[process_index::process_count]
-    if drop_empty:
+    if drop_empty and spec.reports:
       _check_has_reports(ds, spec)
       ds = ds.filter(_has_report)
     ds = ds.shuffle(seed=_source_seed(seed, 2 * i)).repeat()
