@@ -257,3 +257,22 @@ def test_lambda_is_selected_on_validation_only():
   assert selection["scores"] == pytest.approx({"MERIT (λ=1)": 0.70, "MERIT (λ=0.3)": 0.75})
   assert "(selected)" in ablations.selection_markdown(selection)
   assert ablations.select_on_validation(results, ["merit", "masked_only"]) is None
+
+
+def test_ecg_only_sources_are_never_evaluated(monkeypatch):
+  """Their zero label vectors mean 'unknown': scoring them as negatives would bias the tables."""
+  from merit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from merit_jax.evaluators import features as features_lib  # pylint: disable=g-import-not-at-top
+  paired = dict(name="ptbxl", config="100hz", data_dir="/a", weight=0.6)
+  ecg_only = dict(name="ptbxl", config="100hz_ecg_only", data_dir="/a", weight=0.4,
+                  reports=False)
+  data_cfg = {"sources": [paired, ecg_only]}
+  assert [s.config for s in features_lib.data_sources(data_cfg)] == ["100hz"]
+  assert [s.config for s in features_lib.data_sources(data_cfg, False)] == ["100hz"]
+
+  class _Builder:  # what open_builder returns for an ECG-only build
+    class info:  # pylint: disable=invalid-name
+      metadata = {"labels_known": False}
+  monkeypatch.setattr(pipeline, "open_builder", lambda spec: _Builder)
+  with pytest.raises(ValueError, match="ECG-only build"):
+    features_lib.load_split(data_cfg, "test", sources=[pipeline.SourceSpec("ptbxl", "x", "/a")])

@@ -244,6 +244,7 @@ def load_split(data_cfg, split: str, sources=None, batch_size: int = 64,
   sources = list(sources) if sources else [pipeline.primary_source(data_cfg)]
   parts = []
   for index, spec in enumerate(sources):
+    _check_labels_known(spec)
     total = pipeline.split_size(data_cfg, split, source=spec)
     if max_records:
       total = min(total, max_records)
@@ -415,8 +416,23 @@ class FeatureStore:
 
 
 def data_sources(data_cfg, all_sources: bool = True) -> Sequence:
-  """The sources evaluated: every source of a mixture, or only the primary dataset."""
+  """The sources evaluated: every labelled source of a mixture, or only the primary dataset.
+
+  ECG-only sources (`reports=False`, e.g. ptbxl/100hz_ecg_only) are never evaluated on: their
+  all-zero label vectors mean "unknown", and scoring them as negatives would bias every table.
+  """
   from merit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   if all_sources and data_cfg.get("sources"):
-    return pipeline.data_sources(data_cfg)
+    return [spec for spec in pipeline.data_sources(data_cfg) if spec.reports]
   return [pipeline.primary_source(data_cfg)]
+
+
+def _check_labels_known(spec) -> None:
+  """Refuses a build whose labels are unknown (an ECG-only build not marked reports=False)."""
+  from merit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  metadata = pipeline.open_builder(spec).info.metadata or {}
+  if metadata.get("labels_known", True) is False:
+    raise ValueError(
+        f"{spec.name}/{spec.config} at {spec.data_dir} is an ECG-only build (its labels are "
+        f"unknown, stored as zeros) and cannot be evaluated on; mark it reports=False in "
+        f"data.sources (evaluation then skips it) or evaluate another dataset")
