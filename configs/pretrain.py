@@ -15,9 +15,9 @@ Variants (the text after the colon):
   ptbxl_shared    the real PTB-XL subset in `../shared/data` mixed with the real records that
                   were normalised upstream (`ptbxl_derived`), small model, short run: the
                   1,112 training ECGs that have a report.
-  ptbxl_shared_all  ptbxl_shared plus the 997 training ECGs of the same folders that have no
+  ptbxl_shared_all  ptbxl_shared plus the 998 training ECGs of the same folders that have no
                   report (`100hz_ecg_only` builds, fold from records_index.csv): masked
-                  modelling sees all 2,109, InfoNCE only the pairs; a contrastive-only run
+                  modelling sees all 2,110, InfoNCE only the pairs; a contrastive-only run
                   reads exactly ptbxl_shared's data.
   test            the smallest runnable config (width 32, 2 layers) for unit tests.
 
@@ -210,7 +210,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if variant == "ptbxl_shared_all":
     # The paired sources keep their 3:2 ratio (so a contrastive-only run, which drops the
     # ECG-only sources, reads exactly ptbxl_shared's stream); the ECG-only ones get weights in
-    # proportion to their training records (180 and 817 against 541 + 571 paired), so an
+    # proportion to their training records (181 and 817 against 541 + 571 paired), so an
     # ECG-only record is drawn about as often as a paired one on average and ~47 % of a batch
     # has no report.
     config.data.sources = config.data.sources + [
