@@ -57,6 +57,7 @@ from benchmarks import peak as peak_lib
 from configs import pretrain
 from merit_jax import parallel
 from merit_jax import step as step_lib
+from merit_jax import xla_defaults
 from merit_jax.models import ecg_vit
 from merit_jax.models import merit as merit_lib
 
@@ -332,7 +333,11 @@ def main(argv=None):
                  help="comma list of auto/xla: models.ecg_vit.FUSED_ATTENTION ('auto' = "
                       "cuDNN flash attention on GPU in bf16)")
   p.add_argument("--json", action="store_true", help="print one JSON list, nothing else")
+  p.add_argument("--no_xla_defaults", action="store_true",
+                 help="do not add merit_jax/xla_defaults.py's flags (to measure without them)")
   args = p.parse_args(argv)
+  if not args.no_xla_defaults:
+    xla_defaults.apply()  # As the trainer does; before the first JAX call below.
 
   split = lambda s: [x for x in s.split(",") if x]  # noqa: E731
   devices = jax.devices()
@@ -367,6 +372,7 @@ def main(argv=None):
     r["fused_attention"] = attention
     r["attention_implementation"] = impl
     r["commit"] = commit
+    r["xla_flags"] = os.environ.get("XLA_FLAGS", "")
     if args.input_data_dir:
       if (batch_size, rate) not in inputs:
         inputs[(batch_size, rate)] = _input_pipeline(args, batch_size, rate)

@@ -40,6 +40,7 @@ from merit_jax import evaluate as evaluate_lib
 # merit_jax.train defines --config (the pretraining config file, with --config.* overrides) and
 # --workdir; the grid uses those same flags, so both commands read alike.
 from merit_jax import train
+from merit_jax import xla_defaults
 from merit_jax.evaluators import features as features_lib
 
 _EVAL_CONFIG = config_flags.DEFINE_config_file(
@@ -187,6 +188,7 @@ def evaluate_variants(workdir: str, variants, eval_config, baselines, results_di
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  xla_defaults.apply()  # Before the first JAX computation; see xla_defaults.py.
   pretrain_config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
   if pretrain_config is None or not workdir:
     raise app.UsageError("--config (e.g. configs/pretrain.py:quick) and --workdir are required")

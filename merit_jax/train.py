@@ -53,6 +53,7 @@ from merit_jax import config_utils
 from merit_jax import distributed
 from merit_jax import preemption
 from merit_jax import run_logging
+from merit_jax import xla_defaults
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training config file, e.g. configs/pretrain.py:quick.", lock_config=True)
@@ -600,7 +601,9 @@ def main(argv):
   if _CONFIG.value is None or _WORKDIR.value is None:
     raise app.UsageError("both --config (e.g. configs/pretrain.py:quick) and --workdir are "
                          "required")
-  # Before any other JAX call: joining the runtime must precede backend initialisation.
+  # Before any other JAX call: XLA reads its flags, and joining the runtime must happen, before
+  # the first backend is created.
+  xla_defaults.apply()
   try:
     distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
                            _PROCESS_ID.value, heartbeat_timeout_s=_HEARTBEAT_TIMEOUT.value)

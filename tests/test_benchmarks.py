@@ -26,7 +26,9 @@ def records():
   with contextlib.redirect_stdout(out):
     train_step.main(["--sizes=tiny", "--rates=100", "--variants=merit", "--views=masked",
                      "--remat=false", "--dtypes=float32", "--batch_sizes=4", "--steps=2",
-                     "--peak_repeats=1", "--json"])
+                     "--peak_repeats=1", "--json",
+                     # JAX is already running in this test process: leave XLA_FLAGS alone.
+                     "--no_xla_defaults"])
   return json.loads(out.getvalue())
 
 
