@@ -9,9 +9,9 @@ that run the train step call it first thing in `main`. A flag the user already p
 Defaults (the flags only affect the backend they name):
   xla_cpu_enable_concurrency_optimized_scheduler=false: XLA:CPU's default schedule starts
     independent ops side by side, so on a few cores two matmuls share the threads and the
-    cache. The plain schedule made the base-size float32 step 6-8 % faster on the 2-core CI
-    CPU (MAE 4.44 -> 4.19 s, MERIT 5.34 -> 4.90 s at batch 32; small MERIT unchanged within
-    noise): see benchmarks/RESULTS.md.
+    cache. The plain schedule made the base-size float32 steps 11-14 % faster on the 2-core
+    CI CPU (MAE 4.71 -> 4.20 s, MERIT 6.10 -> 5.27 s at batch 32, medians of three runs; small
+    MERIT unchanged) and cut their memory by 0.5-1.2 GiB: see benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
