@@ -2,16 +2,19 @@
 
 XLA reads `XLA_FLAGS` once, when JAX creates its first backend, so `apply()` must run before
 any JAX computation or device query (`jax` itself may already be imported). The entry points
-that run the train step call it first thing in `main`. A flag the user already put in
+that run the train step call it first thing in `main`. A setting the user already put in
 `XLA_FLAGS` is never overridden, so any default can be switched off from the shell, e.g.
-`XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=true`.
+`XLA_FLAGS=--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_CONCURRENCY_OPTIMIZED`.
 
 Defaults (the flags only affect the backend they name):
-  xla_cpu_enable_concurrency_optimized_scheduler=false: XLA:CPU's default schedule starts
-    independent ops side by side, so on a few cores two matmuls share the threads and the
-    cache. The plain schedule made the base-size float32 steps 11-14 % faster on the 2-core
-    CI CPU (MAE 4.71 -> 4.20 s, MERIT 6.10 -> 5.27 s at batch 32, medians of three runs; small
-    MERIT unchanged) and cut their memory by 0.5-1.2 GiB: see benchmarks/RESULTS.md.
+  xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED: XLA:CPU's default schedule is
+    the concurrency-optimised one, which orders ops so that more independent ones can run side
+    by side; on a few cores two matmuls then share the threads and the cache, and more buffers
+    stay alive. The memory-optimised schedule made the base-size float32 steps 11-14 % faster
+    on the 2-core CI CPU (MAE 4.71 -> 4.20 s, MERIT 6.10 -> 5.27 s at batch 32, medians of
+    three runs; small MERIT unchanged) and cut their memory by 0.5-1.2 GiB: see
+    benchmarks/RESULTS.md. (The deprecated boolean
+    `xla_cpu_enable_concurrency_optimized_scheduler=false` compiles to the same program.)
 """
 
 from __future__ import annotations
@@ -20,7 +23,11 @@ import os
 from typing import MutableMapping, Optional
 
 DEFAULT_FLAGS = {
-    "xla_cpu_enable_concurrency_optimized_scheduler": "false",
+    "xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED",
+}
+# Other flags that set the same thing: if the user gave one of them, the default is not added.
+SAME_SETTING = {
+    "xla_cpu_scheduler_type": ("xla_cpu_enable_concurrency_optimized_scheduler",),
 }
 
 
@@ -34,11 +41,12 @@ def _flag_names(xla_flags: str) -> set[str]:
 
 
 def apply(environ: Optional[MutableMapping[str, str]] = None) -> list[str]:
-  """Appends each default missing from `XLA_FLAGS`; returns the flags it added."""
+  """Appends each default whose setting `XLA_FLAGS` lacks; returns the flags it added."""
   environ = os.environ if environ is None else environ
   current = environ.get("XLA_FLAGS", "")
   present = _flag_names(current)
-  added = [f"--{name}={value}" for name, value in DEFAULT_FLAGS.items() if name not in present]
+  added = [f"--{name}={value}" for name, value in DEFAULT_FLAGS.items()
+           if not present & {name, *SAME_SETTING.get(name, ())}]
   if added:
     environ["XLA_FLAGS"] = " ".join([current.strip()] + added).strip()
   return added

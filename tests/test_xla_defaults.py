@@ -6,26 +6,29 @@ import sys
 
 from merit_jax import xla_defaults
 
-FLAG = "xla_cpu_enable_concurrency_optimized_scheduler"
+DEFAULT = "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"
 
 
 def test_adds_missing_defaults_and_keeps_other_flags():
   env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
   added = xla_defaults.apply(env)
-  assert added == [f"--{FLAG}=false"]
-  assert env["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=8 --{FLAG}=false"
+  assert added == [DEFAULT]
+  assert env["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=8 {DEFAULT}"
 
 
 def test_empty_environment():
   env = {}
   xla_defaults.apply(env)
-  assert env["XLA_FLAGS"] == f"--{FLAG}=false"
+  assert env["XLA_FLAGS"] == DEFAULT
 
 
 def test_user_setting_wins_and_apply_is_idempotent():
-  env = {"XLA_FLAGS": f"--{FLAG}=true"}
-  assert xla_defaults.apply(env) == []
-  assert env["XLA_FLAGS"] == f"--{FLAG}=true"
+  for user in ("--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_CONCURRENCY_OPTIMIZED",
+               # The deprecated boolean sets the same scheduler: it also keeps the default out.
+               "--xla_cpu_enable_concurrency_optimized_scheduler=true"):
+    env = {"XLA_FLAGS": user}
+    assert xla_defaults.apply(env) == []
+    assert env["XLA_FLAGS"] == user
   env = {}
   xla_defaults.apply(env)
   first = env["XLA_FLAGS"]
@@ -34,7 +37,8 @@ def test_user_setting_wins_and_apply_is_idempotent():
 
 def test_flags_set_after_importing_jax_still_reach_xla():
   # The entry points call apply() in main(), after `import jax`: XLA must read XLA_FLAGS only
-  # when the first backend is created. A flag with a visible effect proves the timing.
+  # when the first backend is created. A flag with a visible effect proves the timing, and an
+  # unknown or malformed default would abort this process.
   code = ("import os, jax\n"
           "os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=3'\n"
           "from merit_jax import xla_defaults\n"
@@ -46,4 +50,4 @@ def test_flags_set_after_importing_jax_still_reach_xla():
                        check=True, cwd=os.path.dirname(os.path.dirname(__file__))).stdout
   count, flags = out.split(maxsplit=1)
   assert count == "3"
-  assert f"--{FLAG}=false" in flags
+  assert DEFAULT in flags
