@@ -131,17 +131,11 @@ def main(argv=None):
 
   import jax  # pylint: disable=g-import-not-at-top
   from benchmarks import train_step as bench  # pylint: disable=g-import-not-at-top
-  from merit_jax import parallel  # pylint: disable=g-import-not-at-top
-  from merit_jax import step as step_lib  # pylint: disable=g-import-not-at-top
 
   config = bench.make_config(args.size, args.rate, args.variant, args.view, False, args.dtype,
                              args.batch_size)
   devices = jax.devices()[:1]
-  mesh = parallel.make_mesh(config.mesh, devices=devices)
-  rng = jax.random.PRNGKey(0)
-  state, shardings = step_lib.create_train_state(config, mesh, rng)
-  train_step = step_lib.make_train_step(config, mesh, shardings)
-  batch = bench._random_batch(config, mesh)  # pylint: disable=protected-access
+  _, state, train_step, batch, rng = bench.setup_step(config, devices)
   compiled = train_step.jitted.lower(state, batch, rng).compile()
   instructions, computations = parse_hlo(compiled.as_text())
   for _ in range(2):  # Warm-up.

@@ -184,6 +184,15 @@ def _random_batch(config, mesh):
   }
 
 
+def setup_step(config, devices):
+  """(mesh, state, train_step, batch, rng): the benchmarked step on random inputs, uncompiled."""
+  mesh = parallel.make_mesh(config.mesh, devices=devices)
+  rng = jax.random.PRNGKey(0)
+  state, shardings = step_lib.create_train_state(config, mesh, rng)
+  train_step = step_lib.make_train_step(config, mesh, shardings)
+  return mesh, state, train_step, _random_batch(config, mesh), rng
+
+
 def bench_one(config, steps: int, devices, peak_repeats: int = 3, window: int = 1) -> dict:
   """Compiles and times one config; the matmul peak is measured between its timed windows.
 
@@ -191,14 +200,10 @@ def bench_one(config, steps: int, devices, peak_repeats: int = 3, window: int = 
   end, as in a training loop without host syncs; its time / `window` is one step time. On a
   GPU the dispatch of a step (~10 ms for this state) would otherwise sit between two steps.
   """
-  mesh = parallel.make_mesh(config.mesh, devices=devices)
+  mesh, state, train_step, batch, rng = setup_step(config, devices)
   n_dev = mesh.devices.size
   meter = peak_lib.PeakMeter(config.model.dtype, step_matmul_shapes(config, n_dev),
                              device=devices[0])
-  rng = jax.random.PRNGKey(0)
-  state, shardings = step_lib.create_train_state(config, mesh, rng)
-  train_step = step_lib.make_train_step(config, mesh, shardings)
-  batch = _random_batch(config, mesh)
   start = time.perf_counter()
   lowered = train_step.jitted.lower(state, batch, rng)
   compiled = lowered.compile()
