@@ -85,7 +85,7 @@ def model_path(text: str) -> tuple[str, str]:
 
 
 def summarise(trace_events, instructions, computations, steps: int):
-  """Per-step microseconds by kind and by (path, direction, kind); plus matched/total."""
+  """(per-step µs by kind, per-step µs by (path, direction, kind), number of matched events)."""
   by_kind, by_path = collections.Counter(), collections.Counter()
   matched = 0
   for event in trace_events:
