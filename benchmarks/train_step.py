@@ -87,21 +87,23 @@ def make_config(size: str, rate: int, variant: str, view: str, remat: bool, dtyp
   return config
 
 
-def _transformer_fwd_flops(tokens: int, width: int, depth: int, mlp: int) -> float:
+def transformer_fwd_flops(tokens: int, width: int, depth: int, mlp: int) -> float:
   """Matmul + attention FLOPs of `depth` Transformer blocks on `tokens` tokens (one sample)."""
   matmul = 2 * tokens * (4 * width * width + 2 * width * mlp)
   attention = 2 * 2 * tokens * tokens * width  # QK^T and attention-weighted V.
   return depth * (matmul + attention)
 
 
-def _encoder_dims(config) -> tuple[int, int, int]:
+def encoder_dims(config) -> tuple[int, int, int]:
+  """(width, depth, MLP width) of the config's ECG encoder."""
   m = config.model
   width, depth, _ = ecg_vit.SIZES[m.size]
   width = m.width or width
   return width, m.depth or depth, m.mlp_dim or 4 * width
 
 
-def _token_counts(config) -> tuple[int, int]:
+def token_counts(config) -> tuple[int, int]:
+  """(tokens of a whole ECG, tokens the encoder sees after masking)."""
   m = config.model
   num_tokens = m.num_leads * (config.data.preprocess.num_samples // m.patch_size)
   return num_tokens, merit_lib.num_kept_tokens(num_tokens, m.mask_ratio)
@@ -110,28 +112,28 @@ def _token_counts(config) -> tuple[int, int]:
 def analytic_flops_per_step(config) -> float:
   """Model FLOPs of one train step (fwd + bwd = 3 × fwd), matmuls and attention only."""
   m = config.model
-  width, depth, mlp = _encoder_dims(config)
+  width, depth, mlp = encoder_dims(config)
   patch = m.patch_size
-  num_tokens, visible = _token_counts(config)
+  num_tokens, visible = token_counts(config)
   obj = config.objective
   contrastive = obj.lambda_nce > 0
   reconstruction = obj.reconstruction
 
   fwd = 0.0
   if reconstruction or (contrastive and obj.contrastive_view == "masked"):
-    fwd += 2 * visible * patch * width + _transformer_fwd_flops(visible, width, depth, mlp)
+    fwd += 2 * visible * patch * width + transformer_fwd_flops(visible, width, depth, mlp)
   if reconstruction:
     d = m.decoder
     fwd += 2 * visible * width * d.width
-    fwd += _transformer_fwd_flops(num_tokens, d.width, d.depth, 4 * d.width)
+    fwd += transformer_fwd_flops(num_tokens, d.width, d.depth, 4 * d.width)
     fwd += 2 * num_tokens * d.width * patch
   if contrastive:
     if obj.contrastive_view == "full":
-      fwd += 2 * num_tokens * patch * width + _transformer_fwd_flops(num_tokens, width, depth,
+      fwd += 2 * num_tokens * patch * width + transformer_fwd_flops(num_tokens, width, depth,
                                                                      mlp)
     t = m.text
     length = t.max_len or config.data.max_text_len
-    fwd += _transformer_fwd_flops(length, t.width, t.depth, 4 * t.width)
+    fwd += transformer_fwd_flops(length, t.width, t.depth, 4 * t.width)
     fwd += 2 * (width + t.width) * m.proj_dim
     fwd += 2 * config.batch_size * m.proj_dim  # This sample's row of the logits matrix.
   return 3.0 * fwd * config.batch_size
@@ -139,8 +141,8 @@ def analytic_flops_per_step(config) -> float:
 
 def step_matmul_shapes(config, num_devices: int = 1) -> list[tuple[int, int, int]]:
   """(m, k, n) of the encoder's MLP matmuls on one device: added to the peak's shapes."""
-  width, _, mlp = _encoder_dims(config)
-  num_tokens, visible = _token_counts(config)
+  width, _, mlp = encoder_dims(config)
+  num_tokens, visible = token_counts(config)
   per_device = config.batch_size // num_devices
   tokens = visible
   if config.objective.lambda_nce > 0 and config.objective.contrastive_view == "full":
@@ -363,7 +365,7 @@ def main(argv=None):
     config = make_config(size, rate, variant, view, remat, dtype, batch_size, num_devices)
     ecg_vit.FUSED_ATTENTION = attention
     impl = ecg_vit.attention_implementation(
-        dtype, _encoder_dims(config)[0] // ecg_vit.SIZES[size][2], masked=False)
+        dtype, encoder_dims(config)[0] // ecg_vit.SIZES[size][2], masked=False)
     try:
       r = bench_one(config, args.steps, devices, args.peak_repeats, window)
     except Exception as e:  # pylint: disable=broad-except

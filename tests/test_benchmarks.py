@@ -64,7 +64,7 @@ def test_analytic_flops_scale_with_batch_and_view():
   assert f(double) == pytest.approx(2 * f(base), rel=1e-3)  # Only the logits row grows.
   assert f(mae) < f(base) < f(full)
   # The 'full' view adds a second encoder pass over all 12 x 20 tokens (fwd + bwd = 3x).
-  second_pass = 2 * 240 * 50 * 384 + train_step._transformer_fwd_flops(240, 384, 12, 1536)
+  second_pass = 2 * 240 * 50 * 384 + train_step.transformer_fwd_flops(240, 384, 12, 1536)
   assert f(full) - f(base) == pytest.approx(3 * 8 * second_pass)
 
 
