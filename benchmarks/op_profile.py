@@ -15,7 +15,10 @@ It prints the traced time per step
 
 Ops that XLA runs side by side on different threads are each counted with their own duration,
 so the traced total can exceed the wall-clock step time; the share of each kind is the useful
-figure. This is a diagnosis tool for XLA:CPU traces; on an accelerator use the profiler's own
+figure. The reverse happens too: an op that XLA:CPU runs asynchronously (a plain `dot` handed to
+Eigen's thread pool, e.g. the MLP weight gradients) is traced only while it is launched, and its
+work shows up as time inside the step when no traced op runs. `coverage` measures both within
+the runtime's per-step execution window and the tool prints them, so neither is silently lost. This is a diagnosis tool for XLA:CPU traces; on an accelerator use the profiler's own
 viewer (TensorBoard / Perfetto). The default XLA flags (merit_jax/xla_defaults.py) are applied
 as in the trainer unless `--no_xla_defaults`.
 """
@@ -102,6 +105,45 @@ def summarise(trace_events, instructions, computations, steps: int):
   return by_kind, by_path, matched
 
 
+_STEP_WINDOW = "ThunkExecutor::Execute (wait for completion)"
+
+
+def coverage(trace_events, instructions, steps: int) -> dict | None:
+  """Per-step µs of the runtime's execution window, and within it: time with at least one
+  traced op running (`busy`), with none (`untraced`), and with two or more (`overlapped`).
+
+  None when the trace has no per-step window event (another runtime or backend).
+  """
+  windows = [(e["ts"], e["ts"] + e["dur"]) for e in trace_events
+             if e.get("ph") == "X" and e.get("name") == _STEP_WINDOW]
+  if not windows:
+    return None
+  edges = []
+  for event in trace_events:
+    if event.get("ph") != "X" or event.get("name") not in instructions:
+      continue
+    text = instructions[event["name"]]
+    if " while(" in text or " conditional(" in text or " call(" in text:
+      continue
+    edges += [(event["ts"], 1), (event["ts"] + event["dur"], -1)]
+  edges.sort()
+  busy = overlapped = 0.0
+  for start, end in windows:
+    running, last = 0, start
+    for ts, delta in edges:
+      ts = min(max(ts, start), end)
+      if running >= 1:
+        busy += ts - last
+      if running >= 2:
+        overlapped += ts - last
+      running, last = running + delta, ts
+    if running >= 1:
+      busy += end - last
+  window = sum(end - start for start, end in windows)
+  return {"window": window / steps, "busy": busy / steps, "untraced": (window - busy) / steps,
+          "overlapped": overlapped / steps}
+
+
 def _load_trace(trace_dir: str):
   files = sorted(glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True))
   if not files:
@@ -148,8 +190,9 @@ def main(argv=None):
     state, metrics = compiled(state, batch, rng)
     jax.block_until_ready((state, metrics))
   jax.profiler.stop_trace()
-  by_kind, by_path, matched = summarise(_load_trace(trace_dir), instructions, computations,
-                                        args.steps)
+  events = _load_trace(trace_dir)
+  by_kind, by_path, matched = summarise(events, instructions, computations, args.steps)
+  cover = coverage(events, instructions, args.steps)
   if not matched:
     sys.exit("op_profile: no traced op matched the compiled HLO (this tool reads XLA:CPU "
              f"thunk traces; device: {devices[0].platform}). Trace kept in {trace_dir}")
@@ -158,6 +201,12 @@ def main(argv=None):
   print(f"{args.size} {args.variant} {args.view} {args.rate} Hz {args.dtype} batch "
         f"{args.batch_size}: {bench.analytic_flops_per_step(config) / 1e9:.0f} model GFLOP, "
         f"traced op time {total / 1e3:.1f} ms per step ({matched // args.steps} ops)")
+  if cover:
+    print(f"step execution window {cover['window'] / 1e3:.1f} ms: traced ops running "
+          f"{cover['busy'] / 1e3:.1f} ms, two or more at once {cover['overlapped'] / 1e3:.1f} ms, "
+          f"none traced {cover['untraced'] / 1e3:.1f} ms "
+          f"({100 * cover['untraced'] / cover['window']:.1f} %: asynchronous ops such as Eigen "
+          "`dot`s, traced only at launch)")
   print("\nby kind of op:")
   for kind, us in by_kind.most_common():
     print(f"  {us / 1e3:9.1f} ms  {100 * us / total:5.1f} %  {kind}")

@@ -66,3 +66,21 @@ def test_tiny_step_end_to_end():
   text = out.getvalue()
   assert "by kind of op:" in text and "matmul" in text
   assert "/transformer/block*/" in text  # Block indices folded.
+
+
+def test_coverage_counts_untraced_and_overlapped_time_inside_the_step_window():
+  instructions, _ = op_profile.parse_hlo(HLO)
+  window = op_profile._STEP_WINDOW  # pylint: disable=protected-access
+  events = [
+      {"ph": "X", "name": window, "ts": 0, "dur": 100},
+      {"ph": "X", "name": "ynn_fusion.1", "ts": 10, "dur": 30},   # 10-40
+      {"ph": "X", "name": "gelu_fusion", "ts": 30, "dur": 20},    # 30-50: overlaps 30-40
+      {"ph": "X", "name": "transpose_fusion", "ts": 90, "dur": 30},  # clipped to 90-100
+      {"ph": "X", "name": "ThunkExecutor::Execute", "ts": 0, "dur": 100},  # Not an op.
+      {"ph": "X", "name": window, "ts": 200, "dur": 50},
+      {"ph": "X", "name": "ynn_fusion.1", "ts": 200, "dur": 50},
+  ]
+  cover = op_profile.coverage(events, instructions, steps=2)
+  assert cover == {"window": 75.0, "busy": (50 + 50) / 2, "untraced": (50 + 0) / 2,
+                   "overlapped": 10 / 2}
+  assert op_profile.coverage(events[1:5], instructions, steps=1) is None
