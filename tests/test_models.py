@@ -180,3 +180,28 @@ def test_remat_and_bfloat16_compute_keep_float32_params_and_gradients():
   for r, f in zip(jax.tree.leaves(ref), jax.tree.leaves(fast)):
     assert f.dtype == jnp.float32
     np.testing.assert_allclose(f, r, atol=0.03 * scale)
+
+
+def test_flat_dot_general_equals_the_nd_dot_and_its_gradients():
+  """Dense layers compute their N-D contraction as one 2-D matmul: same values and gradients."""
+  key_x, key_w, key_o = jax.random.split(jax.random.PRNGKey(3), 3)
+  x = jax.random.normal(key_x, (2, 5, 3, 4))
+  w = jax.random.normal(key_w, (3, 4, 6))   # DenseGeneral(axis=(-2, -1)) layout.
+  dims = (((2, 3), (0, 1)), ((), ()))
+  np.testing.assert_allclose(ecg_vit.flat_dot_general(x, w, dims),
+                             jax.lax.dot_general(x, w, dims), rtol=1e-6, atol=1e-6)
+  cotangent = jax.random.normal(key_o, (2, 5, 6))
+  grads = [jax.grad(lambda x, w, f=f: jnp.sum(f(x, w, dims) * cotangent), argnums=(0, 1))(x, w)
+           for f in (ecg_vit.flat_dot_general, jax.lax.dot_general)]
+  for flat, ref in zip(*grads):
+    np.testing.assert_allclose(flat, ref, rtol=1e-5, atol=1e-5)
+  # Negative axes as Flax's Dense passes them, and a (D, heads, head_dim) kernel.
+  x2, w2 = x[..., 0], jax.random.normal(key_w, (3, 2, 4))
+  np.testing.assert_allclose(
+      ecg_vit.flat_dot_general(x2, w2, (((-1,), (0,)), ((), ()))),
+      jnp.einsum("btd,dnh->btnh", x2, w2), rtol=1e-5, atol=1e-5)
+  # A contraction with batch dims is not a Dense layer's: passed through unchanged.
+  a, b = jax.random.normal(key_x, (4, 3, 5)), jax.random.normal(key_w, (4, 5, 2))
+  batched = (((2,), (1,)), ((0,), (0,)))
+  np.testing.assert_array_equal(ecg_vit.flat_dot_general(a, b, batched),
+                                jax.lax.dot_general(a, b, batched))

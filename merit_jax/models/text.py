@@ -94,6 +94,7 @@ class _BertLayer(nn.Module):
 
     def dense(features, name, names):
       return nn.Dense(features, dtype=self.dtype, name=name,
+                      dot_general=ecg_vit.flat_dot_general,
                       kernel_init=nn.with_logical_partitioning(
                           nn.initializers.normal(0.02), names),
                       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, names[1:]))
