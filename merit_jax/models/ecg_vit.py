@@ -99,8 +99,9 @@ def flat_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_elem
   the dots autodiff derives from it (weight gradients contract over B and T) reach XLA:CPU with
   several contracting and free dims. Flattened to (B*T, D) x (D, heads*head_dim) before the dot,
   the forward and backward matmuls are plain 2-D ones: on the 2-core CPU of benchmarks/RESULTS.md
-  small MERIT steps are 6.8 % faster, base MERIT 3.6 %, base MAE the same. Any other contraction
-  (batch dims, other axes) goes to `lax.dot_general` unchanged.
+  small MERIT steps are 6.8 % faster, base MERIT 3.6 %, base MAE the same. XLA:GPU and TPU bring
+  dots to 2-D themselves, so there it should change nothing; that is not measured yet. Any other
+  contraction (batch dims, other axes) goes to `lax.dot_general` unchanged.
   """
   (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
   n_contract = len(lhs_contract)
