@@ -56,11 +56,16 @@ def _loss(outputs):
   return jnp.mean(jnp.square(outputs.astype(jnp.float32)))
 
 
-def make_parts(config, parts, seed: int = 0) -> dict:
-  """{name: (grad_fn, args, model FLOPs of one fwd + bwd)} for the config's shapes."""
+def check_parts(parts) -> None:
+  """Raises ValueError naming any of `parts` that is not in PARTS."""
   unknown = sorted(set(parts) - set(PARTS))
   if unknown:
     raise ValueError(f"unknown parts {unknown}; expected some of {list(PARTS)}")
+
+
+def make_parts(config, parts, seed: int = 0) -> dict:
+  """{name: (grad_fn, args, model FLOPs of one fwd + bwd)} for the config's shapes."""
+  check_parts(parts)
   m = config.model
   dtype = jnp.dtype(m.dtype)
   width, depth, mlp = bench.encoder_dims(config)
@@ -69,6 +74,7 @@ def make_parts(config, parts, seed: int = 0) -> dict:
   batch = config.batch_size
   dec = m.decoder
   keys = iter(jax.random.split(jax.random.PRNGKey(seed), 16))
+  mlp_flops = 3 * 2 * 2 * batch * visible * width * mlp  # fwd + bwd of the MLP's two matmuls.
 
   def tokens(t, d):
     return jax.random.normal(next(keys), (batch, t, d), dtype)
@@ -85,10 +91,10 @@ def make_parts(config, parts, seed: int = 0) -> dict:
       w1 = (jax.random.normal(next(keys), (width, mlp)) / np.sqrt(width)).astype(dtype)
       w2 = (jax.random.normal(next(keys), (mlp, width)) / np.sqrt(mlp)).astype(dtype)
       grad = jax.jit(jax.grad(lambda x, w1, w2: _loss(x + (x @ w1) @ w2), argnums=(0, 1, 2)))
-      out[name] = (grad, (x, w1, w2), 3 * 2 * 2 * batch * visible * width * mlp)
+      out[name] = (grad, (x, w1, w2), mlp_flops)
     elif name == "mlp_block":
       grad, args = module_part(_ResidualMlp(mlp, dtype), tokens(visible, width))
-      out[name] = (grad, args, 3 * 2 * 2 * batch * visible * width * mlp)
+      out[name] = (grad, args, mlp_flops)
     elif name == "encoder_block":
       grad, args = module_part(ecg_vit.EncoderBlock(heads, mlp, dtype), tokens(visible, width))
       out[name] = (grad, args, 3 * batch * bench.transformer_fwd_flops(visible, width, 1, mlp))
@@ -157,8 +163,12 @@ def main(argv=None):
                  help="leave XLA_FLAGS as it is (merit_jax/xla_defaults.py is applied otherwise)")
   args = p.parse_args(argv)
   parts = [s for s in args.parts.split(",") if s]
-  if not parts or sorted(set(parts) - set(PARTS)):
-    p.error(f"--parts must name some of {','.join(PARTS)}; got {args.parts!r}")
+  if not parts:
+    p.error(f"--parts must name some of {','.join(PARTS)}")
+  try:
+    check_parts(parts)
+  except ValueError as e:
+    p.error(f"--parts: {e}")
   if args.repeats < 1 or args.peak_repeats < 1:
     p.error("--repeats and --peak_repeats must be at least 1")
   if not args.no_xla_defaults:

@@ -18,8 +18,9 @@ so the traced total can exceed the wall-clock step time; the share of each kind 
 figure. The reverse happens too: an op that XLA:CPU runs asynchronously (a plain `dot` handed to
 Eigen's thread pool, e.g. the MLP weight gradients) is traced only while it is launched, and its
 work shows up as time inside the step when no traced op runs. `coverage` measures both within
-the runtime's per-step execution window and the tool prints them, so neither is silently lost. This is a diagnosis tool for XLA:CPU traces; on an accelerator use the profiler's own
-viewer (TensorBoard / Perfetto). The default XLA flags (merit_jax/xla_defaults.py) are applied
+the runtime's per-step execution window and the tool prints them, so neither is silently lost.
+This is a diagnosis tool for XLA:CPU traces; on an accelerator use the profiler's own viewer
+(TensorBoard / Perfetto). The default XLA flags (merit_jax/xla_defaults.py) are applied
 as in the trainer unless `--no_xla_defaults`.
 """
 
@@ -87,16 +88,22 @@ def model_path(text: str) -> tuple[str, str]:
   return path or "(no metadata)", direction
 
 
-def summarise(trace_events, instructions, computations, steps: int):
-  """(per-step µs by kind, per-step µs by (path, direction, kind), number of matched events)."""
-  by_kind, by_path = collections.Counter(), collections.Counter()
-  matched = 0
+def _traced_ops(trace_events, instructions):
+  """(event, HLO text) of every complete trace event that is one of the step's ops."""
   for event in trace_events:
     if event.get("ph") != "X" or event.get("name") not in instructions:
       continue
     text = instructions[event["name"]]
     if " while(" in text or " conditional(" in text or " call(" in text:
       continue  # Their bodies' ops are traced themselves.
+    yield event, text
+
+
+def summarise(trace_events, instructions, computations, steps: int):
+  """(per-step µs by kind, per-step µs by (path, direction, kind), number of matched events)."""
+  by_kind, by_path = collections.Counter(), collections.Counter()
+  matched = 0
+  for event, text in _traced_ops(trace_events, instructions):
     kind = op_kind(text, computations)
     path, direction = model_path(text)
     by_kind[kind] += event["dur"] / steps
@@ -119,12 +126,7 @@ def coverage(trace_events, instructions, steps: int) -> dict | None:
   if not windows:
     return None
   edges = []
-  for event in trace_events:
-    if event.get("ph") != "X" or event.get("name") not in instructions:
-      continue
-    text = instructions[event["name"]]
-    if " while(" in text or " conditional(" in text or " call(" in text:
-      continue
+  for event, _ in _traced_ops(trace_events, instructions):
     edges += [(event["ts"], 1), (event["ts"] + event["dur"], -1)]
   edges.sort()
   busy = overlapped = 0.0
@@ -137,8 +139,6 @@ def coverage(trace_events, instructions, steps: int) -> dict | None:
       if running >= 2:
         overlapped += ts - last
       running, last = running + delta, ts
-    if running >= 1:
-      busy += end - last
   window = sum(end - start for start, end in windows)
   return {"window": window / steps, "busy": busy / steps, "untraced": (window - busy) / steps,
           "overlapped": overlapped / steps}
