@@ -17,12 +17,14 @@ API:
   ECGDecoder(...)(visible (B, T_vis, D_enc), ids_restore (B, T), lead_ids (T,), time_ids
     (T,)) -> predicted patches (B, T, patch) for every position (the loss picks masked ones).
   EncoderBlock / MlpBlock / SelfAttention: pre-LN Transformer pieces shared with text.py.
-  flat_dot_general: the `dot_general` of every Dense layer here (one 2-D matmul, see below).
+  flat_dot_general: the `dot_general` of every Dense layer here (one 2-D matmul, see below);
+    Dense / DenseGeneral: Flax's layers with it.
 
 Params are float32 with logical axis names ('embed', 'mlp', 'heads', 'kv', 'vocab',
 'patch', 'leads', 'time') so parallel.py can shard them; compute runs in `dtype`.
 """
 
+import functools
 import math
 from typing import Any, Optional, Sequence
 
@@ -122,6 +124,11 @@ def flat_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_elem
   return out.reshape(free_lhs + free_rhs)
 
 
+# The Dense layers of every model here: Flax's, with the 2-D dot above.
+Dense = functools.partial(nn.Dense, dot_general=flat_dot_general)
+DenseGeneral = functools.partial(nn.DenseGeneral, dot_general=flat_dot_general)
+
+
 # 'auto': cuDNN's fused (flash) attention on GPU for bfloat16/float16 without a padding mask,
 # XLA's attention elsewhere; 'xla' forces XLA's. Read at trace time (benchmarks flip it).
 FUSED_ATTENTION = "auto"
@@ -156,9 +163,8 @@ class SelfAttention(nn.Module):
     if width % self.num_heads:
       raise ValueError(f"width {width} is not divisible by {self.num_heads} heads")
     head_dim = width // self.num_heads
-    dense = lambda name, use_bias=True: nn.DenseGeneral(  # noqa: E731
+    dense = lambda name, use_bias=True: DenseGeneral(  # noqa: E731
         (self.num_heads, head_dim), dtype=self.dtype, name=name, use_bias=use_bias,
-        dot_general=flat_dot_general,
         kernel_init=_param_init(_DENSE_INIT, ("embed", "heads", "kv")),
         bias_init=_param_init(nn.initializers.zeros, ("heads", "kv")))
     # No key bias: it adds the same q·b_k to every logit of a query row, which the softmax
@@ -170,9 +176,8 @@ class SelfAttention(nn.Module):
       mask = pad_mask[:, None, None, :]  # (B, heads, T_q, T_k) broadcast.
     impl = attention_implementation(q.dtype, head_dim, mask is not None)
     out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
-    return nn.DenseGeneral(
+    return DenseGeneral(
         width, axis=(-2, -1), dtype=self.dtype, name="out",
-        dot_general=flat_dot_general,
         kernel_init=_param_init(_DENSE_INIT, ("heads", "kv", "embed")),
         bias_init=_param_init(nn.initializers.zeros, ("embed",)))(out)
 
@@ -186,15 +191,13 @@ class MlpBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     width = x.shape[-1]
-    h = nn.Dense(self.mlp_dim, dtype=self.dtype, name="fc1",
-                 dot_general=flat_dot_general,
-                 kernel_init=_param_init(_DENSE_INIT, ("embed", "mlp")),
-                 bias_init=_param_init(nn.initializers.zeros, ("mlp",)))(x)
+    h = Dense(self.mlp_dim, dtype=self.dtype, name="fc1",
+              kernel_init=_param_init(_DENSE_INIT, ("embed", "mlp")),
+              bias_init=_param_init(nn.initializers.zeros, ("mlp",)))(x)
     h = nn.gelu(h, approximate=self.approximate_gelu)
-    return nn.Dense(width, dtype=self.dtype, name="fc2",
-                    dot_general=flat_dot_general,
-                    kernel_init=_param_init(_DENSE_INIT, ("mlp", "embed")),
-                    bias_init=_param_init(nn.initializers.zeros, ("embed",)))(h)
+    return Dense(width, dtype=self.dtype, name="fc2",
+                 kernel_init=_param_init(_DENSE_INIT, ("mlp", "embed")),
+                 bias_init=_param_init(nn.initializers.zeros, ("embed",)))(h)
 
 
 def layer_norm(name: str, dtype: Dtype, epsilon: float = 1e-6) -> nn.LayerNorm:
@@ -242,10 +245,9 @@ class TokenEmbedding(nn.Module):
 
   @nn.compact
   def __call__(self, patches, lead_ids, time_ids):
-    x = nn.Dense(self.width, dtype=self.dtype, name="patch_proj",
-                 dot_general=flat_dot_general,
-                 kernel_init=_param_init(_DENSE_INIT, ("patch", "embed")),
-                 bias_init=_param_init(nn.initializers.zeros, ("embed",)))(patches)
+    x = Dense(self.width, dtype=self.dtype, name="patch_proj",
+              kernel_init=_param_init(_DENSE_INIT, ("patch", "embed")),
+              bias_init=_param_init(nn.initializers.zeros, ("embed",)))(patches)
     lead_table = self.param(
         "lead_embedding",
         _param_init(nn.initializers.normal(0.02), ("leads", "embed")),
@@ -308,10 +310,9 @@ class ECGDecoder(nn.Module):
     """
     b, t_vis, _ = visible.shape
     t = ids_restore.shape[1]
-    x = nn.Dense(self.width, dtype=self.dtype, name="input_proj",
-                 dot_general=flat_dot_general,
-                 kernel_init=_param_init(_DENSE_INIT, ("embed", "mlp")),
-                 bias_init=_param_init(nn.initializers.zeros, ("mlp",)))(visible)
+    x = Dense(self.width, dtype=self.dtype, name="input_proj",
+              kernel_init=_param_init(_DENSE_INIT, ("embed", "mlp")),
+              bias_init=_param_init(nn.initializers.zeros, ("mlp",)))(visible)
     mask_token = self.param("mask_token",
                             _param_init(nn.initializers.normal(0.02), (None, None, "mlp")),
                             (1, 1, self.width))
@@ -329,8 +330,7 @@ class ECGDecoder(nn.Module):
              + jnp.take(time_table, time_ids, axis=0))[None].astype(x.dtype)
     x = Transformer(self.depth, self.num_heads, 4 * self.width, self.dtype, self.remat,
                     name="transformer")(x)
-    pred = nn.Dense(self.patch_size, dtype=self.dtype, name="head",
-                    dot_general=flat_dot_general,
-                    kernel_init=_param_init(_DENSE_INIT, ("mlp", "patch")),
-                    bias_init=_param_init(nn.initializers.zeros, ("patch",)))(x)
+    pred = Dense(self.patch_size, dtype=self.dtype, name="head",
+                 kernel_init=_param_init(_DENSE_INIT, ("mlp", "patch")),
+                 bias_init=_param_init(nn.initializers.zeros, ("patch",)))(x)
     return pred.astype(jnp.float32)

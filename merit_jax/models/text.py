@@ -93,11 +93,11 @@ class _BertLayer(nn.Module):
     heads, hd = c.num_attention_heads, c.hidden_size // c.num_attention_heads
 
     def dense(features, name, names):
-      return nn.Dense(features, dtype=self.dtype, name=name,
-                      dot_general=ecg_vit.flat_dot_general,
-                      kernel_init=nn.with_logical_partitioning(
-                          nn.initializers.normal(0.02), names),
-                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, names[1:]))
+      return ecg_vit.Dense(features, dtype=self.dtype, name=name,
+                           kernel_init=nn.with_logical_partitioning(
+                               nn.initializers.normal(0.02), names),
+                           bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
+                                                                  names[1:]))
 
     def ln(name):
       return nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=self.dtype, name=name,
