@@ -1,0 +1,229 @@
+"""The same MAE train step in PyTorch, for the reference that issue 7's CPU targets cite.
+
+    pip install torch==2.13.0        # not a project requirement; the CPU build
+    python -m benchmarks.torch_reference --sizes=base --batch_sizes=32 [--steps=5] [--json]
+
+The fraction-of-peak targets were set against a PyTorch MAE step (ViT-B, patch 50, batch 32)
+that reaches about 86 % of "this CPU's matmul peak". That peak is PyTorch's own matmul, and
+`benchmarks/train_step.py` divides by XLA's. This script times the PyTorch step of the same
+shapes beside its own measured matmul peak (PyTorch, same dtype, same process), so the two
+frameworks can be compared both ways: fraction of each one's own peak, and step time.
+
+The model mirrors `merit_jax` at λ = 0 (masked modelling only): patches of `rate // 2` samples
+from 10 s of 12 leads, 75 % of the tokens masked, the pre-LN ViT encoder of `--sizes` on the
+visible tokens, the 256-wide, 4-layer, 4-head decoder on all tokens, the normalised-patch MSE on
+the masked ones, AdamW with global-norm clipping. Attention is `F.scaled_dot_product_attention`
+(PyTorch's fused CPU kernel), GELU exact, float32, eager mode. Model FLOPs are counted with
+`mae_flops_per_step`, the same formula as `benchmarks/train_step.analytic_flops_per_step`
+(tests/test_torch_reference.py checks they agree), so the FLOP/s figures are comparable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12)}  # As ecg_vit.
+NUM_LEADS, SECONDS, MASK_RATIO = 12, 10, 0.75
+DECODER = (256, 4, 4)  # Width, depth, heads: DESIGN.md's MAE decoder.
+
+
+def shapes(size: str, rate: int) -> dict:
+  """Token counts and widths of the MAE step for one encoder size and sample rate."""
+  if size not in SIZES:
+    raise ValueError(f"unknown size {size!r}; expected one of {sorted(SIZES)}")
+  patch = rate // 2
+  tokens = NUM_LEADS * (SECONDS * rate // patch)
+  visible = max(1, int(round((1.0 - MASK_RATIO) * tokens)))  # As merit.num_kept_tokens.
+  width, depth, heads = SIZES[size]
+  return dict(patch=patch, tokens=tokens, visible=visible, width=width, depth=depth,
+              heads=heads, mlp=4 * width)
+
+
+def _blocks_fwd_flops(tokens: int, width: int, depth: int, mlp: int) -> float:
+  return depth * (2 * tokens * (4 * width * width + 2 * width * mlp)
+                  + 2 * 2 * tokens * tokens * width)
+
+
+def mae_flops_per_step(size: str, rate: int, batch_size: int) -> float:
+  """Matmul + attention FLOPs of one MAE train step (fwd + bwd = 3 x fwd)."""
+  s = shapes(size, rate)
+  dw, dd, _ = DECODER
+  fwd = (2 * s["visible"] * s["patch"] * s["width"]
+         + _blocks_fwd_flops(s["visible"], s["width"], s["depth"], s["mlp"])
+         + 2 * s["visible"] * s["width"] * dw
+         + _blocks_fwd_flops(s["tokens"], dw, dd, 4 * dw)
+         + 2 * s["tokens"] * dw * s["patch"])
+  return 3.0 * fwd * batch_size
+
+
+def build_step(size: str, rate: int, batch_size: int, seed: int = 0):
+  """(step() -> loss, model): one PyTorch MAE train step on a fixed random batch."""
+  import torch  # pylint: disable=import-outside-toplevel
+  from torch import nn  # pylint: disable=import-outside-toplevel
+  import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
+
+  torch.manual_seed(seed)
+  s = shapes(size, rate)
+  patch, tokens, visible = s["patch"], s["tokens"], s["visible"]
+  per_lead = tokens // NUM_LEADS
+
+  class Block(nn.Module):
+    """Pre-LN block: x + Attn(LN(x)), x + MLP(LN(x)); no key bias, as merit_jax."""
+
+    def __init__(self, width, heads, mlp):
+      super().__init__()
+      self.heads = heads
+      self.ln1, self.ln2 = nn.LayerNorm(width, eps=1e-6), nn.LayerNorm(width, eps=1e-6)
+      self.q, self.k = nn.Linear(width, width), nn.Linear(width, width, bias=False)
+      self.v, self.out = nn.Linear(width, width), nn.Linear(width, width)
+      self.fc1, self.fc2 = nn.Linear(width, mlp), nn.Linear(mlp, width)
+
+    def forward(self, x):
+      b, t, w = x.shape
+      h = self.ln1(x)
+      split = lambda y: y.view(b, t, self.heads, w // self.heads).transpose(1, 2)  # noqa: E731
+      a = F.scaled_dot_product_attention(split(self.q(h)), split(self.k(h)), split(self.v(h)))
+      x = x + self.out(a.transpose(1, 2).reshape(b, t, w))
+      return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+
+  class MAE(nn.Module):
+    def __init__(self):
+      super().__init__()
+      w, dw = s["width"], DECODER[0]
+      self.embed = nn.Linear(patch, w)
+      self.lead = nn.Parameter(0.02 * torch.randn(NUM_LEADS, 1, w))
+      self.time = nn.Parameter(0.02 * torch.randn(1, per_lead, w))
+      self.encoder = nn.ModuleList(Block(w, s["heads"], s["mlp"]) for _ in range(s["depth"]))
+      self.encoder_ln = nn.LayerNorm(w, eps=1e-6)
+      self.decoder_in = nn.Linear(w, dw)
+      self.mask_token = nn.Parameter(torch.zeros(1, 1, dw))
+      self.decoder_pos = nn.Parameter(0.02 * torch.randn(1, tokens, dw))
+      self.decoder = nn.ModuleList(Block(dw, DECODER[2], 4 * dw) for _ in range(DECODER[1]))
+      self.decoder_ln = nn.LayerNorm(dw, eps=1e-6)
+      self.head = nn.Linear(dw, patch)
+
+    def forward(self, ecg):
+      b = ecg.shape[0]
+      patches = ecg.reshape(b, tokens, patch)  # Lead-major, as ecg_vit.patchify.
+      pos = (self.lead + self.time).reshape(1, tokens, -1)
+      x = self.embed(patches) + pos
+      order = torch.argsort(torch.rand(b, tokens), dim=1)
+      restore = torch.argsort(order, dim=1)
+      keep = order[:, :visible]
+      x = torch.gather(x, 1, keep[..., None].expand(-1, -1, x.shape[-1]))
+      for block in self.encoder:
+        x = block(x)
+      x = self.decoder_in(self.encoder_ln(x))
+      x = torch.cat([x, self.mask_token.expand(b, tokens - visible, -1)], dim=1)
+      x = torch.gather(x, 1, restore[..., None].expand(-1, -1, x.shape[-1])) + self.decoder_pos
+      for block in self.decoder:
+        x = block(x)
+      pred = self.head(self.decoder_ln(x))
+      target = (patches - patches.mean(-1, keepdim=True)) / (
+          patches.var(-1, keepdim=True) + 1e-6).sqrt()
+      masked = (restore >= visible).float()
+      return (((pred - target) ** 2).mean(-1) * masked).sum() / masked.sum()
+
+  model = MAE()
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
+  ecg = torch.randn(batch_size, NUM_LEADS, SECONDS * rate)
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    loss = model(ecg)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss.detach().item()
+
+  return step, model
+
+
+def matmul_peak(extra_shapes=(), repeats: int = 5) -> float:
+  """PyTorch's float32 matmul FLOP/s: best of `repeats` over large squares and `extra_shapes`."""
+  import torch  # pylint: disable=import-outside-toplevel
+  best = 0.0
+  for m, k, n in [(1024, 1024, 1024), (2048, 2048, 2048), *extra_shapes]:
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    for _ in range(2):
+      torch.mm(a, b)
+    for _ in range(repeats):
+      start = time.perf_counter()
+      torch.mm(a, b)
+      best = max(best, 2.0 * m * k * n / (time.perf_counter() - start))
+  return best
+
+
+def bench_one(size: str, rate: int, batch_size: int, steps: int) -> dict:
+  import torch  # pylint: disable=import-outside-toplevel
+  s = shapes(size, rate)
+  step, model = build_step(size, rate, batch_size)
+  step_shapes = [(batch_size * s["visible"], s["width"], s["mlp"]),
+                 (batch_size * s["visible"], s["mlp"], s["width"])]
+  for _ in range(2):  # Warm-up: allocator, oneDNN primitive caches.
+    loss = step()
+  peak = matmul_peak(step_shapes)
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    loss = step()
+    times.append(time.perf_counter() - start)
+  peak = max(peak, matmul_peak(step_shapes))  # Best of before and after the timed steps.
+  step_time = float(np.median(times))
+  flops = mae_flops_per_step(size, rate, batch_size)
+  return dict(framework="pytorch", torch_version=torch.__version__,
+              threads=torch.get_num_threads(), model=size, variant="mae", sample_rate=rate,
+              dtype="float32", batch_size=batch_size, steps=steps,
+              params=sum(p.numel() for p in model.parameters()),
+              step_time_s=step_time, step_time_min_s=float(min(times)),
+              ecgs_per_s=batch_size / step_time, flops_per_step=flops,
+              achieved_flops_per_s=flops / step_time, peak_flops_per_s=peak,
+              fraction_of_peak=flops / step_time / peak, loss_finite=bool(np.isfinite(loss)),
+              load_average_1m=os.getloadavg()[0])
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--sizes", default="base")
+  parser.add_argument("--rates", default="100")
+  parser.add_argument("--batch_sizes", default="32")
+  parser.add_argument("--steps", type=int, default=5)
+  parser.add_argument("--json", action="store_true")
+  args = parser.parse_args(argv)
+  try:
+    import torch  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  except ImportError as e:
+    raise SystemExit("benchmarks.torch_reference needs PyTorch, which merit_jax does not "
+                     "install: pip install torch==2.13.0") from e
+  if args.steps < 1:
+    raise SystemExit(f"--steps must be at least 1, got {args.steps}")
+  rates = [int(r) for r in args.rates.split(",")]
+  for size in args.sizes.split(","):
+    for rate in rates:
+      try:
+        shapes(size, rate)
+      except ValueError as e:
+        raise SystemExit(f"--sizes: {e}") from e
+  records = []
+  for size in args.sizes.split(","):
+    for rate in rates:
+      for batch in (int(b) for b in args.batch_sizes.split(",")):
+        record = bench_one(size, rate, batch, args.steps)
+        records.append(record)
+        if not args.json:
+          print(f"pytorch {size} mae {rate} Hz batch {batch}: step {record['step_time_s']:.3f} s"
+                f", {record['ecgs_per_s']:.1f} ECGs/s, "
+                f"{record['achieved_flops_per_s'] / 1e9:.0f} GFLOP/s of a "
+                f"{record['peak_flops_per_s'] / 1e9:.0f} GFLOP/s PyTorch matmul peak: "
+                f"{100 * record['fraction_of_peak']:.1f} %", flush=True)
+  if args.json:
+    print(json.dumps(records, indent=1))
+
+
+if __name__ == "__main__":
+  main()
