@@ -9,13 +9,14 @@ that reaches about 86 % of "this CPU's matmul peak". That peak is PyTorch's own 
 shapes beside its own measured matmul peak (PyTorch, same dtype, same process), so the two
 frameworks can be compared both ways: fraction of each one's own peak, and step time.
 
-The model mirrors `merit_jax` at λ = 0 (masked modelling only): patches of `rate // 2` samples
-from 10 s of 12 leads, 75 % of the tokens masked, the pre-LN ViT encoder of `--sizes` on the
-visible tokens, the 256-wide, 4-layer, 4-head decoder on all tokens, the normalised-patch MSE on
-the masked ones, AdamW with global-norm clipping. Attention is `F.scaled_dot_product_attention`
-(PyTorch's fused CPU kernel), GELU exact, float32, eager mode. Model FLOPs are counted with
-`mae_flops_per_step`, the same formula as `benchmarks/train_step.analytic_flops_per_step`
-(tests/test_torch_reference.py checks they agree), so the FLOP/s figures are comparable.
+The model mirrors `merit_jax` at λ = 0 (masked modelling only), with every shape read from the
+harness's own config (`benchmarks/train_step.make_config`): patches of `rate // 2` samples from
+10 s of 12 leads, 75 % of the tokens masked, the pre-LN ViT encoder of `--sizes` on the visible
+tokens, the 256-wide, 4-layer, 4-head decoder on all tokens, the normalised-patch MSE on the
+masked ones, AdamW with global-norm clipping. Attention is `F.scaled_dot_product_attention`
+(PyTorch's fused CPU kernel), GELU exact, float32, eager mode. Model FLOPs are the harness's
+`analytic_flops_per_step` of that config, so the FLOP/s figures are comparable. (JAX is imported
+for the config and the count only; no JAX computation runs beside the PyTorch step.)
 """
 
 from __future__ import annotations
@@ -27,38 +28,32 @@ import time
 
 import numpy as np
 
-SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12)}  # As ecg_vit.
-NUM_LEADS, SECONDS, MASK_RATIO = 12, 10, 0.75
-DECODER = (256, 4, 4)  # Width, depth, heads: DESIGN.md's MAE decoder.
+from benchmarks import train_step as bench
+from merit_jax.models import ecg_vit
+
+
+def _mae_config(size: str, rate: int, batch_size: int):
+  """The harness's config of the MAE step (λ = 0, float32, remat off)."""
+  if size not in ecg_vit.SIZES:
+    raise ValueError(f"unknown size {size!r}; expected one of {sorted(ecg_vit.SIZES)}")
+  return bench.make_config(size, rate, "mae", "masked", False, "float32", batch_size)
 
 
 def shapes(size: str, rate: int) -> dict:
-  """Token counts and widths of the MAE step for one encoder size and sample rate."""
-  if size not in SIZES:
-    raise ValueError(f"unknown size {size!r}; expected one of {sorted(SIZES)}")
-  patch = rate // 2
-  tokens = NUM_LEADS * (SECONDS * rate // patch)
-  visible = max(1, int(round((1.0 - MASK_RATIO) * tokens)))  # As merit.num_kept_tokens.
-  width, depth, heads = SIZES[size]
-  return dict(patch=patch, tokens=tokens, visible=visible, width=width, depth=depth,
-              heads=heads, mlp=4 * width)
-
-
-def _blocks_fwd_flops(tokens: int, width: int, depth: int, mlp: int) -> float:
-  return depth * (2 * tokens * (4 * width * width + 2 * width * mlp)
-                  + 2 * 2 * tokens * tokens * width)
+  """Token counts and widths of the harness's MAE step for one encoder size and sample rate."""
+  config = _mae_config(size, rate, 1)
+  m = config.model
+  tokens, visible = bench.token_counts(config)
+  width, depth, mlp = bench.encoder_dims(config)
+  return dict(leads=m.num_leads, samples=config.data.preprocess.num_samples,
+              patch=m.patch_size, tokens=tokens, visible=visible, width=width, depth=depth,
+              heads=m.heads or ecg_vit.SIZES[m.size][2], mlp=mlp,
+              decoder=(m.decoder.width, m.decoder.depth, m.decoder.heads))
 
 
 def mae_flops_per_step(size: str, rate: int, batch_size: int) -> float:
-  """Matmul + attention FLOPs of one MAE train step (fwd + bwd = 3 x fwd)."""
-  s = shapes(size, rate)
-  dw, dd, _ = DECODER
-  fwd = (2 * s["visible"] * s["patch"] * s["width"]
-         + _blocks_fwd_flops(s["visible"], s["width"], s["depth"], s["mlp"])
-         + 2 * s["visible"] * s["width"] * dw
-         + _blocks_fwd_flops(s["tokens"], dw, dd, 4 * dw)
-         + 2 * s["tokens"] * dw * s["patch"])
-  return 3.0 * fwd * batch_size
+  """Matmul + attention FLOPs of one MAE train step: the harness's own analytic count."""
+  return bench.analytic_flops_per_step(_mae_config(size, rate, batch_size))
 
 
 def build_step(size: str, rate: int, batch_size: int, seed: int = 0):
@@ -69,8 +64,8 @@ def build_step(size: str, rate: int, batch_size: int, seed: int = 0):
 
   torch.manual_seed(seed)
   s = shapes(size, rate)
-  patch, tokens, visible = s["patch"], s["tokens"], s["visible"]
-  per_lead = tokens // NUM_LEADS
+  leads, patch, tokens, visible = s["leads"], s["patch"], s["tokens"], s["visible"]
+  dw, d_depth, d_heads = s["decoder"]
 
   class Block(nn.Module):
     """Pre-LN block: x + Attn(LN(x)), x + MLP(LN(x)); no key bias, as merit_jax."""
@@ -94,16 +89,16 @@ def build_step(size: str, rate: int, batch_size: int, seed: int = 0):
   class MAE(nn.Module):
     def __init__(self):
       super().__init__()
-      w, dw = s["width"], DECODER[0]
+      w = s["width"]
       self.embed = nn.Linear(patch, w)
-      self.lead = nn.Parameter(0.02 * torch.randn(NUM_LEADS, 1, w))
-      self.time = nn.Parameter(0.02 * torch.randn(1, per_lead, w))
+      self.lead = nn.Parameter(0.02 * torch.randn(leads, 1, w))
+      self.time = nn.Parameter(0.02 * torch.randn(1, tokens // leads, w))
       self.encoder = nn.ModuleList(Block(w, s["heads"], s["mlp"]) for _ in range(s["depth"]))
       self.encoder_ln = nn.LayerNorm(w, eps=1e-6)
       self.decoder_in = nn.Linear(w, dw)
       self.mask_token = nn.Parameter(torch.zeros(1, 1, dw))
       self.decoder_pos = nn.Parameter(0.02 * torch.randn(1, tokens, dw))
-      self.decoder = nn.ModuleList(Block(dw, DECODER[2], 4 * dw) for _ in range(DECODER[1]))
+      self.decoder = nn.ModuleList(Block(dw, d_heads, 4 * dw) for _ in range(d_depth))
       self.decoder_ln = nn.LayerNorm(dw, eps=1e-6)
       self.head = nn.Linear(dw, patch)
 
@@ -131,7 +126,7 @@ def build_step(size: str, rate: int, batch_size: int, seed: int = 0):
 
   model = MAE()
   opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
-  ecg = torch.randn(batch_size, NUM_LEADS, SECONDS * rate)
+  ecg = torch.randn(batch_size, leads, s["samples"])
 
   def step():
     opt.zero_grad(set_to_none=True)
