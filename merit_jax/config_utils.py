@@ -18,6 +18,7 @@ TEXT_KINDS = ("transformer", "hf_bert")
 CONTRASTIVE_VIEWS = ("masked", "full")
 DTYPES = ("float32", "bfloat16")
 TOKENIZER_KINDS = ("sentencepiece", "hf")
+POOLINGS = ("mean", "cls")
 
 
 class ConfigError(ValueError):
@@ -133,8 +134,22 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
     if not hf_dir:
       fail("config.model.text.kind='hf_bert' needs config.model.text.hf_dir (a local Hugging "
            "Face folder with config.json and model.safetensors)")
-    elif check_paths and not os.path.isdir(os.path.expanduser(hf_dir)):
-      fail(f"config.model.text.hf_dir={hf_dir!r} does not exist")
+    elif check_paths:
+      from merit_jax.models import text as text_lib  # pylint: disable=g-import-not-at-top
+      try:
+        if not text_lib.resolve_hf_dir(hf_dir).is_dir():
+          fail(f"config.model.text.hf_dir={hf_dir!r} does not exist")
+      except FileNotFoundError as e:
+        fail(f"config.model.text.hf_dir={hf_dir!r}: {e}")
+  if _get(config, "model.text.frozen", False) and text_kind != "hf_bert":
+    fail(f"config.model.text.frozen=True needs a pretrained tower (kind='hf_bert'), got "
+         f"kind={text_kind!r}: a from-scratch tower must train")
+  pooling = _get(config, "model.text.pooling", "mean")
+  if pooling not in POOLINGS:
+    fail(f"config.model.text.pooling={pooling!r} must be one of {', '.join(POOLINGS)}")
+  layer = _get(config, "model.text.layer")
+  if layer is not None and (not isinstance(layer, int) or layer < 1):
+    fail(f"config.model.text.layer={layer!r} must be a layer number >= 1 or None (the last)")
   temp = _get(config, "model.temperature_init", 0.07)
   if temp is not None and float(temp) <= 0:
     fail(f"config.model.temperature_init={temp} must be > 0")

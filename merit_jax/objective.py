@@ -73,6 +73,16 @@ def masked_patch_mse(pred: jax.Array, target: jax.Array, mask: jax.Array,
   return jnp.sum(per_patch * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
+def l2_normalize(x: jax.Array) -> jax.Array:
+  """x / |x| with finite gradients at x = 0 (an ECG-only row's all-zero text embedding).
+
+  `x / max(norm(x), eps)` has a NaN gradient there (the norm's), and a masked-out row is still
+  differentiated; clamping the squared norm instead gives the same values elsewhere.
+  """
+  sq_norm = jnp.sum(x * x, axis=-1, keepdims=True)
+  return x * jax.lax.rsqrt(jnp.maximum(sq_norm, 1e-12))
+
+
 def info_nce(ecg_emb: jax.Array, text_emb: jax.Array, logit_scale: jax.Array,
              valid: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """Symmetric InfoNCE over the (global) N x N cosine-similarity matrix.
@@ -91,8 +101,7 @@ def info_nce(ecg_emb: jax.Array, text_emb: jax.Array, logit_scale: jax.Array,
   """
   e = ecg_emb.astype(jnp.float32)
   t = text_emb.astype(jnp.float32)
-  e = e / jnp.maximum(jnp.linalg.norm(e, axis=-1, keepdims=True), 1e-6)
-  t = t / jnp.maximum(jnp.linalg.norm(t, axis=-1, keepdims=True), 1e-6)
+  e, t = l2_normalize(e), l2_normalize(t)
   logits = jnp.exp(logit_scale) * e @ t.T
   if valid is None:
     diag = jnp.diagonal(logits)

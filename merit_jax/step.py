@@ -21,7 +21,8 @@ API:
   create_train_state(config, mesh, rng) -> (state, state_shardings); params are created
     directly sharded. With model.text.kind='hf_bert' the text tower holds the imported weights.
   make_train_step(config, mesh, state_shardings) -> train_step(state, batch, rng) ->
-    (state, metrics). batch: {'ecg' (B, 12, S) float32, 'tokens' (B, L) int32}; extra keys
+    (state, metrics). batch: {'ecg' (B, 12, S) float32, 'tokens' (B, L) int32} (with a frozen
+    text tower 'text_emb' (B, dim) float32 instead of 'tokens': no text forward); extra keys
     are ignored. metrics (replicated scalars): loss, rec_loss, nce_loss, mi_signal_nats,
     mi_text_nats, temperature, grad_norm, lr, retrieval_top1, mask_fraction, skipped,
     nonfinite_steps. `train_step.jitted` is the underlying jitted function.
@@ -46,6 +47,7 @@ from merit_jax import optim
 from merit_jax import parallel
 from merit_jax.models import merit as merit_lib
 from merit_jax.models import text as text_lib
+from merit_jax.models import text_tower
 
 BATCH_KEYS = ("ecg", "tokens")
 # Passed on when the pipeline provides them: `has_report` (1 = the row has a report) keeps the
@@ -61,10 +63,13 @@ class TrainState(struct.PyTreeNode):
   consecutive_nonfinite: jax.Array
 
 
-def _text_len(config) -> int:
-  text_cfg = config.model.text
-  length = text_cfg.get("max_len", None) or config.data.get("max_text_len", None) or 64
-  return int(length)
+def text_batch_key(config) -> str:
+  """'text_emb' (cached frozen-tower embeddings) or 'tokens' (a text tower that trains)."""
+  return "text_emb" if text_tower.is_frozen(config.model.text) else "tokens"
+
+
+def batch_keys(config) -> tuple[str, str]:
+  return ("ecg", text_batch_key(config))
 
 
 def validate_config(config, mesh) -> None:
@@ -86,12 +91,12 @@ def validate_config(config, mesh) -> None:
 def _dummy_inputs(config, batch: int = 1):
   ecg = jnp.zeros((batch, int(config.model.num_leads), int(config.data.preprocess.num_samples)),
                   jnp.float32)
-  tokens = jnp.ones((batch, _text_len(config)), jnp.int32)
-  return ecg, tokens
+  return ecg, merit_lib.dummy_text_input(config, batch)
 
 
 def _pretrained_text_params(config):
-  if config.model.text.get("kind", "transformer") != "hf_bert":
+  if (config.model.text.get("kind", "transformer") != "hf_bert"
+      or text_tower.is_frozen(config.model.text)):
     return None
   params, _ = text_lib.hf_bert_params(config.model.text.hf_dir)
   return params
@@ -142,11 +147,11 @@ def create_train_state(config, mesh, rng) -> tuple[TrainState, Any]:
   return state, shardings
 
 
-def _select_batch(batch) -> dict[str, Any]:
-  missing = [k for k in BATCH_KEYS if k not in batch]
+def _select_batch(batch, keys: tuple[str, ...]) -> dict[str, Any]:
+  missing = [k for k in keys if k not in batch]
   if missing:
-    raise KeyError(f"batch is missing {missing}; expected keys {BATCH_KEYS}")
-  return {k: batch[k] for k in BATCH_KEYS + OPTIONAL_BATCH_KEYS if k in batch}
+    raise KeyError(f"batch is missing {missing}; expected keys {keys}")
+  return {k: batch[k] for k in keys + OPTIONAL_BATCH_KEYS if k in batch}
 
 
 def make_loss_fn(config) -> Callable:
@@ -154,9 +159,10 @@ def make_loss_fn(config) -> Callable:
   model = merit_lib.build_model(config)
   obj_cfg = config.objective
   flags = objective.objective_flags(obj_cfg)
+  text_key = text_batch_key(config)
 
   def loss_fn(params, batch, rng):
-    outputs = model.apply({"params": params}, batch["ecg"], batch["tokens"], rng, **flags)
+    outputs = model.apply({"params": params}, batch["ecg"], batch[text_key], rng, **flags)
     return objective.merit_loss(outputs, batch, obj_cfg)
 
   return loss_fn
@@ -197,8 +203,10 @@ def make_train_step(config, mesh, state_shardings) -> Callable:
                    in_shardings=(state_shardings, parallel.batch_sharding(mesh), rep),
                    out_shardings=(state_shardings, rep), donate_argnums=(0,))
 
+  keys = batch_keys(config)
+
   def train_step(state, batch, rng):
-    selected = _select_batch(batch)
+    selected = _select_batch(batch, keys)
     if selected["ecg"].shape[0] != global_batch:
       raise ValueError(f"train_step: batch has {selected['ecg'].shape[0]} examples, "
                        f"config.batch_size is {global_batch}")
@@ -214,13 +222,15 @@ def make_eval_step(config, mesh, state_shardings) -> Callable:
   obj_cfg = config.objective
   flags = objective.objective_flags(obj_cfg)
   shards = parallel.num_batch_shards(mesh)
+  keys = batch_keys(config)
+  text_key = keys[1]
 
   def eval_fn(state: TrainState, batch, rng):
     variables = {"params": state.params}
-    outputs = model.apply(variables, batch["ecg"], batch["tokens"], rng, **flags)
+    outputs = model.apply(variables, batch["ecg"], batch[text_key], rng, **flags)
     _, metrics = objective.merit_loss(outputs, batch, obj_cfg)
     ecg = model.apply(variables, batch["ecg"], method=merit_lib.MERIT.embed_ecg)
-    txt = model.apply(variables, batch["tokens"], method=merit_lib.MERIT.embed_text)
+    txt = model.apply(variables, batch[text_key], method=merit_lib.MERIT.embed_text)
     embeddings = {"ecg": ecg["projected"], "text": txt["projected"],
                   "ecg_pooled": ecg["pooled"], "text_pooled": txt["pooled"]}
     return metrics, embeddings
@@ -231,7 +241,7 @@ def make_eval_step(config, mesh, state_shardings) -> Callable:
                    out_shardings=(rep, batch_sh))
 
   def eval_step(state, batch, rng):
-    selected = _select_batch(batch)
+    selected = _select_batch(batch, keys)
     n = selected["ecg"].shape[0]
     if n % shards:
       raise ValueError(f"eval_step: batch of {n} does not divide over {shards} devices "

@@ -236,7 +236,7 @@ class InferenceFns:
 
 def _retrieval_metrics(ecg_emb: np.ndarray, text_emb: np.ndarray, tokens: np.ndarray) -> dict:
   """ECG->report R@1/5 with chance level, via the project's evaluator when present."""
-  # Identical reports tokenize identically: token rows serve as duplicate groups.
+  # Identical reports tokenize (or embed) identically: rows serve as duplicate groups.
   _, group_ids = np.unique(tokens, axis=0, return_inverse=True)
   from merit_jax.evaluators import retrieval  # pylint: disable=g-import-not-at-top
   ks = tuple(k for k in (1, 5) if k <= ecg_emb.shape[0])
@@ -256,6 +256,7 @@ def evaluate(config, state, eval_step, fns: InferenceFns, tokenizer, mesh, step:
   from merit_jax import plots  # pylint: disable=g-import-not-at-top
   from merit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 
+  text_key = pipeline.text_batch_key(tokenizer)
   ecg_embs, text_embs, tokens_all = [], [], []
   sums: dict[str, float] = {}
   count = 0
@@ -268,7 +269,7 @@ def evaluate(config, state, eval_step, fns: InferenceFns, tokenizer, mesh, step:
       break
     n = int(np.asarray(batch["valid"]).sum())
     model_batch = {"ecg": _pad_rows(batch["ecg"], devices),
-                   "tokens": _pad_rows(batch["tokens"], devices)}
+                   text_key: _pad_rows(batch[text_key], devices)}
     metrics, embeddings = eval_step(state, _to_global_batch(model_batch, mesh), rng)
     metrics, embeddings = _fetch((metrics, embeddings))
     # Batch means, weighted by the real records (the padded tail repeats the last record).
@@ -277,7 +278,7 @@ def evaluate(config, state, eval_step, fns: InferenceFns, tokenizer, mesh, step:
     count += n
     ecg_embs.append(np.asarray(embeddings["ecg"])[:n])
     text_embs.append(np.asarray(embeddings["text"])[:n])
-    tokens_all.append(np.asarray(batch["tokens"])[:n])
+    tokens_all.append(np.asarray(batch[text_key])[:n])
     if not plotted and config.eval.num_plot_ecgs:
       k = min(config.eval.num_plot_ecgs, n)
       recon, mask = fns.reconstruct(state.params, batch["ecg"][:k], rng)  # All processes.
@@ -300,6 +301,25 @@ def evaluate(config, state, eval_step, fns: InferenceFns, tokenizer, mesh, step:
 
 # ----------------------------------------------------------------------------------------------
 # Linear-probe summary on frozen features.
+
+
+def load_text_input(config):
+  """(tokenizer, text input of the pipeline) for a run.
+
+  A trained text tower reads token ids: both are the dataset's tokenizer. A frozen pretrained
+  tower (`model.text.frozen`) reads its report embeddings from a cache computed once per build
+  (data/text_cache.py), and the tokenizer saved with the run is the tower's own.
+  """
+  from merit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from merit_jax.data import text_cache  # pylint: disable=g-import-not-at-top
+  from merit_jax.models import text_tower  # pylint: disable=g-import-not-at-top
+  if not text_tower.is_frozen(config.model.text):
+    tokenizer = pipeline.load_data_tokenizer(config.data)
+    return tokenizer, tokenizer
+  tower = text_tower.FrozenTextTower.from_config(config.model.text,
+                                                 batch_size=int(config.eval.batch_size))
+  return tower.tokenizer, text_cache.for_data(tower, config.data,
+                                              progress=jax.process_index() == 0)
 
 
 def _split_features(config, fns, params, tokenizer, split, task, max_records):
@@ -484,7 +504,7 @@ def _train_loop(config, workdir: str, guard: preemption.PreemptionGuard,
 
   drop_sources_without_use(config)
   ensure_datasets(config.data)
-  tokenizer = pipeline.load_data_tokenizer(config.data)
+  tokenizer, text_input = load_text_input(config)
   config.model.text.vocab_size = int(tokenizer.vocab_size)
   ckpt = checkpoint_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
   resume_step = ckpt.latest_step()
@@ -495,7 +515,7 @@ def _train_loop(config, workdir: str, guard: preemption.PreemptionGuard,
   checkpoint_lib.save_run_files(workdir, config, tokenizer)
 
   train_iter = pipeline.make_train_iterator(config.data, mesh, config.batch_size, config.seed,
-                                            tokenizer)
+                                            text_input)
   init_rng, loop_rng = jax.random.split(jax.random.key(config.seed))
   state, state_shardings = step_lib.create_train_state(config, mesh, init_rng)
   start_step = 0
@@ -558,7 +578,7 @@ def _train_loop(config, workdir: str, guard: preemption.PreemptionGuard,
       preempted_at = done
       break
     if done % config.eval_every == 0 or done == config.total_steps:
-      val_metrics = evaluate(config, state, eval_step, fns, tokenizer, mesh, done,
+      val_metrics = evaluate(config, state, eval_step, fns, text_input, mesh, done,
                              log_dir if main else None)
       writer.write(done, val_metrics, split="validation")
       ckpt.save_best(done, state, train_iter.get_state(), config,
@@ -583,7 +603,7 @@ def _train_loop(config, workdir: str, guard: preemption.PreemptionGuard,
              "first_logged_loss": first_loss, "last_logged_loss": last_loss,
              "validation": val_metrics}
   if config.eval.linear_probe:
-    summary["linear_probe"] = linear_probe_summary(config, fns, state.params, tokenizer)
+    summary["linear_probe"] = linear_probe_summary(config, fns, state.params, text_input)
   summary["wall_time_s"] = time.time() - t_start
   ckpt.close()
   writer.close()

@@ -220,6 +220,12 @@ def _text(value: Any) -> str:
   return str(value)
 
 
+def text_batch_key(tokenizer) -> str:
+  """The batch key a text encoder's output goes under: 'tokens' for a tokenizer, or its own
+  `batch_key` (a frozen tower's cached embeddings: 'text_emb', see data/text_cache.py)."""
+  return getattr(tokenizer, 'batch_key', 'tokens')
+
+
 def _has_report(record: Mapping[str, Any]) -> bool:
   return bool(_text(record['report']).strip())
 
@@ -239,7 +245,8 @@ class _TrainTransform(grain.RandomMapTransform):
     ecg = augment_lib.augment(ecg, rng, self._aug)
     out = {'ecg': ecg}
     if self._tokenizer is not None:
-      out['tokens'] = self._tokenizer.encode_batch([record['report']], self._max_text_len)[0]
+      out[text_batch_key(self._tokenizer)] = self._tokenizer.encode_batch(
+          [record['report']], self._max_text_len)[0]
       # Rows without a report (ECG-only sources) stay out of the contrastive term.
       out['has_report'] = np.float32(_has_report(record))
     return out
@@ -262,7 +269,8 @@ class _EvalTransform(grain.MapTransform):
     for task, value in (record.get('labels') or {}).items():
       out[f'labels/{task}'] = np.asarray(value, np.uint8)
     if self._tokenizer is not None:
-      out['tokens'] = self._tokenizer.encode_batch([out['report']], self._max_text_len)[0]
+      out[text_batch_key(self._tokenizer)] = self._tokenizer.encode_batch(
+          [out['report']], self._max_text_len)[0]
     return out
 
 
@@ -428,7 +436,8 @@ def make_train_iterator(data_cfg: Any, mesh: jax.sharding.Mesh | None, global_ba
     global_batch_size: batch over all processes; must divide by process_count and by the
       number of batch shards of the mesh.
     seed: fixes the shuffle, mixture and augmentation streams.
-    tokenizer: encodes reports into 'tokens'; None leaves them out.
+    tokenizer: encodes reports into 'tokens' (or, for a frozen tower's
+      `text_cache.ReportEmbeddings`, into 'text_emb' (B, dim) float32); None leaves them out.
     process_index, process_count: default jax.process_index()/process_count().
     prefetch: batches kept in flight ahead of the caller.
   """
@@ -482,7 +491,8 @@ def iterate_split(data_cfg: Any, split: str, batch_size: int, tokenizer=None, *,
   """Numpy batches of one split, in stored order, each record exactly once.
 
   Batches hold 'ecg' float32 (B, leads, S), 'labels/<task>' uint8 (B, C), 'ecg_id' int64 (B,),
-  'report' (list of B str), 'valid' bool (B,), and 'tokens' int32 (B, L) with a tokenizer. With
+  'report' (list of B str), 'valid' bool (B,), and 'tokens' int32 (B, L) with a tokenizer
+  ('text_emb' (B, dim) with a frozen tower's `text_cache.ReportEmbeddings`). With
   `pad_last` the final batch is padded to `batch_size` (padding rows repeat the last record,
   'valid' False, report ''); otherwise it is smaller. Reads `source`, or the primary dataset
   (data.name, else the first of data.sources); no augmentation, centre crop.
@@ -513,6 +523,7 @@ def split_size(data_cfg: Any, split: str, source: SourceSpec | None = None) -> i
 
 __all__ = [
     'SourceSpec', 'TrainIterator', 'batch_sharding', 'builder_dir', 'data_sources',
+    'text_batch_key',
     'iterate_split', 'label_names', 'load_data_tokenizer', 'make_train_dataset',
     'make_train_iterator', 'open_builder', 'primary_source', 'split_size',
 ]

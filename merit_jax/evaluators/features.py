@@ -57,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from merit_jax.evaluators import random_conv as random_conv_lib
+from merit_jax.models import text_tower
 from merit_jax.evaluators import shift
 
 EmbedEcg = Callable[[np.ndarray], dict]
@@ -98,6 +99,17 @@ def _pad_batch(x: np.ndarray, size: int) -> np.ndarray:
   return np.concatenate([x, np.repeat(x[-1:], size - x.shape[0], axis=0)], axis=0)
 
 
+class _TowerAsTokenizer:
+  """A frozen tower behind the tokenizer call `_merit_fns` makes: text -> pooled rows."""
+
+  def __init__(self, tower):
+    self._tower = tower
+
+  def encode_batch(self, texts, max_len=None):
+    del max_len
+    return self._tower.embed(texts)
+
+
 def _merit_fns(model, params, config, tokenizer, batch_size: int):
   """Jitted, fixed-shape embedding functions of a MERIT model (one compilation each).
 
@@ -110,6 +122,10 @@ def _merit_fns(model, params, config, tokenizer, batch_size: int):
   embed_text_jit = jax.jit(lambda p, tok: model.apply({"params": p}, tok,
                                                       method=model.embed_text))
   max_len = int(config.data.get("max_text_len", 64))
+  if text_tower.is_frozen(config.model.text):
+    # The frozen tower runs outside the model; MERIT only projects its pooled output.
+    tower = text_tower.FrozenTextTower.from_config(config.model.text, batch_size)
+    tokenizer = _TowerAsTokenizer(tower)
 
   def embed_ecg_leads(ecg: np.ndarray, leads) -> dict:
     leads = None if leads is None else tuple(int(i) for i in leads)
@@ -193,7 +209,7 @@ def random_init_encoder(config, tokenizer, seed: int = 0, batch_size: int = 64,
   model = merit_lib.build_model(config)
   num_samples = int(config.data.preprocess.num_samples)
   ecg = jnp.zeros((1, int(config.model.get("num_leads", 12)), num_samples), jnp.float32)
-  tokens = jnp.zeros((1, int(config.data.get("max_text_len", 64))), jnp.int32)
+  tokens = merit_lib.dummy_text_input(config)
   params_key, mask_key = jax.random.split(jax.random.key(seed))
   params = jax.jit(lambda k1, k2: nn.unbox(model.init(
       {"params": k1}, ecg, tokens, k2, reconstruction=True, contrastive=True)["params"]))(
@@ -201,7 +217,9 @@ def random_init_encoder(config, tokenizer, seed: int = 0, batch_size: int = 64,
   embed_ecg, embed_text, embed_ecg_leads = _merit_fns(model, params, config, tokenizer,
                                                        batch_size)
   return Encoder(name=name, cache_key=f"random_init-s{seed}-{_config_digest(config)}",
-                 embed_ecg=embed_ecg, embed_text=embed_text if tokenizer else None,
+                 embed_ecg=embed_ecg,
+                 embed_text=embed_text if tokenizer or text_tower.is_frozen(
+                     config.model.text) else None,
                  model=model, params=params, config=config, tokenizer=tokenizer, step=0,
                  embed_ecg_leads=embed_ecg_leads)
 

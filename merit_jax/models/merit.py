@@ -23,7 +23,12 @@ API:
     token features (lead-major order), e.g. for an LLM prefix.
   MERIT.embed_text(tokens) -> {'pooled', 'projected'}.
   Called with `method=MERIT.embed_ecg` etc. through `model.apply`.
+  With a frozen pretrained text tower (`model.text.frozen`, models/text_tower.py) the module
+  holds no text encoder: `text_encoder` is None and wherever `tokens` appear above, MERIT takes
+  the tower's pooled embeddings (B, tower dim) instead; only `text_projection` is learned.
+  dummy_text_input(config, batch=1) -> the text input of that shape, for init and tracing.
 """
+
 
 from typing import Optional, Sequence
 
@@ -32,8 +37,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from merit_jax import objective
 from merit_jax.models import ecg_vit
 from merit_jax.models import text as text_lib
+from merit_jax.models import text_tower
 
 # Temperature is clipped to [1/100, 1] as in CLIP: logit_scale in [0, log 100].
 MAX_LOGIT_SCALE = float(np.log(100.0))
@@ -64,7 +71,7 @@ class MERIT(nn.Module):
   """ECG encoder + MAE decoder + text tower + projections + learnable temperature."""
   encoder: ecg_vit.ECGEncoder
   decoder: ecg_vit.ECGDecoder
-  text_encoder: nn.Module
+  text_encoder: Optional[nn.Module]  # None: text inputs are a frozen tower's embeddings.
   num_leads: int = 12
   num_samples: int = 1000
   patch_size: int = 50
@@ -90,8 +97,7 @@ class MERIT(nn.Module):
             nn.initializers.constant(np.log(1.0 / self.temperature_init)), ()), ())
 
   def _project(self, projection, pooled):
-    z = projection(pooled.astype(jnp.float32))
-    return z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-6)
+    return objective.l2_normalize(projection(pooled.astype(jnp.float32)))
 
   def _check_ecg(self, ecg, num_leads):
     if ecg.ndim != 3 or ecg.shape[1] != num_leads or ecg.shape[2] != self.num_samples:
@@ -101,6 +107,14 @@ class MERIT(nn.Module):
   def _encode_all(self, ecg, leads: Optional[Sequence[int]] = None):
     lead_ids, time_ids = ecg_vit.token_ids(self.num_leads, self.num_patches, leads)
     return self.encoder(ecg_vit.patchify(ecg, self.patch_size), lead_ids, time_ids)
+
+  def _text_pooled(self, text):
+    if self.text_encoder is None:
+      if text.ndim != 2 or not jnp.issubdtype(text.dtype, jnp.floating):
+        raise ValueError("MERIT with a frozen text tower takes its pooled embeddings "
+                         f"(batch, dim) float, got {text.shape} {text.dtype}")
+      return text
+    return self.text_encoder(text)["pooled"]
 
   def clipped_logit_scale(self):
     return jnp.clip(self.logit_scale, 0.0, MAX_LOGIT_SCALE)
@@ -138,8 +152,7 @@ class MERIT(nn.Module):
       else:
         ecg_pooled = self.encoder(patches, lead_ids, time_ids)["pooled"]
       out["ecg_proj"] = self._project(self.ecg_projection, ecg_pooled)
-      out["text_proj"] = self._project(self.text_projection,
-                                       self.text_encoder(tokens)["pooled"])
+      out["text_proj"] = self._project(self.text_projection, self._text_pooled(tokens))
     return out
 
   def embed_ecg(self, ecg: jax.Array, leads: Optional[Sequence[int]] = None,
@@ -161,7 +174,7 @@ class MERIT(nn.Module):
     return out
 
   def embed_text(self, tokens: jax.Array) -> dict[str, jax.Array]:
-    pooled = self.text_encoder(tokens)["pooled"]
+    pooled = self._text_pooled(tokens)
     return {"pooled": pooled, "projected": self._project(self.text_projection, pooled)}
 
 
@@ -205,7 +218,9 @@ def build_model(config) -> MERIT:
                                max_patches=num_patches, dtype=dtype, remat=remat)
   t = m.text
   kind = _get(t, "kind", "transformer")
-  if kind == "transformer":
+  if text_tower.is_frozen(t):
+    text_encoder = None  # Its embeddings come from the cache (data/text_cache.py).
+  elif kind == "transformer":
     vocab = _get(t, "vocab_size")
     if not vocab:
       raise ValueError("config.model.text.vocab_size must be set for kind='transformer' "
@@ -219,10 +234,20 @@ def build_model(config) -> MERIT:
       raise ValueError("config.model.text.hf_dir must name a local Hugging Face folder for "
                        "kind='hf_bert'")
     bert_config = text_lib.read_hf_bert_config(hf_dir)
-    text_encoder = text_lib.BertEncoder(bert_config, dtype=dtype, remat=remat)
+    text_encoder = text_lib.BertEncoder(bert_config, dtype=dtype, remat=remat,
+                                        pooling=_get(t, "pooling", "mean"))
   else:
     raise ValueError(f"config.model.text.kind must be 'transformer' or 'hf_bert', got {kind!r}")
   return MERIT(encoder=encoder, decoder=decoder, text_encoder=text_encoder,
                num_leads=num_leads, num_samples=num_samples, patch_size=patch,
                mask_ratio=mask_ratio, proj_dim=int(_get(m, "proj_dim", 256)),
                temperature_init=float(_get(m, "temperature_init", 0.07)))
+
+
+def dummy_text_input(config, batch: int = 1) -> jax.Array:
+  """A text input of the right kind for init / tracing: token ids, or frozen-tower embeddings."""
+  if text_tower.is_frozen(config.model.text):
+    return jnp.zeros((batch, text_tower.tower_dim(config.model.text)), jnp.float32)
+  length = (config.model.text.get("max_len", None) or config.data.get("max_text_len", None)
+            or 64)
+  return jnp.ones((batch, int(length)), jnp.int32)

