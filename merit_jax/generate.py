@@ -766,8 +766,10 @@ def comparison_markdown(config, results: dict, command: str) -> str:
   pct = f"{100 * CONFIDENCE:g} %"
   lines += ["", f"Scores in %, as `value [low, high]`: the {pct} percentile bootstrap "
             f"confidence interval over the {num_records} test records ({n_bootstrap} "
-            f"resamples of the {num_records} records drawn with replacement, seed "
-            f"{config.seed}; low and high are the {50 * (1 - CONFIDENCE):g}th and "
+            f"resamples of the {num_records} records drawn with replacement, each keeping "
+            "a record of every labelled statement (`evaluators.metrics."
+            f"iter_resample_indices`), seed {config.seed}; low and high are the "
+            f"{50 * (1 - CONFIDENCE):g}th and "
             f"{100 - 50 * (1 - CONFIDENCE):g}th percentiles of the metric over the "
             "resamples). Statement F1: SCP statements recovered from the generated text "
             "by `evaluators.text_metrics.ScpMatcher` against each record's PTB-XL `scp_codes`."]
@@ -844,8 +846,9 @@ def run_compare(config, workdir: str, command: str = "") -> dict:
              "bootstrap": {"n_bootstrap": n_bootstrap, "seed": int(config.seed),
                            "confidence": CONFIDENCE, "baseline_arm": arms[0],
                            "method": "percentile bootstrap over test records, resampled "
-                                     "with replacement; paired (same resamples) for "
-                                     "differences"}}
+                                     "with replacement keeping a record of every labelled "
+                                     "statement (evaluators.metrics.iter_resample_indices); "
+                                     "paired (same resamples) for differences"}}
   with open(os.path.join(workdir, "report_generation.json"), "w", encoding="utf-8") as f:
     json.dump(payload, f, indent=2, default=str)
   if config.get("results_path"):

@@ -71,10 +71,8 @@ def test_bootstrap_interval_covers_point_estimate_and_is_seeded():
     assert m["ci_high"] - m["ci_low"] > 0.005
     assert m == b[name]
   # The vectorised resampling equals a plain index-resampling loop on the same draws.
-  rng = np.random.default_rng(3)
-  weights = metrics._bootstrap_weights(300, 5, rng)
-  rng = np.random.default_rng(3)
-  idx = rng.integers(0, 300, size=(5, 300))
+  idx = metrics.resample_indices(300, 5, seed=3, cover=np.concatenate([y, 1 - y], axis=1))
+  weights = metrics.resample_weights(idx, 300)
   for row in range(5):
     want = np.nanmean(metrics.auroc(y[idx[row]], s[idx[row]]))
     got = np.mean([metrics._weighted_auroc_one(y[:, c].astype(float), s[:, c],

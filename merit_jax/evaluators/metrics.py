@@ -11,8 +11,9 @@ Public API (all arrays are numpy; `labels` is (N, C) in {0, 1}, `scores` is (N, 
   threshold is the midpoint between the chosen score and the next lower distinct score; a class
   without positives gets +inf (never predicted).
 - `f1_at_thresholds(labels, scores, thresholds) -> (C,)`.
-- `macro_auroc(labels, scores) -> float`; `bootstrap_ci(statistic, arrays, n_bootstrap, seed)
-  -> {"value", "ci_low", "ci_high"}` for any other per-record statistic (loop, not vectorised).
+- `macro_auroc(labels, scores) -> float`; `bootstrap_ci(statistic, arrays, n_bootstrap, seed,
+  alpha, cover=None) -> {"value", "ci_low", "ci_high"}` for any other per-record statistic
+  (loop, not vectorised).
 - `evaluate_multilabel(labels, scores, thresholds=None, n_bootstrap=1000, seed=0)
   -> dict`: macro AUROC / AUPRC (and macro F1 when thresholds are given) with percentile
   bootstrap 95 % CIs. Result layout:
@@ -20,14 +21,43 @@ Public API (all arrays are numpy; `labels` is (N, C) in {0, 1}, `scores` is (N, 
     "num_classes", "num_evaluated", "excluded_classes": [indices],
     "per_class": {"auroc": [...], "auprc": [...], "f1": [...]}}` (no CI keys when
   `n_bootstrap=0`; no F1 without thresholds).
+- The resampler shared by every bootstrap of the package (this module's, and
+  `text_metrics.bootstrap_from_statistics` with its paired differences):
+  `iter_resample_indices(num_records, n_bootstrap, seed, cover)` -> int64 (b, N) chunks,
+  `resample_indices(...)` -> (n_bootstrap, N), `resample_weights(indices, N)` -> multiplicities,
+  `bootstrap_strata(cover)` -> the strata.
 
 Classes with no positives or no negatives in the evaluated set are excluded from every macro
-average (AUROC/AP are undefined there) and listed in `excluded_classes`. In each bootstrap
-resample a class that happens to lose all its positives (or negatives) is left out of that
-resample's macro mean only.
+average (AUROC/AP are undefined there) and listed in `excluded_classes`.
 
-The bootstrap resamples records with replacement (seeded). It is vectorised by turning each
-resample into a vector of multiplicities (weights), so one sort per class serves all resamples.
+The bootstrap keeps every class. A macro mean over a resample must average the same classes as
+the point estimate: a resample that misses every positive of a class (a plain bootstrap does
+so with probability (1 - n/N)^N ≈ e^-n for n positives among N records: 37 % for PTB-XL's
+single-positive SBRAD, SVTAC, PACE) would have to drop it, so that resample's macro mean
+averages fewer classes and is a different statistic; rare classes, often the worst scored,
+then pull the resampled means away from the point estimate, even outside its interval. So
+every resample keeps at least one positive and one negative of every evaluated class (`cover`
+= the positive and the negative records of each class; for generated-report statement F1, the
+records labelled with each code). The scheme (`bootstrap_strata`, `iter_resample_indices`):
+
+1. Strata where the plain bootstrap could lose a class. Starting from one stratum, each class
+   side (its positives, or its negatives) that a resample would miss with probability above
+   `MAX_MISS_PROBABILITY` = 1 % (4 or fewer records) splits its records off the stratum it
+   overlaps most. A resample draws from each stratum as many records as the stratum holds,
+   uniformly with replacement among its members: the standard stratified bootstrap (Davison &
+   Hinkley 1997, ch. 3; pROC's stratified bootstrap of an AUC keeps the numbers of cases and
+   controls the same way). It holds the rare classes' counts at (or near) their test-fold
+   values, as PTB-XL's label-stratified folds (`strat_fold`) do by design: a single positive
+   is in every resample exactly once, and a class with 3 positives draws 3 times among them.
+2. Everywhere else the plain bootstrap, conditioned on keeping every class: a resample that
+   still misses a class side (probability <= 1 % per side, <= 50 % in all, by construction;
+   e^-10 ≈ 5e-5 for a class with 10 positives) is drawn again. Where no class is rare there
+   is a single stratum: the plain bootstrap, but for those redraws.
+
+Paired comparisons use the same resamples for both systems. Resample b draws from its own
+generator `default_rng([seed, b])` (independent of chunking). The statistics are vectorised by
+turning each resample into a vector of multiplicities (weights), so one sort per class serves
+all resamples.
 """
 
 from __future__ import annotations
@@ -38,6 +68,11 @@ import numpy as np
 
 # Upper bound on resamples × records held in memory at once by the bootstrap.
 _BOOTSTRAP_CHUNK_ELEMENTS = 4_000_000
+# The bootstrap stratifies a class (column of `cover`) when a resample drawn without it would
+# miss all of the class's records with a probability above this (e^-n for n records of N: a
+# class with 4 or fewer positives, or negatives); rarer misses are redrawn. See the docstring.
+MAX_MISS_PROBABILITY = 0.01
+_MAX_REDRAWS = 1000
 
 
 def _check_inputs(labels, scores, where: str):
@@ -157,11 +192,150 @@ def best_f1_thresholds(labels, scores) -> np.ndarray:
   return thresholds
 
 
-def _bootstrap_weights(num_records: int, n: int, rng: np.random.Generator) -> np.ndarray:
-  """Multiplicities (n, num_records) of records drawn with replacement."""
-  idx = rng.integers(0, num_records, size=(n, num_records))
-  flat = (idx + np.arange(n)[:, None] * num_records).ravel()
-  return np.bincount(flat, minlength=n * num_records).reshape(n, num_records).astype(np.float64)
+def _as_cover(cover, num_records: Optional[int] = None) -> Optional[np.ndarray]:
+  if cover is None:
+    return None
+  cover = np.asarray(cover)
+  if cover.ndim == 1:
+    cover = cover[:, None]
+  if cover.ndim != 2:
+    raise ValueError(f"cover must be (num_records, columns), got shape {cover.shape}")
+  if num_records is not None and cover.shape[0] != num_records:
+    raise ValueError(f"cover has {cover.shape[0]} rows for {num_records} records")
+  cover = cover.astype(bool)
+  empty = np.flatnonzero(~cover.any(axis=0))
+  if empty.size:
+    raise ValueError(f"cover columns {empty.tolist()} mark no record, so no resample could "
+                     "keep them")
+  if cover.shape[1] > 1:  # A repeated column is the same constraint: keep its first copy.
+    _, first = np.unique(cover, axis=1, return_index=True)
+    cover = cover[:, np.sort(first)]
+  return cover
+
+
+def _log_miss(sizes: np.ndarray, overlap: np.ndarray) -> np.ndarray:
+  """log P(a stratified resample draws no record of column k), (K,): sum over strata s of
+  size_s * log(1 - overlap_sk / size_s); -inf when a stratum lies inside the column."""
+  with np.errstate(divide="ignore"):
+    return np.sum(sizes[:, None] * np.log1p(-overlap / sizes[:, None]), axis=0)
+
+
+def bootstrap_strata(cover, max_miss: float = MAX_MISS_PROBABILITY) -> np.ndarray:
+  """Strata (int64 (N,), ids 0..S-1) of the class-keeping bootstrap (module docstring).
+
+  `cover` is bool (N, K): every resample must hold at least one record of each column (a
+  scored class's positives; its negatives where AUROC/AP need them). Starting from one stratum
+  (the plain bootstrap), while the column most likely to be missed by a resample drawn within
+  the strata has a miss probability above `max_miss` (or the miss probabilities sum above
+  1/2), the stratum that overlaps that column most is split into (stratum ∩ column) and
+  (stratum \\ column). That column is then kept by every resample (a stratum inside it is drawn
+  from in every resample), and no other column's miss probability grows: m log(1 - a/m) is the
+  perspective of a concave function, hence superadditive in (m, a). At most K splits;
+  deterministic. `max_miss=0` stratifies until every column is kept by construction.
+
+  Raises:
+    ValueError: when a column marks no record (it could never be kept).
+  """
+  cover = _as_cover(cover)
+  num_records = cover.shape[0]
+  stratum = np.zeros(num_records, np.int64)
+  sizes = [num_records]
+  overlap = [cover.sum(axis=0)]
+  while True:
+    miss = np.exp(_log_miss(np.asarray(sizes, np.float64), np.asarray(overlap, np.float64)))
+    k = int(np.argmax(miss))
+    if miss[k] <= max_miss and miss.sum() <= 0.5:
+      return stratum
+    split = int(np.argmax(np.asarray(overlap)[:, k]))
+    moved = cover[:, k] & (stratum == split)
+    stratum[moved] = len(sizes)
+    moved_overlap = cover[moved].sum(axis=0)
+    overlap[split] = overlap[split] - moved_overlap
+    overlap.append(moved_overlap)
+    sizes[split] -= int(moved.sum())
+    sizes.append(int(moved.sum()))
+
+
+def iter_resample_indices(num_records: int, n_bootstrap: int, seed: int = 0, cover=None,
+                          max_elements: int = _BOOTSTRAP_CHUNK_ELEMENTS,
+                          max_miss: float = MAX_MISS_PROBABILITY):
+  """Yields the resamples' record indices in chunks, int64 (b, num_records), b resamples each.
+
+  THE resampling of every bootstrap in merit_jax (`evaluate_multilabel`, `bootstrap_ci`,
+  `text_metrics.bootstrap_from_statistics` and the paired differences built on it). A resample
+  draws num_records records with replacement: from each stratum of `bootstrap_strata(cover)` as
+  many records as it holds, uniformly among its members (without `cover`: one stratum, the
+  plain bootstrap). A resample that misses a column of `cover` anyway (a column the strata do
+  not keep by construction; probability <= max_miss each, <= 1/2 together) is drawn again:
+  the resamples follow the stratified bootstrap conditioned on keeping every column.
+
+  Resample b draws from its own generator `np.random.default_rng([seed, b])`, so the draws do
+  not depend on the chunking (`max_elements` bounds b × num_records) and a shorter run is a
+  prefix of a longer one. Within a resample the indices are grouped by stratum, not shuffled
+  (metrics of a multiset of records do not depend on the order).
+  """
+  if isinstance(n_bootstrap, bool) or int(n_bootstrap) != n_bootstrap or n_bootstrap < 0:
+    raise ValueError(f"n_bootstrap must be a non-negative integer, got {n_bootstrap!r}")
+  if num_records < 1:
+    raise ValueError("bootstrap needs at least one record to resample")
+  n_bootstrap = int(n_bootstrap)
+  cover = _as_cover(cover, num_records)
+  if cover is None or cover.shape[1] == 0:
+    stratum, check = np.zeros(num_records, np.int64), None
+  else:
+    stratum = bootstrap_strata(cover, max_miss)
+    sizes = np.bincount(stratum).astype(np.float64)
+    overlap = np.zeros((sizes.size, cover.shape[1]))
+    np.add.at(overlap, stratum, cover.astype(np.float64))
+    unkept = np.isfinite(_log_miss(sizes, overlap))  # Columns no stratum lies inside.
+    check = cover[:, unkept].astype(np.float32) if unkept.any() else None
+  members = np.argsort(stratum, kind="stable")           # records grouped by stratum
+  sizes = np.bincount(stratum)
+  slot_start = np.repeat(np.cumsum(sizes) - sizes, sizes)  # per draw: its stratum's first
+  slot_size = np.repeat(sizes, sizes).astype(np.float64)   # member and the stratum's size
+  slot_top = slot_start + np.repeat(sizes - 1, sizes)
+
+  def draw(u):  # uniforms (..., N) -> record indices (..., N)
+    return members[np.minimum(slot_start + (u * slot_size).astype(np.int64), slot_top)]
+
+  def missing(indices):  # (b, N) -> bool (b,): a resample without some column's record
+    if check is None:
+      return np.zeros(indices.shape[0], bool)
+    return np.any(resample_weights(indices, num_records).astype(np.float32) @ check == 0,
+                  axis=1)
+
+  chunk = max(1, int(max_elements) // num_records)
+  for start in range(0, n_bootstrap, chunk):
+    rngs = [np.random.default_rng([int(seed), b])
+            for b in range(start, min(start + chunk, n_bootstrap))]
+    indices = draw(np.stack([rng.random(num_records) for rng in rngs]))
+    for row in np.flatnonzero(missing(indices)):
+      for _ in range(_MAX_REDRAWS):
+        indices[row] = draw(rngs[row].random(num_records))
+        if not missing(indices[row:row + 1])[0]:
+          break
+      else:  # Unreachable in practice: each draw keeps every column with probability >= 1/2.
+        raise RuntimeError(f"bootstrap: resample {start + row} missed a class "
+                           f"{_MAX_REDRAWS} times")
+    yield indices
+
+
+def resample_indices(num_records: int, n_bootstrap: int, seed: int = 0, cover=None,
+                     max_miss: float = MAX_MISS_PROBABILITY) -> np.ndarray:
+  """int64 (n_bootstrap, num_records): all resamples of `iter_resample_indices` at once."""
+  parts = list(iter_resample_indices(num_records, n_bootstrap, seed, cover, max_miss=max_miss))
+  return np.concatenate(parts) if parts else np.zeros((0, num_records), np.int64)
+
+
+def resample_weights(indices, num_records: int) -> np.ndarray:
+  """Multiplicities float64 (B, num_records) of each record in each resample (B, n) of indices.
+
+  Metrics written as weighted sums over records evaluate all B resamples at once with them.
+  """
+  indices = np.asarray(indices, dtype=np.int64)
+  b = indices.shape[0]
+  flat = (indices + np.arange(b)[:, None] * num_records).ravel()
+  return np.bincount(flat, minlength=b * num_records).reshape(b, num_records).astype(np.float64)
 
 
 def _summary(value: float, samples: Optional[np.ndarray], alpha: float) -> dict:
@@ -174,12 +348,6 @@ def _summary(value: float, samples: Optional[np.ndarray], alpha: float) -> dict:
     else:
       out["ci_low"] = out["ci_high"] = float("nan")
   return out
-
-
-def _nanmean_rows(x: np.ndarray) -> np.ndarray:
-  counts = np.sum(np.isfinite(x), axis=1)
-  sums = np.nansum(x, axis=1)
-  return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 def evaluate_multilabel(labels, scores, thresholds=None, n_bootstrap: int = 1000, seed: int = 0,
@@ -218,27 +386,26 @@ def evaluate_multilabel(labels, scores, thresholds=None, n_bootstrap: int = 1000
 
   boot = {"auroc": None, "auprc": None, "f1": None}
   if n_bootstrap > 0 and valid_idx.size:
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // num_records)
+    # Every resample keeps a positive and a negative of every evaluated class, so each
+    # resample's macro mean runs over the same classes as the point estimate.
+    cover = np.concatenate([labels[:, valid_idx], 1.0 - labels[:, valid_idx]], axis=1) > 0
     parts = {"auroc": [], "auprc": [], "f1": []}
-    done = 0
-    while done < n_bootstrap:
-      b = min(chunk, n_bootstrap - done)
-      weights = _bootstrap_weights(num_records, b, rng)
+    for indices in iter_resample_indices(num_records, n_bootstrap, seed, cover):
+      weights = resample_weights(indices, num_records)
       au = np.stack([_weighted_auroc_one(labels[:, c], scores[:, c], weights)
                      for c in valid_idx], axis=1)
       ap = np.stack([_weighted_ap_one(labels[:, c], scores[:, c], weights)
                      for c in valid_idx], axis=1)
-      parts["auroc"].append(_nanmean_rows(au))
-      parts["auprc"].append(_nanmean_rows(ap))
+      parts["auroc"].append(au.mean(axis=1))
+      parts["auprc"].append(ap.mean(axis=1))
       if thresholds is not None:
         f1 = _weighted_f1(labels[:, valid_idx], scores[:, valid_idx], thresholds[valid_idx],
                           weights)
-        # A resample without positives of a class leaves that class out, as for AUROC.
-        f1 = np.where(weights @ labels[:, valid_idx] > 0, f1, np.nan)
-        parts["f1"].append(_nanmean_rows(f1))
-      done += b
+        parts["f1"].append(f1.mean(axis=1))
     boot = {k: (np.concatenate(v) if v else None) for k, v in parts.items()}
+    for k, v in boot.items():
+      if v is not None and not np.all(np.isfinite(v)):  # The strata rule this out.
+        raise AssertionError(f"evaluate_multilabel: a resample lost a class ({k})")
 
   def macro(x):
     return float(np.nanmean(x[valid])) if valid_idx.size else float("nan")
@@ -258,21 +425,26 @@ def evaluate_multilabel(labels, scores, thresholds=None, n_bootstrap: int = 1000
 
 
 def bootstrap_ci(statistic, arrays: Sequence, n_bootstrap: int = 1000, seed: int = 0,
-                 alpha: float = 0.05) -> dict:
+                 alpha: float = 0.05, cover=None) -> dict:
   """Percentile bootstrap CI of any `statistic(*arrays) -> float` by resampling rows.
 
   The generic (loop) version for metrics without a vectorised form, e.g. retrieval recall or
-  text-generation scores. All arrays share their first axis (records). Returns
-  `{"value", "ci_low", "ci_high"}`; resamples where the statistic is NaN are ignored.
+  text-generation scores. All arrays share their first axis (records). Rows are drawn by
+  `iter_resample_indices` (the same seed gives the same rows as the other bootstraps here);
+  `cover` (bool (N, K), e.g. 0/1 labels) makes every resample keep at least one row of each
+  column. Returns `{"value", "ci_low", "ci_high"}`; resamples where the statistic is NaN are
+  ignored.
   """
   arrays = [np.asarray(a) for a in arrays]
   if not arrays or any(a.shape[0] != arrays[0].shape[0] for a in arrays):
     raise ValueError("bootstrap_ci: pass one or more arrays with the same number of rows")
   num = arrays[0].shape[0]
-  rng = np.random.default_rng(seed)
-  samples = np.array([statistic(*[a[idx] for a in arrays])
-                      for idx in rng.integers(0, num, size=(n_bootstrap, num))], dtype=np.float64)
-  return _summary(statistic(*arrays), samples if n_bootstrap > 0 else None, alpha)
+  samples = None
+  if n_bootstrap > 0:
+    samples = np.array([statistic(*[a[idx] for a in arrays])
+                        for chunk in iter_resample_indices(num, n_bootstrap, seed, cover)
+                        for idx in chunk], dtype=np.float64)
+  return _summary(statistic(*arrays), samples, alpha)
 
 
 def macro_auroc(labels, scores) -> float:

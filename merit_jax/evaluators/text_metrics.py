@@ -18,10 +18,12 @@ hypothesis) and are deterministic. Text is lowercased and split into word tokens
 `report_generation_metrics` gives all of them as one flat dict. Confidence intervals:
 `bootstrap_generation_metrics(generated, references, labels, with_meteor, n_bootstrap, seed,
 alpha, baseline_generated)` -> {metric: {'value', 'ci_low', 'ci_high'[, 'diff', 'diff_ci_low',
-'diff_ci_high']}}: percentile bootstrap over records (drawn with replacement), and with a
-baseline the paired difference on the same resampled records. Each record is scored once
-(`record_statistics`: BLEU n-gram counts and lengths, ROUGE-L and METEOR scores, per-code
-clinical tp/fp/fn); a resample only re-sums those rows (`bootstrap_from_statistics`,
+'diff_ci_high']}}: percentile bootstrap over records (drawn with replacement by the package's
+one resampler, `metrics.iter_resample_indices`, which keeps a record of every labelled SCP code
+in every resample, so the resamples' macro F1 averages the same codes as the point estimate),
+and with a baseline the paired difference on the same resampled records. Each record is
+scored once (`record_statistics`: BLEU n-gram counts and lengths, ROUGE-L and METEOR scores,
+per-code clinical tp/fp/fn); a resample only re-sums those rows (`bootstrap_from_statistics`,
 `resampled_metrics`, `resample_indices`).
 """
 
@@ -37,6 +39,8 @@ import warnings
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+
+from merit_jax.evaluators import metrics
 
 Refs = Sequence[str | Sequence[str]]
 
@@ -611,28 +615,29 @@ def metrics_from_statistics(stats: RecordStatistics) -> dict[str, float]:
   return out
 
 
-def _index_rows(num_records: int, n_bootstrap: int, seed: int):
-  """Each resample's record indices in turn.
+def _label_cover(*all_stats: RecordStatistics | None) -> np.ndarray | None:
+  """bool (N, codes): for each code in some record's labels, the records labelled with it.
 
-  One draw per resample, so chunking the resamples (to bound memory) never changes them.
+  The bootstrap keeps one of them in every resample (`metrics.iter_resample_indices`), so each
+  resample's clinical macro F1 averages the same codes as the point estimate. None without
+  labels (then the bootstrap is the plain one).
   """
-  rng = np.random.default_rng(seed)
-  for _ in range(n_bootstrap):
-    yield rng.integers(0, num_records, num_records)
+  columns = [(s.tp + s.fn) > 0 for s in all_stats if s is not None and s.codes is not None]
+  if not columns:
+    return None
+  cover = np.concatenate(columns, axis=1)
+  return cover[:, cover.any(axis=0)]
 
 
-def resample_indices(num_records: int, n_bootstrap: int, seed: int = 0) -> np.ndarray:
+def resample_indices(num_records: int, n_bootstrap: int, seed: int = 0,
+                     stats: RecordStatistics | None = None,
+                     baseline: RecordStatistics | None = None) -> np.ndarray:
   """int64 (n_bootstrap, num_records): each resample's records, as `bootstrap_from_statistics`
-  draws them for the same seed (with replacement)."""
+  draws them for the same seed, `stats` and `baseline` (with replacement, keeping a record of
+  every labelled code: `metrics.iter_resample_indices`). Without `stats`, the plain bootstrap."""
   _check_bootstrap_args(num_records, n_bootstrap)
-  return np.stack(list(_index_rows(num_records, n_bootstrap, seed)))
-
-
-def _weights(indices: np.ndarray, num_records: int) -> np.ndarray:
-  """Multiplicities float64 (B, N) of each record in each resample."""
-  b = indices.shape[0]
-  flat = (indices + np.arange(b)[:, None] * num_records).ravel()
-  return np.bincount(flat, minlength=b * num_records).reshape(b, num_records).astype(np.float64)
+  return metrics.resample_indices(num_records, int(n_bootstrap), seed,
+                                  _label_cover(stats, baseline))
 
 
 def _metrics_of_weights(stats: RecordStatistics, w: np.ndarray) -> dict[str, np.ndarray]:
@@ -662,7 +667,8 @@ def _metrics_of_weights(stats: RecordStatistics, w: np.ndarray) -> dict[str, np.
       return np.where(t_ > 0, 2 * t_ / np.maximum(2 * t_ + p_ + n_, 1.0), 0.0)
 
     out["clinical_micro_f1"] = f1(tp.sum(axis=1), fp.sum(axis=1), fn.sum(axis=1))
-    # As clinical_f1: the macro mean runs over the codes present in this resample's labels.
+    # As clinical_f1: the macro mean runs over the codes present in this resample's labels
+    # (from `resample_indices`/`bootstrap_from_statistics`: every code of the full labels).
     present = (tp + fn) > 0
     count = present.sum(axis=1)
     out["clinical_macro_f1"] = np.where(
@@ -676,7 +682,8 @@ def resampled_metrics(stats: RecordStatistics, indices: np.ndarray) -> dict[str,
   if indices.ndim != 2 or indices.shape[1] != stats.num_records:
     raise ValueError(f"indices must be (B, {stats.num_records}), got {indices.shape}")
   chunk = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // max(stats.num_records, 1))
-  parts = [_metrics_of_weights(stats, _weights(indices[s:s + chunk], stats.num_records))
+  parts = [_metrics_of_weights(stats, metrics.resample_weights(indices[s:s + chunk],
+                                                               stats.num_records))
            for s in range(0, indices.shape[0], chunk)]
   return {k: np.concatenate([p[k] for p in parts]) for k in stats.metric_names}
 
@@ -703,7 +710,8 @@ def bootstrap_from_statistics(
     stats: the system's per-record statistics.
     baseline: another system's statistics on the same records in the same order (same
       references and labels); adds paired differences stats − baseline.
-    n_bootstrap: number of resamples (records drawn with replacement, N per resample).
+    n_bootstrap: number of resamples (N records drawn with replacement per resample, keeping
+      at least one record of every code in the labels: see `metrics.iter_resample_indices`).
     seed: resampling seed; the same seed gives the same resamples.
     alpha: 0.05 gives 95 % intervals (the alpha/2 and 1 − alpha/2 percentiles).
 
@@ -725,13 +733,14 @@ def bootstrap_from_statistics(
       raise ValueError(f"baseline has {baseline.num_records} records, the system {num}")
     if baseline.metric_names != names:
       raise ValueError(f"baseline metrics {baseline.metric_names} differ from {names}")
-  chunk = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // num)
   samples = {k: [] for k in names}
   diffs = {k: [] for k in names}
-  rows = _index_rows(num, int(n_bootstrap), seed)
-  for start in range(0, int(n_bootstrap), chunk):
-    indices = np.stack([next(rows) for _ in range(min(chunk, int(n_bootstrap) - start))])
-    w = _weights(indices, num)
+  # One set of resamples for both systems (paired), each keeping a record of every labelled
+  # code (`_label_cover`), drawn by the shared `metrics.iter_resample_indices`.
+  for indices in metrics.iter_resample_indices(num, int(n_bootstrap), seed,
+                                               _label_cover(stats, baseline),
+                                               max_elements=_BOOTSTRAP_CHUNK_ELEMENTS):
+    w = metrics.resample_weights(indices, num)
     own = _metrics_of_weights(stats, w)
     base = None if baseline is None else _metrics_of_weights(baseline, w)
     for k in names:
