@@ -33,8 +33,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # nothing where CPSC2018 / CSN are absent.
   config.evaluators = "linear_probe,zero_shot,retrieval,shift,transfer"  # + finetune
   config.baselines = ""                             # random_init,random_conv
-  # PTB-XL tasks (full or short names: super, sub, diag, form, rhythm, all).
-  config.tasks = "superdiagnostic,subdiagnostic,form,rhythm"
+  # PTB-XL tasks (full or short names: super, sub, diag, form, rhythm, all). `all` (71 SCP
+  # statements) and `diagnostic` (44) are the paper's headline tasks beside MERL's four. With
+  # merl_splits=True they are skipped (MERL publishes no split files for them).
+  config.tasks = "superdiagnostic,subdiagnostic,form,rhythm,all,diagnostic"
   config.fractions = "0.01,0.1,1.0"
   config.seeds = "0,1,2"                            # used at fractions < 1
   config.n_bootstrap = 1000
@@ -60,17 +62,31 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.finetune = ml_collections.ConfigDict(dict(
       learning_rates="1e-4,1e-3", max_epochs=10, patience=3, batch_size=32,
       weight_decay=1e-4, fractions="1.0", seeds="0"))
-  # prompt_file: JSON/YAML {class: [prompts]}, extending (user_prompts=extend) or replacing
-  # (replace) the "an ECG showing {SCP description}" templates. The templates are English, the
-  # PTB-XL reports the text tower learns from mostly German device statements, so
-  # configs/prompts/ptbxl_reports.yaml gives report-style prompts for every class of the four
-  # PTB-XL tasks: --config.zero_shot.prompt_file=configs/prompts/ptbxl_reports.yaml
-  # --config.zero_shot.user_prompts=replace (--eval_config.zero_shot... in merit_jax.ablations).
-  # Choose between prompt sets by zero_shot val_macro_auroc in the results JSON, never by test.
+  # Zero-shot chooses, per task and on validation only, the (prompt set, normalisation) with
+  # the best validation macro AUROC and scores only that pair on test (all validation numbers
+  # go into the JSON and a table of the markdown).
+  # prompt_sets: scp_en ("an ECG showing {SCP description}" templates), report_de
+  # (configs/prompts/ptbxl_reports.yaml: report-style German/English device statements),
+  # knowledge (configs/prompts/ptbxl_knowledge.yaml: CKEPE-style clinical descriptions of every
+  # SCP statement and PTB-XL group), all (their union, ensembled). A class a prompt file does not
+  # name keeps the templates.
+  # normalizations (per record, over the task's classes): raw (cosine), centered (minus the
+  # record's mean over the class prompts), softmax (cosine × the model's logit scale, or × 100
+  # when the encoder has none).
+  # prompt_file: your own JSON/YAML {class: [prompts]}, extending (user_prompts=extend) or
+  # replacing (replace) the templates; when set it joins the candidates as the prompt set
+  # `user` (prompt_sets=user to use only it; --eval_config.zero_shot... in merit_jax.ablations).
+  # prototype / text_ceiling: the two diagnostics reported in their own sections: class
+  # embeddings = the mean text embedding of the training reports of a class (uses labels: NOT
+  # zero-shot), and the test reports themselves scored against the chosen prompts (no ECG).
   config.zero_shot = ml_collections.ConfigDict(dict(
       statements_csv=config_dict.placeholder(str),   # default <data.manual_dir>/scp_statements.csv
+      prompt_sets="scp_en,report_de,knowledge,all",  # + user when prompt_file is set
+      normalizations="raw,centered,softmax",
       prompt_file=config_dict.placeholder(str),      # JSON/YAML {class: [prompts]}, see above
-      user_prompts="extend"))                        # or "replace"
+      user_prompts="extend",                         # or "replace"
+      prototype=True,
+      text_ceiling=True))
   config.retrieval = ml_collections.ConfigDict(dict(ks="1,5,10", split="test"))
   # reduced_leads_mode: "native" feeds MERIT encoders only the kept leads
   # (`MERIT.embed_ecg(ecg, leads=...)`, what a reduced-lead recording gives them) and zero-fills

@@ -16,6 +16,12 @@ Variants (DESIGN §1.1; everything else in the config is shared, including the s
   macro AUROC of the probe runs below 100 % labels); the choice and every candidate's score go
   into the JSON (`meta.lambda_selection`) and a section at the end of the markdown.
 
+Tasks: the evaluation config's, by default every PTB-XL task: superdiagnostic, subdiagnostic,
+form, rhythm, and the paper's headline tasks all (71 statements) and diagnostic (44) (so the λ
+criterion below averages over all six; `--eval_config.tasks=...` narrows it). Every table holds
+macro F1 (thresholds fixed on validation) beside macro AUROC; zero-shot runs with its prompt set
+and normalisation chosen on validation, beside the prototype and text-only-ceiling diagnostics.
+
 Each variant trains through `merit_jax.train.train_and_evaluate(config, DIR/<variant>)` (which
 resumes a sub-workdir that already holds checkpoints, so an interrupted grid picks up where it
 stopped). The training-time linear-probe summary is switched off: the evaluation below does it

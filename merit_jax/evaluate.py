@@ -10,8 +10,14 @@ baselines, all through the same code), for each PTB-XL task:
   seeds below 100 %), `evaluators.linear_probe` (choices on validation, test scored once,
   bootstrap 95 % CIs);
 - `finetune`: encoder + linear head, `evaluators.finetune` (same protocol; MERIT encoders only);
-- `zero_shot`: prompts from `scp_statements.csv` descriptions (+ optional prompt file),
-  prompt ensembling, the checkpoint's own text tower and tokenizer;
+- `zero_shot`: the checkpoint's own text tower and tokenizer, prompt ensembling; per task the
+  prompt set (`zero_shot.prompt_sets`: SCP-description templates, report-style prompts,
+  knowledge-enhanced descriptions, their union, and a user prompt file) and the per-record
+  score normalisation (`zero_shot.normalizations`: raw / centered / softmax) with the best
+  validation macro AUROC, test scored once; plus two diagnostics in their own sections, the
+  PROTOTYPE diagnostic (class embedding = mean text embedding of the training reports with
+  that label: uses labels, not zero-shot) and the TEXT-ONLY CEILING (the test reports against
+  the chosen prompts, no ECG);
 - `retrieval`: ECG→report and report→ECG Recall@1/5/10 on the test split (records with a
   report), duplicate-aware, with chance levels;
 - `shift`: degradation curves on the test split per corruption, with the 100 % probe fitted on
@@ -26,9 +32,12 @@ baselines, all through the same code), for each PTB-XL task:
 
 Splits: the TFDS splits (PTB-XL folds 1–8 train, 9 validation, 10 test), or with
 `merl_splits=True` MERL's published split files (ecg_id lists + label columns), matched by
-ecg_id against every record read. Classes without a positive in the training or validation
-records are left out (nothing can be learned or selected for them); the rule never looks at
-the test split.
+ecg_id against every record read (tasks without MERL files, `all` and `diagnostic`, are then
+skipped). Classes without a positive in the training or validation records are left out
+(nothing can be learned or selected for them); the rule never looks at the test split. Classes
+without a test positive have no AUROC and are left out of the macro means; how many classes of
+each task are scored, and why not the others, is a table of the markdown
+(`meta.class_scoring` in the JSON).
 
 Writes into `results_dir` (default `<output_dir>/results`, output_dir default
 `<checkpoint>/eval`): `<name>.md` (markdown tables,
@@ -69,6 +78,8 @@ MERL_STEMS = {"superdiagnostic": "super_class", "subdiagnostic": "sub_class", "f
               "rhythm": "rhythm"}
 MERL_SPLITS = {"train": "train", "validation": "val", "test": "test"}
 SPLITS = ("train", "validation", "test")
+# Results sections the zero_shot evaluator adds beside "zero_shot" (see zero_shot_suite).
+ZERO_SHOT_DIAGNOSTICS = ("prototype", "text_ceiling")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -119,6 +130,29 @@ def _check_config(config) -> None:
     features_lib.check_reduced_leads_mode(config.shift.get("reduced_leads_mode", "native"))
   if "transfer" in parse_list(config.evaluators):
     _check_transfer_config(config)
+  if "zero_shot" in parse_list(config.evaluators):
+    from merit_jax.evaluators import zero_shot  # pylint: disable=g-import-not-at-top
+    sets, norms = zero_shot_options(config)
+    zero_shot.check_options(sets, norms)
+    if "user" in sets and not config.zero_shot.get("prompt_file"):
+      raise ValueError("config.zero_shot.prompt_sets names 'user' but zero_shot.prompt_file is "
+                       "not set")
+
+
+def zero_shot_options(config) -> tuple[list, list]:
+  """(prompt sets, normalisations) the zero-shot evaluator chooses between on validation.
+
+  `zero_shot.prompt_file` (if set) adds the set `user` (the file with `user_prompts`, the only
+  prompt set of earlier versions) unless `prompt_sets` names it already. Configs without the
+  keys get the single option of earlier versions (scp_en or user, raw).
+  """
+  z = config.zero_shot
+  sets = parse_list(z.get("prompt_sets", "scp_en"))
+  if z.get("prompt_file") and "user" not in sets:
+    sets.append("user")
+  if "prompt_sets" not in z and z.get("prompt_file"):
+    sets = ["user"]
+  return sets, parse_list(z.get("normalizations", "raw"))
 
 
 def _check_transfer_config(config) -> None:
@@ -218,13 +252,16 @@ class TaskData:
   """Labels and record indices of one task on train/validation/test, for any encoder."""
 
   def __init__(self, store, task: str, class_names: list, labels: dict, index: dict,
-               coverage: Optional[dict] = None):
+               coverage: Optional[dict] = None, class_scoring: Optional[dict] = None):
     self.store = store
     self.task = task
     self.class_names = class_names
     self.labels = labels      # split -> (n, C)
     self.index = index        # split -> [(tfds split, row indices)] in order
     self.coverage = coverage or {}
+    # How many of the task's classes are scored, and why the others are not
+    # (`class_scoring`); None where the TaskData was built by hand.
+    self.class_scoring = class_scoring
 
   def features(self, encoder, split: str, kind: str = "pooled", corruption=None,
                seed: int = 0, reduced_leads_mode: str = "native") -> np.ndarray:
@@ -246,6 +283,46 @@ class TaskData:
       reports = self.store.split(s).report
       out.extend(reports[i] for i in rows)
     return out
+
+  def has_report(self, split: str) -> np.ndarray:
+    """(n,) bool: the record has a non-empty report."""
+    return np.array([bool(str(r).strip()) for r in self.reports(split)], dtype=bool)
+
+  def text_features(self, encoder, split: str) -> np.ndarray:
+    """(n, P) projected text embeddings of the split's reports ('' embeds as empty text)."""
+    return np.concatenate([self.store.text_features(encoder, s)[rows]
+                           for s, rows in self.index[split]])
+
+
+# Why a class of a task is not scored, in the order the reasons are checked (a class is counted
+# under its first reason). The first three are `task_data`'s rule (train and validation only);
+# the last two are metrics.py's: a class without test positives or negatives has no AUROC.
+LEFT_OUT_REASONS = {"no_train_positive": "no train positive",
+                    "no_validation_positive": "no validation positive",
+                    "no_validation_negative": "no validation negative",
+                    "no_test_positive": "no test positive",
+                    "no_test_negative": "no test negative"}
+
+
+def class_scoring(class_names: Sequence[str], labels: dict) -> dict:
+  """{"classes", "scored": [names], "left_out": {reason: [names]}} for one task.
+
+  `labels`: split -> (n, C) over all of `class_names`. Only a report: the test columns decide
+  nothing here that metrics.py would not drop from the macro means anyway.
+  """
+  pos = {s: np.asarray(y).sum(0) for s, y in labels.items()}
+  size = {s: np.asarray(y).shape[0] for s, y in labels.items()}
+  checks = {"no_train_positive": pos["train"] == 0,
+            "no_validation_positive": pos["validation"] == 0,
+            "no_validation_negative": pos["validation"] == size["validation"],
+            "no_test_positive": pos["test"] == 0,
+            "no_test_negative": pos["test"] == size["test"]}
+  left_out = {reason: [] for reason in LEFT_OUT_REASONS}
+  scored = []
+  for c, name in enumerate(class_names):
+    reason = next((r for r in LEFT_OUT_REASONS if checks[r][c]), None)
+    (left_out[reason] if reason else scored).append(str(name))
+  return {"classes": len(class_names), "scored": scored, "left_out": left_out}
 
 
 def task_data(store, task: str, label_names: dict, config, data_cfg) -> TaskData:
@@ -291,6 +368,7 @@ def task_data(store, task: str, label_names: dict, config, data_cfg) -> TaskData
         raise ValueError(f"task {task!r} is missing from split {split!r} of some source")
       labels[split] = data.labels[task]
       index[split] = [(split, np.arange(len(data)))]
+  scoring = class_scoring(class_names, labels)
   # Classes that can be learned and selected: positives in train and in validation.
   keep = (labels["train"].sum(0) > 0) & (labels["validation"].sum(0) > 0)
   keep &= labels["validation"].sum(0) < labels["validation"].shape[0]
@@ -298,7 +376,7 @@ def task_data(store, task: str, label_names: dict, config, data_cfg) -> TaskData
     raise ValueError(f"task {task!r}: no class has positives in both train and validation")
   class_names = [c for c, k in zip(class_names, keep) if k]
   labels = {s: y[:, keep] for s, y in labels.items()}
-  return TaskData(store, task, class_names, labels, index, coverage)
+  return TaskData(store, task, class_names, labels, index, coverage, scoring)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -382,26 +460,105 @@ def _descriptions(statements_csv: Optional[str], class_names: Sequence[str]) -> 
   return out
 
 
+def model_logit_scale(encoder) -> Optional[float]:
+  """exp of the encoder's learnt `logit_scale` parameter (1 / temperature), None if it has none.
+
+  Clipped as MERIT clips it in training (`models.merit.MAX_LOGIT_SCALE`: scale in [1, 100]).
+  """
+  params = getattr(encoder, "params", None)
+  try:
+    value = float(np.asarray(params["logit_scale"]))
+  except (KeyError, TypeError, IndexError, ValueError):
+    return None
+  return float(np.exp(np.clip(value, 0.0, np.log(100.0))))
+
+
 def run_zero_shot(encoder, data: TaskData, config, data_cfg) -> Optional[dict]:
+  """The zero-shot entry of one encoder and task (`zero_shot_suite` without the diagnostics)."""
+  suite = zero_shot_suite(encoder, data, config, data_cfg, diagnostics=False)
+  return None if suite is None else suite["zero_shot"]
+
+
+def zero_shot_suite(encoder, data: TaskData, config, data_cfg,
+                    diagnostics: bool = True) -> Optional[dict]:
+  """{"zero_shot": ..., "prototype": ..., "text_ceiling": ...} of one encoder and task.
+
+  zero_shot: every (prompt set, normalisation) of `zero_shot_options(config)` scored on
+  validation, the best validation macro AUROC scored once on test; all validation numbers in
+  "validation". prototype (class embeddings from training reports: uses training labels, not
+  zero-shot) and text_ceiling (test reports against the chosen prompts, no ECG) when `diagnostics` and `config.zero_shot.prototype`
+  / `.text_ceiling` (default on). None for an encoder without a text tower.
+  """
   from merit_jax.evaluators import zero_shot  # pylint: disable=g-import-not-at-top
   if encoder.embed_text is None:
     return None
   z = config.zero_shot
   statements = _find_file(data_cfg, "scp_statements.csv", z.get("statements_csv"))
-  result = zero_shot.run_zero_shot(
+  sets, norms = zero_shot_options(config)
+  built = zero_shot.build_prompt_sets(
+      sets, data.class_names, statements_csv=statements,
+      descriptions=_descriptions(statements, data.class_names), prompt_file=z.get("prompt_file"),
+      user_prompts=z.get("user_prompts", "extend"))
+  scale = model_logit_scale(encoder)
+  val_emb = data.features(encoder, "validation", "projected")
+  result = zero_shot.run_zero_shot_selected(
       data.features(encoder, "test", "projected"), data.labels["test"], data.class_names,
-      encoder.embed_text, val_ecg_emb=data.features(encoder, "validation", "projected"),
-      val_labels=data.labels["validation"], n_bootstrap=int(config.n_bootstrap),
-      seed=int(config.seed), statements_csv=statements,
-      descriptions=_descriptions(statements, data.class_names),
-      prompt_file=z.get("prompt_file"), user_prompts=z.get("user_prompts", "extend"))
+      encoder.embed_text, {name: b["prompts"] for name, b in built.items()}, val_emb,
+      data.labels["validation"], norms, scale, n_bootstrap=int(config.n_bootstrap),
+      seed=int(config.seed))
+  class_emb = result.pop("class_embeddings")
   out = _metric_summary(result)
-  # Validation AUROC: prompt sets (prompt_file, user_prompts) are chosen on fold 9, not on test.
-  out["val_macro_auroc"] = result["val_macro_auroc"]
+  out.update({
+      # Chosen on fold 9 (validation), never on test.
+      "prompt_set": result["prompt_set"], "normalization": result["normalization"],
+      "val_macro_auroc": result["val_macro_auroc"], "validation": result["validation"],
+      "per_class_auroc": result["per_class"]["auroc"],
+      "per_class_f1": result["per_class"].get("f1"), "thresholds": result["thresholds"],
+      "softmax_scale": result["softmax_scale"],
+      "softmax_scale_source": result["softmax_scale_source"],
+      "prompt_file": z.get("prompt_file"), "user_prompts": z.get("user_prompts", "extend"),
+      "prompt_sets": {name: {"file": b["file"], "fallback_classes": b["fallback"],
+                             "num_prompts": sum(len(p) for p in b["prompts"].values())}
+                      for name, b in built.items()},
+      "prompts": result["prompts"]})
+  suite = {"zero_shot": out}
+  if diagnostics and z.get("prototype", True):
+    suite["prototype"] = run_prototype(encoder, data, config, norms, scale)
+  if diagnostics and z.get("text_ceiling", True):
+    suite["text_ceiling"] = run_text_ceiling(encoder, data, config, class_emb, norms, scale)
+    suite["text_ceiling"]["prompt_set"] = result["prompt_set"]
+  return suite
+
+
+def run_prototype(encoder, data: TaskData, config, normalizations, logit_scale) -> dict:
+  """PROTOTYPE diagnostic (uses training labels, not zero-shot): `zero_shot.run_prototype`
+  with the training reports' text embeddings, normalisation chosen on validation."""
+  from merit_jax.evaluators import zero_shot  # pylint: disable=g-import-not-at-top
+  result = zero_shot.run_prototype(
+      data.text_features(encoder, "train"), data.labels["train"],
+      data.features(encoder, "test", "projected"), data.labels["test"],
+      data.features(encoder, "validation", "projected"), data.labels["validation"],
+      data.class_names, train_valid=data.has_report("train"), normalizations=normalizations,
+      logit_scale=logit_scale, n_bootstrap=int(config.n_bootstrap), seed=int(config.seed))
+  out = _metric_summary(result)
+  out.update({k: result[k] for k in ("normalization", "validation", "val_macro_auroc",
+                                     "num_train_reports", "no_prototype")})
   out["per_class_auroc"] = result["per_class"]["auroc"]
-  out["prompt_file"] = z.get("prompt_file")
-  out["user_prompts"] = z.get("user_prompts", "extend")
-  out["prompts"] = result["prompts"]
+  return out
+
+
+def run_text_ceiling(encoder, data: TaskData, config, class_emb, normalizations,
+                     logit_scale) -> dict:
+  """TEXT-ONLY CEILING: the test reports (no ECG) against the chosen prompts' class embeddings,
+  raw cosine; records with an empty report are left out ("num_left_out")."""
+  from merit_jax.evaluators import zero_shot  # pylint: disable=g-import-not-at-top
+  result = zero_shot.text_only_ceiling(
+      data.text_features(encoder, "test"), data.labels["test"], class_emb,
+      has_report=data.has_report("test"), normalizations=normalizations,
+      logit_scale=logit_scale, n_bootstrap=int(config.n_bootstrap), seed=int(config.seed))
+  out = _metric_summary(result)
+  out.update({k: result[k] for k in ("by_normalization", "num_records", "num_left_out")})
+  out["per_class_auroc"] = result["per_class"]["auroc"]
   return out
 
 
@@ -504,6 +661,19 @@ def evaluate_encoders(encoders: Sequence, data_cfg, config, output_dir: str,
   _check_config(config)
   evaluators = parse_list(config.evaluators)
   tasks = resolve_tasks(parse_list(config.tasks))
+  skipped_tasks = {}
+  if config.merl_splits:
+    # MERL publishes split files for super/sub/form/rhythm only: the other tasks (all,
+    # diagnostic) are left out of a MERL-split run rather than mixed with the TFDS folds.
+    skipped_tasks = {t: "MERL publishes no split files for it" for t in tasks
+                     if t not in MERL_STEMS}
+    tasks = [t for t in tasks if t not in skipped_tasks]
+    if not tasks:
+      raise ValueError(f"merl_splits: none of the tasks {sorted(skipped_tasks)} has MERL split "
+                       f"files (only {sorted(MERL_STEMS)})")
+    for t in skipped_tasks:
+      print(f"evaluate: skipping task {t} with merl_splits: MERL publishes no split files for "
+            "it", flush=True)
   if store is None:
     store = features_lib.FeatureStore(
         data_cfg, os.path.join(output_dir, "features"),
@@ -521,10 +691,15 @@ def evaluate_encoders(encoders: Sequence, data_cfg, config, output_dir: str,
                         "sources": [s.__dict__ for s in (store.sources or [])]},
                "encoders": [{"name": e.name, "cache_key": e.cache_key, "step": e.step}
                             for e in encoders],
-               "records": {}, "classes": {}, "coverage": {}},
+               "records": {}, "classes": {}, "coverage": {}, "class_scoring": {},
+               "skipped_tasks": skipped_tasks},
   }
   for name in evaluators:
     results[name] = {e.name: {} for e in encoders}
+  if "zero_shot" in evaluators:
+    # The zero-shot diagnostics: their own sections, never part of the zero-shot table.
+    for name in ZERO_SHOT_DIAGNOSTICS:
+      results[name] = {e.name: {} for e in encoders}
   transfer_tasks = []
   if "transfer" in evaluators:
     transfer_tasks, skipped = prepare_transfer(store, config, data_cfg, output_dir)
@@ -544,6 +719,7 @@ def evaluate_encoders(encoders: Sequence, data_cfg, config, output_dir: str,
       d = task_cache[task]
       results["meta"]["classes"][task] = d.class_names
       results["meta"]["records"][task] = {s: int(d.labels[s].shape[0]) for s in SPLITS}
+      results["meta"]["class_scoring"][task] = d.class_scoring
       if d.coverage:
         results["meta"]["coverage"][task] = d.coverage
     data = task_cache[task]
@@ -555,9 +731,9 @@ def evaluate_encoders(encoders: Sequence, data_cfg, config, output_dir: str,
       if out is not None:
         results["finetune"][encoder.name][task] = out
     if "zero_shot" in evaluators:
-      out = run_zero_shot(encoder, data, config, data_cfg)
-      if out is not None:
-        results["zero_shot"][encoder.name][task] = out
+      suite = zero_shot_suite(encoder, data, config, data_cfg)
+      for section, out in (suite or {}).items():
+        results[section][encoder.name][task] = out
     if task in shift_tasks:
       probe = probe or full_probe(encoder, data, config)
       results["shift"][encoder.name][task] = run_shift(encoder, data, probe, config)
@@ -634,28 +810,29 @@ def results_markdown(results: dict, title: str, command: Optional[str] = None) -
   out += [f"Splits: {splits}. Every choice on validation; test scored once. Values in %; "
           f"single runs show value [95 % bootstrap CI, {meta['n_bootstrap']} resamples], "
           "several seeds show mean ± sd over seeds (per-run CIs in the JSON).", ""]
-  out += ["Records (train / validation / test) and classes per task: " + "; ".join(
-      f"{t}: {r['train']} / {r['validation']} / {r['test']}, {len(meta['classes'][t])} classes"
-      for t, r in meta["records"].items()) + ".", ""]
+  out += ["Records (train / validation / test) and classes evaluated (positives in train and "
+          "validation) per task: " + "; ".join(
+              f"{t}: {r['train']} / {r['validation']} / {r['test']}, "
+              f"{len(meta['classes'][t])} classes" for t, r in meta["records"].items()) + ".", ""]
+  if meta.get("skipped_tasks"):
+    out += ["Tasks not evaluated: " + "; ".join(
+        f"{t} ({why})" for t, why in meta["skipped_tasks"].items()) + ".", ""]
+  out += _class_scoring_markdown(meta)
   for key, label in (("linear_probe", "Linear probe"), ("finetune", "Fine-tuning")):
     if key not in results:
       continue
-    for metric in ("macro_auroc", "macro_auprc", "macro_f1"):
-      out += [f"## {label}: {metric.replace('_', ' ')} (task, label fraction)", ""]
-      out += _fraction_table(results[key], tasks, fractions if key == "linear_probe" else
-                             sorted({float(f) for e in results[key].values()
-                                     for t in e.values() for f in t}), metric)
+    key_fractions = fractions if key == "linear_probe" else sorted(
+        {float(f) for e in results[key].values() for t in e.values() for f in t})
+    if not key_fractions:
+      continue
+    out += _headline_table(results[key], label, tasks, max(key_fractions))
+    # Macro F1 right after macro AUROC: the two headline metrics, then AUPRC.
+    for metric in ("macro_auroc", "macro_f1", "macro_auprc"):
+      note = " (per-class thresholds fixed on validation)" if metric == "macro_f1" else ""
+      out += [f"## {label}: {metric.replace('_', ' ')}{note} (task, label fraction)", ""]
+      out += _fraction_table(results[key], tasks, key_fractions, metric)
       out.append("")
-  if "zero_shot" in results and any(results["zero_shot"].values()):
-    out += ["## Zero-shot (test): macro AUROC / macro F1 (thresholds from validation)", ""]
-    out += ["| encoder | " + " | ".join(tasks) + " |", "|" + "---|" * (len(tasks) + 1)]
-    for encoder, per_task in results["zero_shot"].items():
-      if per_task:
-        cells = [f"{_ci_cell(per_task[t].get('macro_auroc'))} / "
-                 f"{_ci_cell(per_task[t].get('macro_f1'))}" if t in per_task else "–"
-                 for t in tasks]
-        out.append("| " + " | ".join([encoder] + cells) + " |")
-    out.append("")
+  out += _zero_shot_markdown(results, tasks)
   if "retrieval" in results and any(results["retrieval"].values()):
     out += ["## Retrieval (test, records with a report): Recall@K % (chance in brackets)", ""]
     some = next(v for v in results["retrieval"].values() if v)
@@ -672,6 +849,161 @@ def results_markdown(results: dict, title: str, command: Optional[str] = None) -
   out += _shift_markdown(results)
   out += _transfer_markdown(results)
   return "\n".join(out) + "\n"
+
+
+def _row(cells) -> str:
+  return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _task_table_head(first: str, tasks) -> list[str]:
+  return [_row([first] + list(tasks)), "|" + "---|" * (len(tasks) + 1)]
+
+
+def _class_scoring_markdown(meta: dict) -> list[str]:
+  """The 'Classes scored per task' table (+ the names left out), from meta['class_scoring']."""
+  scoring = {t: c for t, c in (meta.get("class_scoring") or {}).items() if c}
+  if not scoring:
+    return []
+  out = ["## Classes scored per task", "",
+         "A class is evaluated when it has positives in train and validation (and is not "
+         "positive in every validation record); of those, classes without a test positive (or "
+         "negative) have no AUROC and are left out of every macro mean. Each left-out class is "
+         "counted under its first reason.", "",
+         _row(["task", "classes in the task", "scored", "no train positive",
+               "no validation positive", "no test positive",
+               "no validation / test negative"]), "|" + "---|" * 7]
+  for task, c in scoring.items():
+    lo = c["left_out"]
+    out.append(_row([task, c["classes"], len(c["scored"]), len(lo["no_train_positive"]),
+                     len(lo["no_validation_positive"]), len(lo["no_test_positive"]),
+                     len(lo["no_validation_negative"]) + len(lo["no_test_negative"])]))
+  out.append("")
+  names = []
+  for task, c in scoring.items():
+    parts = [f"{LEFT_OUT_REASONS[r]}: {', '.join(v)}" for r, v in c["left_out"].items() if v]
+    if parts:
+      names.append(f"- {task}: " + "; ".join(parts))
+  if names:
+    out += ["Left out:", ""] + names + [""]
+  return out
+
+
+def _headline_table(section: dict, label: str, tasks, fraction: float) -> list[str]:
+  """Macro AUROC / macro F1 per task at one label fraction (the largest)."""
+  rows = [(encoder, per_task) for encoder, per_task in section.items() if per_task]
+  if not rows:
+    return []
+  out = [f"## {label} (test, {100 * fraction:g} % labels): macro AUROC / macro F1 (thresholds "
+         "fixed on validation)", ""] + _task_table_head("encoder", tasks)
+  for encoder, per_task in rows:
+    cells = []
+    for t in tasks:
+      entry = per_task.get(t, {}).get(str(fraction))
+      cells.append("–" if not entry else
+                   f"{_fraction_cell(entry, 'macro_auroc')} / {_fraction_cell(entry, 'macro_f1')}")
+    out.append(_row([encoder] + cells))
+  return out + [""]
+
+
+def _auroc_f1_cell(entry: Optional[dict], suffix: str = "") -> str:
+  if not entry:
+    return "–"
+  cell = _ci_cell(entry.get("macro_auroc"))
+  if entry.get("macro_f1"):
+    cell += f" / {_ci_cell(entry['macro_f1'])}"
+  return cell + suffix
+
+
+def _zero_shot_markdown(results: dict, tasks) -> list[str]:
+  """Zero-shot (chosen on validation), then its two diagnostics, each in its own section."""
+  out = []
+  zs = {e: v for e, v in (results.get("zero_shot") or {}).items() if v}
+  if zs:
+    out += ["## Zero-shot (test): macro AUROC / macro F1 (thresholds from validation)", "",
+            "Per task, the prompt set (zero_shot.prompt_sets) and the per-record score "
+            "normalisation (zero_shot.normalizations: raw cosine; centered = minus the "
+            "record's mean over the task's class prompts; softmax over the task's classes) "
+            "with the best validation macro AUROC; only that pair is scored on test.", ""]
+    out += _task_table_head("encoder", tasks)
+    for encoder, per_task in zs.items():
+      out.append(_row([encoder] + [_auroc_f1_cell(per_task.get(t)) for t in tasks]))
+    out += ["", "Chosen on validation: prompt set / normalisation (validation macro AUROC)", ""]
+    out += _task_table_head("encoder", tasks)
+    for encoder, per_task in zs.items():
+      out.append(_row([encoder] + [
+          f"{per_task[t].get('prompt_set', '–')} / {per_task[t].get('normalization', 'raw')} "
+          f"({_pct(per_task[t].get('val_macro_auroc'))})" if t in per_task else "–"
+          for t in tasks]))
+    out.append("")
+    scales = []
+    for encoder, per_task in zs.items():
+      some = next(iter(per_task.values()))
+      if "softmax_scale" in some:
+        source = ("the model's logit scale" if some.get("softmax_scale_source") == "model"
+                  else "fixed; the model's is unknown")
+        scales.append(f"{encoder} {some['softmax_scale']:.3g} ({source})")
+    if scales:
+      out += ["softmax multiplies the cosines by: " + "; ".join(scales) + ".", ""]
+    for encoder, per_task in zs.items():
+      options = []
+      for t in tasks:
+        for prompt_set, by_norm in (per_task.get(t, {}).get("validation") or {}).items():
+          for norm in by_norm:
+            if (prompt_set, norm) not in options:
+              options.append((prompt_set, norm))
+      if not options:
+        continue
+      out += [f"Validation macro AUROC of every option, {encoder} (* = chosen):", ""]
+      out += _task_table_head("prompt set / normalisation", tasks)
+      for prompt_set, norm in options:
+        cells = []
+        for t in tasks:
+          entry = per_task.get(t, {})
+          value = (entry.get("validation") or {}).get(prompt_set, {}).get(norm)
+          mark = "*" if (entry.get("prompt_set"), entry.get("normalization")) == (
+              prompt_set, norm) else ""
+          cells.append("–" if value is None else f"{_pct(value)}{mark}")
+        out.append(_row([f"{prompt_set} / {norm}"] + cells))
+      out.append("")
+  proto = {e: v for e, v in (results.get("prototype") or {}).items() if v}
+  if proto:
+    out += ["## Prototype diagnostic (uses training labels — not zero-shot): test macro AUROC / "
+            "macro F1", "",
+            "Class embedding = the mean of the L2-normalised text embeddings of the training "
+            "reports that carry the class; cosine to the test ECG embeddings, normalisation "
+            "(in brackets) chosen on validation. Prototypes good and prompts bad → the prompts "
+            "are the problem; both bad → the ECG–text alignment is.", ""]
+    out += _task_table_head("encoder", tasks)
+    for encoder, per_task in proto.items():
+      out.append(_row([encoder] + [
+          _auroc_f1_cell(per_task.get(t), f" ({per_task[t]['normalization']})")
+          if t in per_task else "–" for t in tasks]))
+    out.append("")
+    missing = sorted({f"{t}: {', '.join(v['no_prototype'])}" for per_task in proto.values()
+                      for t, v in per_task.items() if v.get("no_prototype")})
+    if missing:
+      out += ["Classes without a training report (no prototype, left out): "
+              + "; ".join(missing) + ".", ""]
+  ceiling = {e: v for e, v in (results.get("text_ceiling") or {}).items() if v}
+  if ceiling:
+    out += ["## Text-only ceiling (test reports against the chosen prompts, cosine; no ECG): "
+            "macro AUROC", "",
+            "Each encoder's text tower alone: the test reports' own embeddings scored against "
+            "the class prompts chosen for zero-shot (prompt set in brackets). Roughly the "
+            "ceiling an ECG encoder aligned to that text space can approach.", ""]
+    out += _task_table_head("encoder", tasks)
+    for encoder, per_task in ceiling.items():
+      out.append(_row([encoder] + [
+          f"{_ci_cell(per_task[t].get('macro_auroc'))} ({per_task[t].get('prompt_set', '–')})"
+          if t in per_task else "–" for t in tasks]))
+    out.append("")
+    counts = {}
+    for per_task in ceiling.values():
+      for t, v in per_task.items():
+        counts.setdefault(t, (v["num_records"], v["num_left_out"]))
+    out += ["Test records scored (empty reports left out): " + "; ".join(
+        f"{t}: {n} ({left} left out)" for t, (n, left) in counts.items()) + ".", ""]
+  return out
 
 
 _REDUCED_LEADS_WORDS = {"native": "native lead subset", "zeros": "zero-filled"}

@@ -107,6 +107,15 @@ def test_end_to_end_outputs(evaluated):
   md = pathlib.Path(paths["md"]).read_text()
   assert "## Linear probe: macro auroc" in md and "| random_conv |" in md
   assert "## Zero-shot" in md and "## Retrieval" in md and "## Distribution shift" in md
+  # The zero-shot diagnostics, in their own sections; none for the text-less random_conv.
+  assert "## Prototype diagnostic (uses training labels — not zero-shot)" in md
+  assert "## Text-only ceiling" in md and "## Classes scored per task" in md
+  for section in ("prototype", "text_ceiling"):
+    assert set(results[section]["run"]) == {"superdiagnostic", "rhythm"}
+    assert results[section]["random_conv"] == {}
+  assert zs["prompt_set"] in ("scp_en", "report_de", "knowledge", "all")
+  assert set(zs["validation"]) == {"scp_en", "report_de", "knowledge", "all"}
+  assert zs["softmax_scale_source"] == "model"
   saved = json.loads(pathlib.Path(paths["json"]).read_text())
   assert saved["meta"]["command"].startswith("python -m merit_jax.evaluate")
   # Features were cached per encoder / split / corruption.
@@ -158,6 +167,39 @@ def test_test_labels_change_no_selected_hyperparameter(evaluated, checkpoint):
   a = altered["linear_probe"]["run"]["rhythm"]["1.0"]["runs"][0]["test"]["macro_auroc"]["value"]
   b = results["linear_probe"]["run"]["rhythm"]["1.0"]["runs"][0]["test"]["macro_auroc"]["value"]
   assert a == pytest.approx(1 - b, abs=1e-6)
+
+
+def test_default_tasks_run_on_the_built_label_files(evaluated):
+  """all (71 statements) and diagnostic (44) are default tasks and run on the TFDS labels."""
+  config, _ = evaluated
+  config = copy.deepcopy(config)
+  config.tasks = evaluate_config.get_config().tasks
+  config.evaluators = "linear_probe,zero_shot"
+  config.baselines = ""
+  config.fractions = "1.0"
+  config.probe.weight_decays = "0"
+  config.probe.max_epochs = 5
+  encoders, run_config = evaluate.build_encoders(config)
+  data_cfg = evaluate.eval_data_config(run_config, config)
+  results = evaluate.evaluate_encoders(encoders, data_cfg, config, config.output_dir)
+  tasks = ["superdiagnostic", "subdiagnostic", "form", "rhythm", "all", "diagnostic"]
+  assert results["meta"]["tasks"] == tasks
+  scoring = results["meta"]["class_scoring"]
+  # The synthetic builds use their own (smaller) statements table in the PTB-XL layout.
+  from merit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  label_names = pipeline.label_names(data_cfg)
+  assert {t: scoring[t]["classes"] for t in tasks} == {t: len(label_names[t]) for t in tasks}
+  assert len(label_names["all"]) > len(label_names["diagnostic"]) > 0
+  for task in tasks:
+    c = scoring[task]
+    assert len(c["scored"]) + sum(map(len, c["left_out"].values())) == c["classes"]
+    assert results["linear_probe"]["run"][task]["1.0"]["runs"][0]["test"]["num_evaluated"] == \
+        len(c["scored"])
+    for section in ("zero_shot", "prototype", "text_ceiling"):
+      assert task in results[section]["run"], (section, task)
+  md = evaluate.results_markdown(results, "defaults")
+  assert f"| all | {len(label_names['all'])} | {len(scoring['all']['scored'])} |" in md
+  assert f"| diagnostic | {len(label_names['diagnostic'])} |" in md
 
 
 def test_merl_splits_match_ids_and_label_columns(evaluated, tmp_path):
