@@ -56,9 +56,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.merl_splits = False
   config.merl_dir = config_dict.placeholder(str)
 
+  # features: comma list of feature kinds the probe may use, chosen per task and label
+  # fraction on validation: `pooled` (the encoder's mean token, width D) and, for MERIT
+  # encoders, `per_lead` (each lead's mean token side by side, 12 x D: a feature count nearer
+  # random convolutions'). Random convolutions only have `pooled`.
   config.probe = ml_collections.ConfigDict(dict(
       weight_decays="0,1e-4,1e-3,1e-2,1e-1", learning_rate=1e-2, max_epochs=300,
-      eval_every=10, patience=5))
+      eval_every=10, patience=5, features="pooled,per_lead"))
   config.finetune = ml_collections.ConfigDict(dict(
       learning_rates="1e-4,1e-3", max_epochs=10, patience=3, batch_size=32,
       weight_decay=1e-4, fractions="1.0", seeds="0"))

@@ -411,15 +411,47 @@ def _probe_kwargs(config) -> dict:
               patience=int(config.probe.patience), n_bootstrap=int(config.n_bootstrap))
 
 
+def _probe_feature_kinds(encoder, data: TaskData, config) -> list[str]:
+  """The feature kinds of `config.probe.features` that this encoder provides."""
+  kinds = parse_list(config.probe.get("features", "pooled"))
+  available = data.store.features(encoder, data.index["train"][0][0]).keys()
+  kept = [k for k in kinds if k in available]
+  if not kept:
+    raise ValueError(f"config.probe.features={config.probe.features!r}: encoder "
+                     f"{encoder.name!r} provides none of them (it has {sorted(available)})")
+  return kept
+
+
+def _mean_val_auroc(summary: dict) -> float:
+  return float(np.mean([r.val_metrics["macro_auroc"]["value"] for r in summary["runs"]]))
+
+
 def run_probe(encoder, data: TaskData, config) -> tuple[dict, Any]:
-  """Linear probe at every label fraction; returns (results, the 100 % ProbeResult or None)."""
+  """Linear probe at every label fraction; returns (results, the 100 % ProbeResult or None).
+
+  With several `config.probe.features` (e.g. `pooled,per_lead`) every kind is probed and, per
+  label fraction, the one with the best mean validation macro AUROC is reported (`feature`;
+  every kind's validation score in `val_by_feature`). The returned 100 % probe is always on
+  `pooled` features, which every lead subset of the shift suite can produce.
+  """
   from merit_jax.evaluators import linear_probe  # pylint: disable=g-import-not-at-top
-  splits = [(data.features(encoder, s), data.labels[s]) for s in SPLITS]
-  runs = linear_probe.run_label_fractions(
-      *splits, fractions=parse_list(config.fractions, float),
-      seeds=parse_list(config.seeds, int), **_probe_kwargs(config))
-  full = runs[1.0]["runs"][0] if 1.0 in runs else None
-  return _fraction_results(runs), full
+  runs_by_kind = {}
+  for kind in _probe_feature_kinds(encoder, data, config):
+    splits = [(data.features(encoder, s, kind), data.labels[s]) for s in SPLITS]
+    runs_by_kind[kind] = linear_probe.run_label_fractions(
+        *splits, fractions=parse_list(config.fractions, float),
+        seeds=parse_list(config.seeds, int), **_probe_kwargs(config))
+  results = {}
+  for fraction in next(iter(runs_by_kind.values())):
+    scores = {kind: _mean_val_auroc(runs[fraction]) for kind, runs in runs_by_kind.items()}
+    chosen = max(scores, key=scores.get)
+    entry = _fraction_results({fraction: runs_by_kind[chosen][fraction]})[str(fraction)]
+    entry["feature"] = chosen
+    entry["val_by_feature"] = scores
+    results[str(fraction)] = entry
+  pooled = runs_by_kind.get("pooled")
+  full = pooled[1.0]["runs"][0] if pooled is not None and 1.0 in pooled else None
+  return results, full
 
 
 def full_probe(encoder, data: TaskData, config):
@@ -832,6 +864,7 @@ def results_markdown(results: dict, title: str, command: Optional[str] = None) -
       out += [f"## {label}: {metric.replace('_', ' ')}{note} (task, label fraction)", ""]
       out += _fraction_table(results[key], tasks, key_fractions, metric)
       out.append("")
+    out += _probe_feature_markdown(results[key], tasks, key_fractions)
   out += _zero_shot_markdown(results, tasks)
   if "retrieval" in results and any(results["retrieval"].values()):
     out += ["## Retrieval (test, records with a report): Recall@K % (chance in brackets)", ""]
@@ -849,6 +882,25 @@ def results_markdown(results: dict, title: str, command: Optional[str] = None) -
   out += _shift_markdown(results)
   out += _transfer_markdown(results)
   return "\n".join(out) + "\n"
+
+
+def _probe_feature_markdown(section: dict, tasks, fractions) -> list[str]:
+  """Which probe feature validation chose per (task, fraction), where there was a choice."""
+  rows = []
+  for encoder, per_task in section.items():
+    cells = []
+    for task in tasks:
+      for fraction in fractions:
+        entry = (per_task.get(task) or {}).get(str(float(fraction))) or {}
+        cells.append(entry.get("feature", "–"))
+    if any(len((e or {}).get("val_by_feature", {})) > 1 for t in per_task.values()
+           for e in (t or {}).values()):
+      rows.append(_row([encoder] + cells))
+  if not rows:
+    return []
+  head = [f"{t} {f:g}" for t in tasks for f in fractions]
+  return (["## Probe features chosen on validation (mean validation macro AUROC over seeds)",
+           "", _row(["encoder"] + head), "|" + "---|" * (len(head) + 1)] + rows + [""])
 
 
 def _row(cells) -> str:

@@ -124,6 +124,38 @@ def test_end_to_end_outputs(evaluated):
   assert len(list(cache.glob("*/test__gaussian_noise_*.npz"))) == 15
 
 
+def test_probe_feature_is_chosen_on_validation(evaluated):
+  _, results = evaluated
+  for name, per_task in results["linear_probe"].items():
+    for entry in per_task["superdiagnostic"].values():
+      scores = entry["val_by_feature"]
+      # MERIT encoders offer both kinds; random convolutions only their pooled features.
+      assert set(scores) == ({"pooled"} if name == "random_conv" else {"pooled", "per_lead"})
+      assert entry["feature"] == max(scores, key=scores.get)
+      mean_val = np.mean([r["val"]["macro_auroc"]["value"] for r in entry["runs"]])
+      assert scores[entry["feature"]] == pytest.approx(mean_val)
+  md = pathlib.Path(results["paths"]["md"]).read_text()
+  assert "## Probe features chosen on validation" in md
+
+
+def test_per_lead_features_are_each_leads_token_mean(checkpoint):
+  encoder = features.checkpoint_encoder(str(checkpoint))
+  samples = int(encoder.config.data.preprocess.num_samples)
+  ecg = np.random.default_rng(0).normal(size=(3, 12, samples)).astype(np.float32)
+  out = encoder.embed_ecg(ecg)
+  tokens = np.asarray(encoder.model.apply({"params": encoder.params}, ecg, return_tokens=True,
+                                          method=encoder.model.embed_ecg)["tokens"])
+  width = out["pooled"].shape[1]
+  patches = tokens.shape[1] // 12
+  for lead in (0, 5, 11):
+    expected = tokens[:, lead * patches:(lead + 1) * patches].mean(axis=1)
+    np.testing.assert_allclose(out["per_lead"][:, lead * width:(lead + 1) * width], expected,
+                               atol=1e-5)
+  # Every lead has as many tokens, so the mean of the lead means is the pooled feature.
+  np.testing.assert_allclose(out["per_lead"].reshape(3, 12, width).mean(axis=1), out["pooled"],
+                             atol=1e-5)
+
+
 def test_bootstrap_interval_covers_point_estimate(evaluated):
   _, results = evaluated
   checked = 0

@@ -13,7 +13,8 @@ transform) meets the data. An `Encoder` wraps one feature source behind the same
 
 `Encoder` fields: `name` (for tables), `cache_key` (file-system safe; for a checkpoint it holds
 the run name, the step and a hash of the run's path, so two runs never share a cache entry),
-`embed_ecg(ecg (B, leads, S)) -> {'pooled': (B, D)[, 'projected': (B, P)]}`,
+`embed_ecg(ecg (B, leads, S)) -> {'pooled': (B, D)[, 'projected': (B, P), 'per_lead':
+(B, leads * D) (each lead's token mean, concatenated)]}`,
 `embed_text(list[str]) -> (n, P)` projected text embeddings or None,
 `embed_ecg_leads(ecg (B, len(leads), S), leads) -> dict` (same keys and widths as `embed_ecg`)
 for encoders that take a lead subset natively, else None, and for MERIT encoders `model`,
@@ -117,8 +118,18 @@ def _merit_fns(model, params, config, tokenizer, batch_size: int):
   lead set (a static tuple), since the number of lead tokens fixes the input shape.
   """
   # One jitted function serves both paths: `leads` is static (None = all leads).
-  embed_jit = jax.jit(lambda p, ecg, leads: model.apply(
-      {"params": p}, ecg, leads=leads, method=model.embed_ecg), static_argnums=2)
+  def embed(p, ecg, leads):
+    out = model.apply({"params": p}, ecg, leads=leads, return_tokens=True,
+                      method=model.embed_ecg)
+    tokens = out.pop("tokens")  # (B, leads * patches, D), lead-major.
+    b, _, width = tokens.shape
+    num_leads = ecg.shape[1] if leads is None else len(leads)
+    # Per-lead means side by side: a probe feature 12x wider than `pooled`, for capacity
+    # comparisons with wide classical features (chosen on validation by the probe).
+    out["per_lead"] = tokens.reshape(b, num_leads, -1, width).mean(axis=2).reshape(b, -1)
+    return out
+
+  embed_jit = jax.jit(embed, static_argnums=2)
   embed_text_jit = jax.jit(lambda p, tok: model.apply({"params": p}, tok,
                                                       method=model.embed_text))
   max_len = int(config.data.get("max_text_len", 64))
