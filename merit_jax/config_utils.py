@@ -14,11 +14,12 @@ from typing import Any
 import ml_collections
 
 MODEL_SIZES = ("tiny", "small", "base")
-TEXT_KINDS = ("transformer", "hf_bert")
+TEXT_KINDS = ("transformer", "hf_bert", "gemma3")
 CONTRASTIVE_VIEWS = ("masked", "full")
 DTYPES = ("float32", "bfloat16")
 TOKENIZER_KINDS = ("sentencepiece", "hf")
-POOLINGS = ("mean", "cls")
+POOLINGS = {"transformer": ("mean",), "hf_bert": ("mean", "cls"),
+            "gemma3": ("mean", "last")}
 
 
 class ConfigError(ValueError):
@@ -141,12 +142,18 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
           fail(f"config.model.text.hf_dir={hf_dir!r} does not exist")
       except FileNotFoundError as e:
         fail(f"config.model.text.hf_dir={hf_dir!r}: {e}")
-  if _get(config, "model.text.frozen", False) and text_kind != "hf_bert":
-    fail(f"config.model.text.frozen=True needs a pretrained tower (kind='hf_bert'), got "
-         f"kind={text_kind!r}: a from-scratch tower must train")
+  frozen = _get(config, "model.text.frozen", False)
+  if frozen and text_kind == "transformer":
+    fail("config.model.text.frozen=True needs a pretrained tower (kind='hf_bert' or "
+         "'gemma3'), got kind='transformer': a from-scratch tower must train")
+  if text_kind == "gemma3" and not frozen:
+    fail("config.model.text.kind='gemma3' is supported as a frozen tower only: set "
+         "config.model.text.frozen=True (its cached states feed a learned projection)")
   pooling = _get(config, "model.text.pooling", "mean")
-  if pooling not in POOLINGS:
-    fail(f"config.model.text.pooling={pooling!r} must be one of {', '.join(POOLINGS)}")
+  allowed = POOLINGS.get(text_kind, ("mean",))
+  if pooling not in allowed:
+    fail(f"config.model.text.pooling={pooling!r} must be one of {', '.join(allowed)} for "
+         f"kind={text_kind!r}")
   layer = _get(config, "model.text.layer")
   if layer is not None and (not isinstance(layer, int) or layer < 1):
     fail(f"config.model.text.layer={layer!r} must be a layer number >= 1 or None (the last)")

@@ -174,3 +174,41 @@ def test_greedy_continuation_is_fluent(real):
   logits, _ = model.apply(params, prompt)
   top3 = np.argsort(-np.asarray(logits[0, -1]))[:3]
   assert tok.encode(" Paris", add_bos=False)[0] in top3
+
+
+def test_hidden_states_are_the_forward_pass_before_its_head(real):
+  # The states a frozen text tower pools, run through the final norm and the tied embedding,
+  # reproduce the model's own logits on the same (right-padded) tokens.
+  model, params, tok = real
+  ids, mask = tok.encode_batch(["Sinusrhythmus. Normales EKG.", "atrial fibrillation"], 12,
+                               left_pad=False)
+  logits, _ = model.apply(params, jnp.asarray(ids), jnp.asarray(mask))
+  states = model.apply(params, jnp.asarray(ids), jnp.asarray(mask),
+                       method=gemma3.Gemma3.hidden_states)
+  again = model.apply(params, states, method=gemma3.Gemma3.final_norm_logits)
+  valid = np.asarray(mask)
+  np.testing.assert_allclose(np.asarray(again)[valid], np.asarray(logits)[valid], atol=1e-3,
+                             rtol=1e-4)
+
+
+def test_frozen_gemma3_tower_pools_the_chosen_layer(real, monkeypatch):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from merit_jax.models import text_tower  # pylint: disable=g-import-not-at-top
+  model, params, tok = real
+  metadata = {"tokenizer": "reused"}
+  monkeypatch.setattr(gemma3, "load_pretrained", lambda path=None: (model, params, metadata))
+  monkeypatch.setattr(tokenizer_lib, "GgufTokenizer", lambda _: tok)
+  texts = ["Sinusrhythmus. Linkstyp.", "ventrikuläre Extrasystolen", "ST depression"]
+  for layer, pooling in ((9, "mean"), (18, "last")):
+    tower = text_tower.FrozenTextTower.from_config(ml_collections.ConfigDict(dict(
+        kind="gemma3", hf_dir=None, frozen=True, layer=layer, pooling=pooling, max_len=16)),
+        batch_size=2)
+    assert tower.dim == 640 and f"L{layer}-{pooling}" in tower.cache_key
+    ids, mask = tok.encode_batch(texts, 16, left_pad=False)
+    states = np.asarray(model.apply(params, jnp.asarray(ids), jnp.asarray(mask),
+                                    num_layers=layer, method=gemma3.Gemma3.hidden_states))
+    if pooling == "mean":
+      expected = (states * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+    else:
+      expected = states[np.arange(3), mask.sum(1) - 1]
+    np.testing.assert_allclose(tower.embed(texts), expected, atol=2e-3, rtol=1e-4)

@@ -237,7 +237,8 @@ def build_model(config) -> MERIT:
     text_encoder = text_lib.BertEncoder(bert_config, dtype=dtype, remat=remat,
                                         pooling=_get(t, "pooling", "mean"))
   else:
-    raise ValueError(f"config.model.text.kind must be 'transformer' or 'hf_bert', got {kind!r}")
+    raise ValueError(f"config.model.text.kind must be 'transformer' or 'hf_bert' (or 'gemma3' "
+                     f"with model.text.frozen=True), got {kind!r}")
   return MERIT(encoder=encoder, decoder=decoder, text_encoder=text_encoder,
                num_leads=num_leads, num_samples=num_samples, patch_size=patch,
                mask_ratio=mask_ratio, proj_dim=int(_get(m, "proj_dim", 256)),

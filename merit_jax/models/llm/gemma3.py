@@ -343,6 +343,33 @@ class Gemma3(nn.Module):
     return logits, new_cache
 
 
+  def hidden_states(self, tokens: Array, input_mask: Array | None = None,
+                    num_layers: int | None = None) -> Array:
+    """The residual stream (B, T, d_model) after block `num_layers` (default: every block,
+    before the final norm), for right- or left-padded `tokens` without a cache or prefix.
+
+    What a frozen text tower pools (models/text_tower.py). `final_norm` of the last layer's
+    states, times the tied embedding, gives `__call__`'s logits (before any soft-cap).
+    """
+    cfg = self.config
+    num_layers = cfg.num_layers if num_layers is None else int(num_layers)
+    if not 1 <= num_layers <= cfg.num_layers:
+      raise ValueError(f"num_layers={num_layers} must lie in 1..{cfg.num_layers}")
+    mask = jnp.ones(tokens.shape, bool) if input_mask is None else input_mask.astype(bool)
+    positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0).astype(jnp.int32)
+    x = self.embed(tokens)
+    for block in self.blocks[:num_layers]:
+      x, _ = block(x, positions, 0, positions, mask, None)
+    return x
+
+  def final_norm_logits(self, x: Array) -> Array:
+    """Logits of residual-stream states x (final norm, tied embedding, soft-cap)."""
+    x = self.final_norm(x)
+    logits = jnp.einsum("btd,vd->btv", x.astype(jnp.float32),
+                        self.embedding.astype(jnp.float32))
+    return _softcap(logits, self.config.final_logit_softcap)
+
+
 # GGUF tensor name (per block, after 'blk.{i}.') -> path inside the block's params.
 _GGUF_BLOCK_MAP = {
     "attn_norm.weight": ("pre_attention_norm", "scale"),
