@@ -372,16 +372,22 @@ def load_for_inference(checkpoint_dir: str, step: int | None = None):
   Returns:
     (model, params, config, preprocess_cfg, tokenizer): the Flax MERIT module, its parameters
     (jax arrays on the first local device), the run's ConfigDict, its `PreprocessConfig`
-    and its tokenizer.
+    and its tokenizer (None for a frozen pretrained text tower, which tokenizes itself:
+    `models/text_tower.FrozenTextTower`).
   """
   from merit_jax.data import preprocess as preprocess_lib  # pylint: disable=g-import-not-at-top
   from merit_jax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
   from merit_jax.models import merit as merit_lib  # pylint: disable=g-import-not-at-top
 
   run_dir, manager_dir = _find_run(checkpoint_dir)
+  from merit_jax.models import text_tower  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(json.loads((run_dir / CONFIG_FILE).read_text()))
-  tokenizer = tokenizer_lib.load_tokenizer(run_tokenizer_spec(run_dir))
-  config.model.text.vocab_size = tokenizer.vocab_size
+  if text_tower.is_frozen(config.model.text):
+    # A frozen tower brings its own tokenizer (a Gemma 3 run saves none).
+    tokenizer = None
+  else:
+    tokenizer = tokenizer_lib.load_tokenizer(run_tokenizer_spec(run_dir))
+    config.model.text.vocab_size = tokenizer.vocab_size
 
   step = _latest_complete_step(manager_dir) if step is None else int(step)
   state_dir = manager_dir / str(step) / "state"
