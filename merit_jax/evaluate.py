@@ -116,9 +116,11 @@ def _check_config(config) -> None:
       raise ValueError(f"config.evaluators: unknown evaluator {name!r}; choose from "
                        f"{', '.join(EVALUATORS)}")
   for name in parse_list(config.baselines):
-    if name not in BASELINES:
+    base, _, kernels = name.partition("@")
+    if base not in BASELINES or (kernels and (base != "random_conv" or not kernels.isdigit()
+                                             or int(kernels) < 1)):
       raise ValueError(f"config.baselines: unknown baseline {name!r}; choose from "
-                       f"{', '.join(BASELINES)}")
+                       f"{', '.join(BASELINES)} (random_conv@K: K kernels per lead)")
   fractions = parse_list(config.fractions, float)
   if not fractions or any(not 0 < f <= 1 for f in fractions):
     raise ValueError(f"config.fractions must be in (0, 1], got {config.fractions!r}")
@@ -198,10 +200,13 @@ def baseline_encoders(config, run_config, tokenizer) -> list:
       out.append(features_lib.random_init_encoder(run_config, tokenizer,
                                                   int(config.random_init.seed),
                                                   config.batch_size))
-    elif name == "random_conv":
+    elif name.startswith("random_conv"):
+      # random_conv@K: K kernels instead of config.random_conv.num_kernels, e.g. to match a
+      # pretrained encoder's feature count (2 features per kernel and lead).
+      _, _, kernels = name.partition("@")
       out.append(features_lib.random_conv_encoder(
-          int(config.random_conv.num_kernels), int(config.random_conv.seed),
-          int(run_config.data.preprocess.num_samples)))
+          int(kernels or config.random_conv.num_kernels), int(config.random_conv.seed),
+          int(run_config.data.preprocess.num_samples), name=name))
   return out
 
 

@@ -9,6 +9,7 @@ import copy
 import json
 import pathlib
 
+import ml_collections
 import numpy as np
 import pandas as pd
 import pytest
@@ -289,6 +290,24 @@ def test_config_errors_are_named():
     evaluate._check_config(config)  # pylint: disable=protected-access
   with pytest.raises(ValueError, match="checkpoint is required"):
     evaluate.build_encoders(evaluate_config.get_config())
+  for bad in ("random_init@3", "random_conv@x", "random_conv@0"):
+    config = evaluate_config.get_config()
+    config.baselines = f"random_conv,{bad}"
+    with pytest.raises(ValueError, match="unknown baseline"):
+      evaluate._check_config(config)  # pylint: disable=protected-access
+
+
+def test_random_conv_at_a_matched_feature_count():
+  config = evaluate_config.get_config()
+  config.baselines = "random_conv,random_conv@32"
+  evaluate._check_config(config)  # pylint: disable=protected-access
+  run_config = ml_collections.ConfigDict(dict(data=dict(preprocess=dict(num_samples=1000))))
+  encoders = evaluate.baseline_encoders(config, run_config, None)
+  assert [e.name for e in encoders] == ["random_conv", "random_conv@32"]
+  ecg = np.random.default_rng(0).normal(size=(2, 12, 1000)).astype(np.float32)
+  # 2 features (PPV, max) per kernel and lead: 32 kernels x 12 leads x 2 = 768 = 12 x 64.
+  assert encoders[1].embed_ecg(ecg)["pooled"].shape == (2, 768)
+  assert encoders[0].cache_key != encoders[1].cache_key
 
 
 def test_ablation_variants_share_everything_but_the_objective():
