@@ -128,6 +128,38 @@ def selection_markdown(selection: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
+def paired_against_contrastive(results: dict, variants, eval_config) -> dict:
+  """Each MERIT variant minus contrastive only: 100 % probe, paired bootstrap, per task."""
+  if "contrastive_only" not in variants or "linear_probe" not in results:
+    return {}
+  reference = resolve_variant("contrastive_only")[0]
+  out = {}
+  for variant in variants:
+    if variant != "merit" and not variant.startswith(LAMBDA_PREFIX):
+      continue
+    title = resolve_variant(variant)[0]
+    out[title] = {task: evaluate_lib.probe_paired_difference(
+        results, title, reference, task, int(eval_config.n_bootstrap), int(eval_config.seed))
+                  for task in results["linear_probe"].get(title, {})}
+  return out
+
+
+def paired_markdown(paired: dict) -> str:
+  tasks = list(next(iter(paired.values())))
+  lines = ["", "## MERIT minus contrastive only (linear probe, 100 % labels, test): paired "
+           "difference, percentage points [95 % paired bootstrap CI]", "",
+           "| variant | metric | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
+  for title, per_task in paired.items():
+    for metric in ("macro_auroc", "macro_f1"):
+      cells = []
+      for task in tasks:
+        m = per_task[task].get(metric)
+        cells.append("–" if m is None else
+                     f"{100 * m['value']:+.1f} [{100 * m['ci_low']:+.1f}, {100 * m['ci_high']:+.1f}]")
+      lines.append(f"| {title} | {metric.replace('_', ' ')} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
 def variant_config(config: ml_collections.ConfigDict, variant: str,
                    total_steps: int | None = None) -> ml_collections.ConfigDict:
   """A private copy of `config` with the variant's objective and the shared budget."""
@@ -177,14 +209,19 @@ def evaluate_variants(workdir: str, variants, eval_config, baselines, results_di
   selection = select_on_validation(results, variants)
   if selection:
     results["meta"]["lambda_selection"] = selection
+  paired = paired_against_contrastive(results, variants, eval_config)
+  if paired:
+    results["paired_vs_contrastive_only"] = paired
   paths = evaluate_lib.write_results(results, results_dir, name, command,
                                      title="Ablations: MERIT vs its ablations vs baselines")
-  if selection:
+  extra = (paired_markdown(paired) if paired else "") + (
+      selection_markdown(selection) if selection else "")
+  if extra:
     md_path = paths["md"]
     with open(md_path, encoding="utf-8") as f:
       text = f.read()
     with open(md_path + ".tmp", "w", encoding="utf-8") as f:
-      f.write(text + selection_markdown(selection))
+      f.write(text + extra)
     os.replace(md_path + ".tmp", md_path)
   print(f"wrote {', '.join(paths.values())}", flush=True)
   results["paths"] = paths

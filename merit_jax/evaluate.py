@@ -451,12 +451,38 @@ def run_probe(encoder, data: TaskData, config) -> tuple[dict, Any]:
     scores = {kind: _mean_val_auroc(runs[fraction]) for kind, runs in runs_by_kind.items()}
     chosen = max(scores, key=scores.get)
     entry = _fraction_results({fraction: runs_by_kind[chosen][fraction]})[str(fraction)]
+    if fraction == 1.0:  # One run: keep what a paired comparison of encoders needs.
+      run = runs_by_kind[chosen][fraction]["runs"][0]
+      entry["runs"][0]["test_scores"] = np.round(run.test_scores, 5).tolist()
+      entry["runs"][0]["thresholds"] = np.asarray(run.thresholds, float).tolist()
     entry["feature"] = chosen
     entry["val_by_feature"] = scores
     results[str(fraction)] = entry
   pooled = runs_by_kind.get("pooled")
   full = pooled[1.0]["runs"][0] if pooled is not None and 1.0 in pooled else None
   return results, full
+
+
+def probe_paired_difference(results: dict, encoder_a: str, encoder_b: str, task: str,
+                            n_bootstrap: int = 1000, seed: int = 0) -> dict:
+  """Encoder A minus encoder B, 100 % linear probe on the test records of `task`: macro AUROC
+  and macro F1 (each probe's validation thresholds), paired bootstrap CIs.
+
+  Reads the stored 100 % probe scores and test labels, so `results` may also be the JSON of an
+  earlier evaluation (or two of them merged, when they share the test records).
+  """
+  from merit_jax.evaluators import metrics  # pylint: disable=g-import-not-at-top
+  labels = np.asarray(results["meta"]["test_labels"][task])
+  runs = []
+  for name in (encoder_a, encoder_b):
+    entry = results["linear_probe"][name][task].get("1.0")
+    if entry is None or "test_scores" not in entry["runs"][0]:
+      raise ValueError(f"no stored 100 % probe scores for {name!r} on {task!r}")
+    runs.append(entry["runs"][0])
+  return metrics.paired_difference(
+      labels, np.asarray(runs[0]["test_scores"]), np.asarray(runs[1]["test_scores"]),
+      np.asarray(runs[0]["thresholds"]), np.asarray(runs[1]["thresholds"]),
+      n_bootstrap=n_bootstrap, seed=seed)
 
 
 def full_probe(encoder, data: TaskData, config):
@@ -756,6 +782,9 @@ def evaluate_encoders(encoders: Sequence, data_cfg, config, output_dir: str,
       d = task_cache[task]
       results["meta"]["classes"][task] = d.class_names
       results["meta"]["records"][task] = {s: int(d.labels[s].shape[0]) for s in SPLITS}
+      # Test labels beside the 100 % probes' test scores: enough to compare any two encoders
+      # on the same records afterwards (probe_paired_difference), e.g. across result files.
+      results["meta"].setdefault("test_labels", {})[task] = d.labels["test"].astype(int).tolist()
       results["meta"]["class_scoring"][task] = d.class_scoring
       if d.coverage:
         results["meta"]["coverage"][task] = d.coverage

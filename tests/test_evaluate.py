@@ -139,6 +139,18 @@ def test_probe_feature_is_chosen_on_validation(evaluated):
   assert "## Probe features chosen on validation" in md
 
 
+def test_paired_probe_difference_from_stored_scores(evaluated):
+  _, results = evaluated
+  diff = evaluate.probe_paired_difference(results, "run", "random_init", "superdiagnostic",
+                                          n_bootstrap=50)
+  auroc = {n: results["linear_probe"][n]["superdiagnostic"]["1.0"]["macro_auroc"]["values"][0]
+           for n in ("run", "random_init")}
+  assert diff["macro_auroc"]["value"] == pytest.approx(auroc["run"] - auroc["random_init"],
+                                                       abs=1e-4)  # Scores stored to 5 decimals.
+  assert diff["macro_auroc"]["ci_low"] <= diff["macro_auroc"]["value"]
+  assert "macro_f1" in diff
+
+
 def test_per_lead_features_are_each_leads_token_mean(checkpoint):
   encoder = features.checkpoint_encoder(str(checkpoint))
   samples = int(encoder.config.data.preprocess.num_samples)

@@ -97,3 +97,21 @@ def test_bad_input_is_reported():
     metrics.evaluate_multilabel(np.zeros((3, 2)), np.zeros((3, 3)))
   with pytest.raises(ValueError, match="0/1"):
     metrics.auroc(np.full((3, 1), 2), np.zeros((3, 1)))
+
+
+def test_paired_difference_is_the_difference_of_the_separate_metrics():
+  rng = np.random.default_rng(3)
+  y = (rng.random((160, 7)) < 0.25).astype(int)
+  y[:, 6] = 0
+  y[5, 6] = 1  # A single-positive class: kept in every resample.
+  a, b = y + rng.normal(0, 1.0, y.shape), y + rng.normal(0, 1.6, y.shape)
+  ta, tb = np.full(7, 0.5), np.full(7, 0.6)
+  diff = metrics.paired_difference(y, a, b, ta, tb, n_bootstrap=300, seed=1)
+  sep_a = metrics.evaluate_multilabel(y, a, ta, n_bootstrap=0)
+  sep_b = metrics.evaluate_multilabel(y, b, tb, n_bootstrap=0)
+  for key in ("macro_auroc", "macro_f1"):
+    expected = sep_a[key]["value"] - sep_b[key]["value"]
+    assert diff[key]["value"] == pytest.approx(expected, abs=1e-12)
+    assert diff[key]["ci_low"] <= diff[key]["value"] <= diff[key]["ci_high"]
+  same = metrics.paired_difference(y, a, a, ta, ta, n_bootstrap=50)
+  assert all(same[k][q] == 0 for k in same for q in ("value", "ci_low", "ci_high"))
