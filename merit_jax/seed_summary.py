@@ -1,0 +1,133 @@
+"""Pools ablation-grid results of several pretraining seeds into one summary table.
+
+    python -m merit_jax.seed_summary --inputs=results/grid_seed0.json,results/grid_seed1.json \
+        --output=results/grid_seeds.md
+
+Each input is the JSON that `merit_jax.ablations` writes for one pretraining seed (same data,
+same evaluation config). Pretrained variants (the encoders listed in `meta.variants`) are pooled
+over the files: a linear-probe cell is the mean ± sd over every (pretraining seed, label subset)
+run. Baselines do not depend on the pretraining seed, so they are taken from the first file
+only (pooling identical copies would shrink their spread). Zero-shot and the paired
+differences are single runs per seed and are listed per seed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+import numpy as np
+
+_INPUTS = flags.DEFINE_list("inputs", None, "ablations JSON files, one per pretraining seed.")
+_OUTPUT = flags.DEFINE_string("output", None, "Markdown file to write.")
+_METRICS = (("macro_auroc", "macro AUROC"), ("macro_f1", "macro F1"))
+
+
+def _pct(x) -> str:
+  return "–" if x is None or not np.isfinite(x) else f"{100 * x:.1f}"
+
+
+def _ci(m) -> str:
+  if not m:
+    return "–"
+  if "ci_low" not in m:
+    return _pct(m["value"])
+  return f"{_pct(m['value'])} [{_pct(m['ci_low'])}, {_pct(m['ci_high'])}]"
+
+
+def pooled_probe(results: list, encoder: str, task: str, fraction: str, metric: str):
+  """Test values of every run of `encoder` (all files holding it) at one cell."""
+  values = []
+  for r in results:
+    entry = r.get("linear_probe", {}).get(encoder, {}).get(task, {}).get(fraction)
+    if entry:
+      values += [run["test"][metric]["value"] for run in entry["runs"] if metric in run["test"]]
+  return values
+
+
+def _encoders(results: list) -> tuple[list, list]:
+  variants = list(results[0]["meta"].get("variants", {}))
+  baselines = [e["name"] for e in results[0]["meta"]["encoders"] if e["name"] not in variants]
+  return variants, baselines
+
+
+def summary_markdown(results: list, inputs: list) -> str:
+  variants, baselines = _encoders(results)
+  meta = results[0]["meta"]
+  tasks, fractions = meta["tasks"], [str(float(f)) for f in meta["fractions"]]
+  out = ["# Ablation grid pooled over pretraining seeds", "",
+         "Produced by:", "", "```",
+         "python -m merit_jax.seed_summary --inputs=" + ",".join(inputs), "```", "",
+         f"{len(results)} pretraining seeds ({', '.join(os.path.basename(p) for p in inputs)}). "
+         "Linear probe: test value, mean ± sd over every (pretraining seed, label subset) run "
+         "(n); baselines from the first file (they do not depend on the pretraining seed). "
+         "Zero-shot and paired differences: one row per seed, value [95 % bootstrap CI]. "
+         "Values in %.", ""]
+  for metric, label in _METRICS:
+    head = [f"{t} {float(f):g}" for t in tasks for f in fractions]
+    out += [f"## Linear probe: {label} (task, label fraction)", "",
+            "| encoder | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+    for encoder in variants + baselines:
+      pool = results if encoder in variants else results[:1]
+      cells = []
+      for task in tasks:
+        for fraction in fractions:
+          v = pooled_probe(pool, encoder, task, fraction, metric)
+          cells.append("–" if not v else f"{_pct(np.mean(v))} ± "
+                       f"{100 * (np.std(v, ddof=1) if len(v) > 1 else 0):.1f} (n={len(v)})")
+      out.append(f"| {encoder} | " + " | ".join(cells) + " |")
+    out.append("")
+  out += ["## Zero-shot (test): macro AUROC, per pretraining seed", "",
+          "| encoder | seed file | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
+  for encoder in variants + baselines:
+    for r, path in (zip(results, inputs) if encoder in variants else [(results[0], inputs[0])]):
+      per_task = r.get("zero_shot", {}).get(encoder) or {}
+      if per_task:
+        out.append(f"| {encoder} | {os.path.basename(path)} | " + " | ".join(
+            _ci((per_task.get(t) or {}).get("macro_auroc")) for t in tasks) + " |")
+  out.append("")
+  if any(r.get("paired_vs_contrastive_only") for r in results):
+    out += ["## MERIT minus contrastive only (100 % probe, test), per pretraining seed", "",
+            "| variant | seed file | metric | " + " | ".join(tasks) + " |",
+            "|---|---|---|" + "---|" * len(tasks)]
+    for r, path in zip(results, inputs):
+      for title, per_task in (r.get("paired_vs_contrastive_only") or {}).items():
+        for metric, label in _METRICS:
+          cells = []
+          for t in tasks:
+            m = (per_task.get(t) or {}).get(metric)
+            cells.append("–" if not m else f"{100 * m['value']:+.1f} "
+                         f"[{100 * m['ci_low']:+.1f}, {100 * m['ci_high']:+.1f}]")
+          out.append(f"| {title} | {os.path.basename(path)} | {label} | " + " | ".join(cells)
+                     + " |")
+    out.append("")
+  return "\n".join(out) + "\n"
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not _INPUTS.value or not _OUTPUT.value:
+    raise app.UsageError("--inputs (ablations JSON files) and --output are required")
+  results = []
+  for path in _INPUTS.value:
+    if not os.path.isfile(path):
+      sys.exit(f"merit_jax.seed_summary: {path} does not exist")
+    with open(path, encoding="utf-8") as f:
+      results.append(json.load(f))
+  tasks = {tuple(r["meta"]["tasks"]) for r in results}
+  if len(tasks) > 1:
+    sys.exit(f"merit_jax.seed_summary: the inputs evaluate different tasks: {sorted(tasks)}")
+  text = summary_markdown(results, _INPUTS.value)
+  tmp = _OUTPUT.value + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(text)
+  os.replace(tmp, _OUTPUT.value)
+  print(f"wrote {_OUTPUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,34 @@
+"""seed_summary pools pretrained variants over seed files and takes baselines once."""
+
+import numpy as np
+import pytest
+
+from merit_jax import seed_summary
+
+
+def _results(offset):
+  def entry(values):
+    return {"runs": [{"test": {"macro_auroc": {"value": v}, "macro_f1": {"value": v / 2}}}
+                     for v in values]}
+  return {
+      "meta": {"variants": {"MERIT": {}}, "tasks": ["rhythm"], "fractions": [0.1, 1.0],
+               "encoders": [{"name": "MERIT"}, {"name": "random_init"}]},
+      "linear_probe": {
+          "MERIT": {"rhythm": {"0.1": entry([0.6 + offset, 0.7 + offset]),
+                               "1.0": entry([0.8 + offset])}},
+          "random_init": {"rhythm": {"0.1": entry([0.5, 0.55]), "1.0": entry([0.6])}}},
+      "zero_shot": {"MERIT": {"rhythm": {"macro_auroc": {"value": 0.7 + offset,
+                                                         "ci_low": 0.6, "ci_high": 0.8}}},
+                    "random_init": {"rhythm": {"macro_auroc": {"value": 0.5}}}},
+  }
+
+
+def test_variants_pool_over_seeds_baselines_do_not():
+  results = [_results(0.0), _results(0.1)]
+  merit = seed_summary.pooled_probe(results, "MERIT", "rhythm", "0.1", "macro_auroc")
+  assert sorted(merit) == pytest.approx([0.6, 0.7, 0.7, 0.8])
+  md = seed_summary.summary_markdown(results, ["s0.json", "s1.json"])
+  values = [0.6, 0.7, 0.7, 0.8]
+  assert f"{100 * np.mean(values):.1f} ± {100 * np.std(values, ddof=1):.1f} (n=4)" in md
+  assert "| random_init | 52.5 ± 3.5 (n=2)" in md  # From the first file only.
+  assert md.count("| MERIT | s") == 2 and md.count("| random_init | s0.json") == 1
