@@ -30,10 +30,35 @@ def _to_python(value: Any) -> Any:
   return value if math.isfinite(value) else None
 
 
+def _drop_rows_after(path: str, step: int) -> None:
+  """Rewrites a metrics.jsonl without the rows of steps > `step` (atomically)."""
+  with open(path, encoding="utf-8") as f:
+    lines = f.readlines()
+  kept = []
+  for line in lines:
+    try:
+      row = json.loads(line)
+    except ValueError:
+      continue  # The torn last line of a killed run: nothing readable is lost.
+    if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] > step:
+      continue
+    kept.append(line if line.endswith("\n") else line + "\n")
+  if len(kept) == len(lines):
+    return
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.writelines(kept)
+  os.replace(tmp, path)
+
+
 class MetricWriter:
   """Writes scalar metrics to `workdir/metrics.jsonl` and TensorBoard event files."""
 
-  def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True):
+  def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True,
+               resume_step: int | None = None):
+    """`resume_step`: the step a run restarts from. Rows logged after it (by the run that
+    died before its next checkpoint) are dropped, since the resumed run logs those steps
+    again; without this, metrics.jsonl would hold them twice and curves would step back."""
     self._enabled = enabled
     self._jsonl = None
     self._tb = None
@@ -41,6 +66,8 @@ class MetricWriter:
       return
     os.makedirs(workdir, exist_ok=True)
     self.path = os.path.join(workdir, "metrics.jsonl")
+    if resume_step is not None and os.path.exists(self.path):
+      _drop_rows_after(self.path, int(resume_step))
     self._jsonl = open(self.path, "a", encoding="utf-8")
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top

@@ -530,7 +530,7 @@ def _train_loop(config, workdir: str, guard: preemption.PreemptionGuard,
   fns = InferenceFns(model, config, mesh)
 
   log_dir = _log_dir(workdir, main)
-  writer = run_logging.MetricWriter(log_dir, enabled=main)
+  writer = run_logging.MetricWriter(log_dir, enabled=main, resume_step=start_step)
   bar = run_logging.ProgressBar(config.total_steps, initial=start_step, enabled=main)
   pending: list[Mapping[str, Any]] = []
   last_log_time, last_log_step = time.time(), start_step
