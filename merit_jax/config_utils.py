@@ -242,6 +242,30 @@ def _innermost_message(error: BaseException) -> str:
   return str(message)
 
 
+def _load_config_flags(program: str, flag_values) -> None:
+  """Loads every config-file flag now, so a missing or broken file is one clear line.
+
+  ml_collections defers a config file's load error to the first read of the flag, where it
+  surfaces as a traceback from inside the program.
+  """
+  for name in list(flag_values):
+    flag = flag_values[name]
+    if "Config" not in type(flag).__name__ or flag.value is None and not flag.present:
+      continue
+    try:
+      value = getattr(flag_values, name)
+      if value is not None:
+        value.keys()  # A file that failed to load yields a proxy that raises here.
+    except (OSError, ImportError, SyntaxError) as e:
+      path = str(flag.serialize()).split("=", 1)[-1].split(":", 1)[0]
+      if not os.path.exists(path):
+        raise SystemExit(f"{program}: --{name}: config file {path!r} does not exist (paths are "
+                         f"relative to the current directory {os.getcwd()}; the files "
+                         f"are configs/<name>.py[:variant])") from None
+      raise SystemExit(f"{program}: --{name}: cannot load config file {path!r}: "
+                       f"{_innermost_message(e)}") from None
+
+
 def make_flags_parser(program: str):
   """An `app.run(flags_parser=...)` that turns config-override mistakes into one clear line.
 
@@ -252,7 +276,9 @@ def make_flags_parser(program: str):
 
   def parse(argv):
     try:
-      return flags.FLAGS(argv)
+      rest = flags.FLAGS(argv)
+      _load_config_flags(program, flags.FLAGS)
+      return rest
     except (AttributeError, KeyError) as e:
       overrides = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
       detail = " ".join(_innermost_message(e).replace("\\n", "\n").replace("'", "").split())

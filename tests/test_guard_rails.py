@@ -115,3 +115,16 @@ def test_command_line_refusal_is_one_clear_message(diverged_run, data_root, tmp_
   assert "merit_jax.train: checkpoint" in result.stderr
   assert "model.heads: checkpoint 2, config 4" in result.stderr
   assert "Traceback" not in result.stderr
+
+
+def test_missing_config_file_is_one_line(tmp_path):
+  # ml_collections only reports a missing file when the flag is first read, as a traceback.
+  env = train_procs.child_env(tmp_path / "cache", 1)
+  result = subprocess.run(
+      [sys.executable, "-m", "merit_jax.train", "--config=configs/no_such_file.py",
+       f"--workdir={tmp_path / 'run'}"],
+      cwd=train_procs.REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0
+  assert "Traceback" not in result.stderr
+  assert "--config: config file 'configs/no_such_file.py' does not exist" in result.stderr
+  assert not (tmp_path / "run").exists()
