@@ -248,9 +248,11 @@ def _load_config_flags(program: str, flag_values) -> None:
   ml_collections defers a config file's load error to the first read of the flag, where it
   surfaces as a traceback from inside the program.
   """
+  from ml_collections.config_flags import config_flags  # pylint: disable=g-import-not-at-top
   for name in list(flag_values):
     flag = flag_values[name]
-    if "Config" not in type(flag).__name__ or flag.value is None and not flag.present:
+    # The file flags themselves, not their `--config.<key>` override flags.
+    if not isinstance(flag, config_flags._ConfigFlag):  # pylint: disable=protected-access
       continue
     try:
       value = getattr(flag_values, name)
