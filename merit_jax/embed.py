@@ -16,6 +16,12 @@ Kinds: `pooled` (default) = the encoder's mean-pooled token features, what a lin
 uses; `projected` = the L2-normalised projection into the shared ECG-text space (retrieval,
 zero-shot).
 
+Recordings longer than the model's window (10 s by default): `--windows=mean` (default) embeds
+every consecutive window (`preprocess.preprocess_windows`; the last one aligned to the end)
+and averages the embeddings (a projected mean is re-normalised), so a 60 s ECG is six windows,
+not its middle 10 s; the command says how many records were longer. `--windows=center` keeps
+only the centred window, as training's evaluation does.
+
 Python: `embed_ecgs(checkpoint_dir, signals, sample_rate=None, kind='pooled')`.
 """
 
@@ -37,6 +43,7 @@ import numpy as np
 from merit_jax import checkpoint as checkpoint_lib
 
 KINDS = ("pooled", "projected")
+WINDOWS = ("mean", "center")
 NUM_LEADS = 12
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Training run dir (or its checkpoints/).")
@@ -47,6 +54,9 @@ _SAMPLE_RATE = flags.DEFINE_float("sample_rate", None,
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "ECGs per forward pass.")
 _KIND = flags.DEFINE_enum("kind", "pooled", list(KINDS), "Which embedding to write.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+_WINDOWS = flags.DEFINE_enum("windows", "mean", list(WINDOWS),
+                             "Records longer than the model window: average every window's "
+                             "embedding (mean) or keep the centred window only (center).")
 
 
 @functools.lru_cache(maxsize=4)
@@ -82,37 +92,64 @@ def check_signals(signals: Any, where: str = "signals") -> np.ndarray:
   return np.ascontiguousarray(np.swapaxes(signals.astype(np.float32), 1, 2))
 
 
+def _windows(records, preprocess_cfg, mode: str) -> tuple[list[np.ndarray], np.ndarray]:
+  """(model inputs (leads, S), the record index of each): one per window, or the centre."""
+  from merit_jax.data import preprocess as preprocess_lib  # pylint: disable=g-import-not-at-top
+  inputs, owner = [], []
+  for i, (sig, rate) in enumerate(records):
+    if mode == "center":
+      parts = [preprocess_lib.preprocess(sig, rate, preprocess_cfg)]
+    else:
+      parts = list(preprocess_lib.preprocess_windows(sig, rate, preprocess_cfg))
+    inputs += parts
+    owner += [i] * len(parts)
+  return inputs, np.asarray(owner)
+
+
 def _embed_leads_major(checkpoint_dir: str, records: Sequence[tuple[np.ndarray, float]],
                        kind: str, batch_size: int, step: int | None,
-                       progress: bool) -> np.ndarray:
-  """Preprocesses (leads, samples) records one by one and embeds them in batches."""
-  from merit_jax.data import preprocess as preprocess_lib  # pylint: disable=g-import-not-at-top
+                       progress: bool, windows: str = "mean") -> np.ndarray:
+  """Preprocesses (leads, samples) records, embeds their windows in batches, one row each."""
   if kind not in KINDS:
     raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+  if windows not in WINDOWS:
+    raise ValueError(f"windows must be one of {WINDOWS}, got {windows!r}")
   if batch_size <= 0:
     raise ValueError(f"batch_size must be > 0, got {batch_size}")
   embed, params, _, preprocess_cfg = _load(
       os.path.abspath(os.path.expanduser(str(checkpoint_dir))), step)
-  num = len(records)
+  inputs, owner = _windows(records, preprocess_cfg, windows)
+  num = len(inputs)
   batches = range(0, num, batch_size)
   if progress and len(batches) > 1:
     from tqdm import auto as tqdm_auto  # pylint: disable=g-import-not-at-top
     batches = tqdm_auto.tqdm(batches, desc="embed", unit="batch", file=sys.stderr)
   outputs = []
   for start in batches:
-    chunk = records[start:start + batch_size]
-    ecg = np.stack([preprocess_lib.preprocess(sig, rate, preprocess_cfg) for sig, rate in chunk])
+    ecg = np.stack(inputs[start:start + batch_size])
     real = ecg.shape[0]
     if real < batch_size and num > batch_size:  # One shape for every batch: no recompiles.
       ecg = np.concatenate([ecg, np.zeros((batch_size - real,) + ecg.shape[1:], ecg.dtype)])
     out = embed(params, jnp.asarray(ecg))[kind]
     outputs.append(np.asarray(out, np.float32)[:real])
-  return np.concatenate(outputs, axis=0)
+  per_window = np.concatenate(outputs, axis=0)
+  counts = np.bincount(owner, minlength=len(records))
+  emb = np.zeros((len(records), per_window.shape[1]), np.float32)
+  np.add.at(emb, owner, per_window)
+  emb /= counts[:, None]
+  if kind == "projected" and counts.max() > 1:  # A mean of unit vectors is not one.
+    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+  if progress and counts.max() > 1:
+    print(f"embed: {int((counts > 1).sum())} of {len(records)} records are longer than the "
+          f"model window; their {int(counts[counts > 1].sum())} windows were embedded and "
+          "averaged per record (--windows=center keeps only the centred window)",
+          file=sys.stderr)
+  return emb
 
 
 def embed_ecgs(checkpoint_dir: str, signals: Any, sample_rate: float | None = None,
                kind: str = "pooled", batch_size: int = 64, step: int | None = None,
-               progress: bool = False) -> np.ndarray:
+               progress: bool = False, windows: str = "mean") -> np.ndarray:
   """Embeds ECGs with a trained checkpoint.
 
   Args:
@@ -123,6 +160,8 @@ def embed_ecgs(checkpoint_dir: str, signals: Any, sample_rate: float | None = No
     batch_size: ECGs per forward pass.
     step: checkpoint step; None = the latest.
     progress: show a progress bar over batches.
+    windows: 'mean' embeds every model window of a longer record and averages them;
+      'center' keeps the centred window only.
 
   Returns:
     float32 array (N, dim).
@@ -135,7 +174,7 @@ def embed_ecgs(checkpoint_dir: str, signals: Any, sample_rate: float | None = No
   if not float(sample_rate) > 0:
     raise ValueError(f"sample_rate must be > 0 Hz, got {sample_rate}")
   records = [(leads_major[i], float(sample_rate)) for i in range(leads_major.shape[0])]
-  return _embed_leads_major(checkpoint_dir, records, kind, batch_size, step, progress)
+  return _embed_leads_major(checkpoint_dir, records, kind, batch_size, step, progress, windows)
 
 
 def read_wfdb_folder(folder: str) -> tuple[list[tuple[np.ndarray, float]], list[str]]:
@@ -171,13 +210,13 @@ def main(argv):
     if os.path.isdir(source):
       records, names = read_wfdb_folder(source)
       emb = _embed_leads_major(_CHECKPOINT.value, records, _KIND.value, _BATCH_SIZE.value,
-                               _STEP.value, progress=True)
+                               _STEP.value, progress=True, windows=_WINDOWS.value)
     else:
       if not source.endswith(".npy"):
         raise ValueError(f"--input {source}: expected a .npy file or a WFDB folder")
       names = None
       emb = embed_ecgs(_CHECKPOINT.value, np.load(source), _SAMPLE_RATE.value, _KIND.value,
-                       _BATCH_SIZE.value, _STEP.value, progress=True)
+                       _BATCH_SIZE.value, _STEP.value, progress=True, windows=_WINDOWS.value)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"merit_jax.embed: {e}")
   output = os.path.expanduser(_OUTPUT.value)

@@ -51,6 +51,24 @@ def test_api_matches_model_on_preprocessed_input(run_dir, signals, kind):
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["pooled", "projected"])
+def test_long_recording_averages_every_window(run_dir, signals, kind):
+  # 25 s at 100 Hz: windows 0-10 s, 10-20 s and 15-25 s (the last aligned to the end).
+  long = np.concatenate([signals[0], signals[1], signals[2][:500]], axis=0)[None]
+  assert long.shape == (1, 2500, 12)
+  got = embed.embed_ecgs(str(run_dir[0]), long, sample_rate=100, kind=kind)
+  windows = [long[:, :1000], long[:, 1000:2000], long[:, 1500:]]
+  per_window = np.concatenate([_reference(run_dir, w, 100, kind) for w in windows])
+  expected = per_window.mean(axis=0, keepdims=True)
+  if kind == "projected":
+    expected /= np.linalg.norm(expected)
+  np.testing.assert_allclose(got, expected, atol=1e-5)
+  # The old behaviour, kept by flag: the centred 10 s only.
+  centre = embed.embed_ecgs(str(run_dir[0]), long, sample_rate=100, kind=kind, windows="center")
+  np.testing.assert_allclose(centre, _reference(run_dir, long[:, 750:1750], 100, kind),
+                             atol=1e-5)
+
+
 def test_other_sample_rate_is_resampled(run_dir, signals):
   # 500 Hz input of the same 10 s: resampled to the checkpoint's 100 Hz internally.
   t = np.arange(5000) / 500.0

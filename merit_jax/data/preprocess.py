@@ -192,3 +192,39 @@ def preprocess(signal: np.ndarray, sample_rate: float, cfg: Any = None,
     # Statistics over the real samples only, so zero padding neither shifts nor shrinks them.
     x[:, :valid] = zscore(x[:, :valid], cfg.eps)
   return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def preprocess_windows(signal: np.ndarray, sample_rate: float, cfg: Any = None) -> np.ndarray:
+  """Every model window of a record: float32 (W, leads, cfg.num_samples).
+
+  `preprocess` keeps one centred window, which silently drops most of a long recording (a
+  60 s ECG would become its middle 10 s). Here steps 1-3 run on the whole record, which is
+  then cut into consecutive windows; when the length is not a multiple of the window, the last
+  window is aligned to the record's end (it overlaps the one before) rather than padded. Each
+  window is normalised on its own, as in training. A record no longer than one window gives
+  exactly `preprocess`'s output.
+  """
+  cfg = PreprocessConfig.from_config(cfg)
+  signal = np.asarray(signal)
+  num = int(cfg.num_samples)
+  rate = float(sample_rate)
+  if signal.ndim != 2 or signal.shape[1] == 0 or not rate > 0:
+    return preprocess(signal, sample_rate, cfg)[None]  # Raises the same clear errors.
+  x = fill_nans(signal.astype(np.float32))
+  x = resample(x, rate, float(cfg.sample_rate))
+  if cfg.bandpass is not None:
+    x = bandpass(x, cfg.bandpass[0], cfg.bandpass[1], cfg.sample_rate, cfg.filter_order)
+  if x.shape[-1] <= num:
+    starts = [0]
+  else:
+    starts = list(range(0, x.shape[-1] - num + 1, num))
+    if starts[-1] + num < x.shape[-1]:
+      starts.append(x.shape[-1] - num)
+  out = []
+  for start in starts:
+    w = crop_or_pad(x[:, start:start + num], num).copy()  # Windows overlap: never in place.
+    valid = min(x.shape[-1] - start, num)
+    if cfg.normalize == 'zscore':
+      w[:, :valid] = zscore(w[:, :valid], cfg.eps)
+    out.append(w)
+  return np.ascontiguousarray(np.stack(out), dtype=np.float32)
