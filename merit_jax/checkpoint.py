@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import os
 import shutil
 from typing import Any, Mapping
@@ -345,11 +346,28 @@ def _latest_complete_step(manager_dir: str | epath.Path) -> int:
   return max(steps)
 
 
+class _DropStepMetadataWarning(logging.Filter):
+  """Orbax warns that a train-state item has no `_CHECKPOINT_METADATA` of its own: the
+  manager writes that file one level up, beside the items, so the warning is noise here."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Metadata file does not exist")
+
+
 def restore_params(state_dir) -> Any:
   """The params of a saved train state, on the first local device, whatever mesh wrote them.
 
   Only the parameters are read (not the optimizer state or counters).
   """
+  quiet = _DropStepMetadataWarning()
+  logging.getLogger("absl").addFilter(quiet)
+  try:
+    return _restore_params(state_dir)
+  finally:
+    logging.getLogger("absl").removeFilter(quiet)
+
+
+def _restore_params(state_dir) -> Any:
   checkpointer = ocp.PyTreeCheckpointer()
   tree = checkpointer.metadata(state_dir).item_metadata.tree
   if "params" not in tree:

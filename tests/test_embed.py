@@ -69,6 +69,15 @@ def test_long_recording_averages_every_window(run_dir, signals, kind):
                              atol=1e-5)
 
 
+def test_no_orbax_metadata_warning(tmp_path_factory, signals, caplog):
+  # A fresh run (the module fixture's checkpoint is already loaded and cached by embed).
+  workdir = tmp_path_factory.mktemp("embed_quiet")
+  make_fake_run(workdir, seed=4)
+  with caplog.at_level("WARNING"):
+    embed.embed_ecgs(str(workdir), signals[:1], sample_rate=100)
+  assert not [r for r in caplog.records if "Metadata file does not exist" in r.getMessage()]
+
+
 def test_other_sample_rate_is_resampled(run_dir, signals):
   # 500 Hz input of the same 10 s: resampled to the checkpoint's 100 Hz internally.
   t = np.arange(5000) / 500.0
