@@ -76,8 +76,10 @@ def summary_markdown(results: list, inputs: list) -> str:
       for task in tasks:
         for fraction in fractions:
           v = pooled_probe(pool, encoder, task, fraction, metric)
-          cells.append("–" if not v else f"{_pct(np.mean(v))} ± "
-                       f"{100 * (np.std(v, ddof=1) if len(v) > 1 else 0):.1f} (n={len(v)})")
+          if len(v) < 2:
+            cells.append(_pct(v[0]) + " (n=1)" if v else "–")
+          else:
+            cells.append(f"{_pct(np.mean(v))} ± {100 * np.std(v, ddof=1):.1f} (n={len(v)})")
       out.append(f"| {encoder} | " + " | ".join(cells) + " |")
     out.append("")
   out += ["## Zero-shot (test): macro AUROC, per pretraining seed", "",

@@ -31,4 +31,5 @@ def test_variants_pool_over_seeds_baselines_do_not():
   values = [0.6, 0.7, 0.7, 0.8]
   assert f"{100 * np.mean(values):.1f} ± {100 * np.std(values, ddof=1):.1f} (n=4)" in md
   assert "| random_init | 52.5 ± 3.5 (n=2)" in md  # From the first file only.
+  assert "| 60.0 (n=1) |" in md  # random_init at 100 %: one run, no spread.
   assert md.count("| MERIT | s") == 2 and md.count("| random_init | s0.json") == 1
