@@ -13,16 +13,13 @@ differences are single runs per seed and are listed per seed.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 
-from absl import app
-from absl import flags
 import numpy as np
 
-_INPUTS = flags.DEFINE_list("inputs", None, "ablations JSON files, one per pretraining seed.")
-_OUTPUT = flags.DEFINE_string("output", None, "Markdown file to write.")
 _METRICS = (("macro_auroc", "macro AUROC"), ("macro_f1", "macro F1"))
 
 
@@ -109,13 +106,17 @@ def summary_markdown(results: list, inputs: list) -> str:
   return "\n".join(out) + "\n"
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not _INPUTS.value or not _OUTPUT.value:
-    raise app.UsageError("--inputs (ablations JSON files) and --output are required")
+def main(argv=None):
+  # argparse, not absl flags: this module is imported beside others that define --output.
+  parser = argparse.ArgumentParser(prog="python -m merit_jax.seed_summary",
+                                   description=__doc__.split("\n", 1)[0])
+  parser.add_argument("--inputs", required=True,
+                      help="comma-separated ablations JSON files, one per pretraining seed")
+  parser.add_argument("--output", required=True, help="Markdown file to write")
+  args = parser.parse_args(argv)
+  inputs = [p for p in args.inputs.split(",") if p]
   results = []
-  for path in _INPUTS.value:
+  for path in inputs:
     if not os.path.isfile(path):
       sys.exit(f"merit_jax.seed_summary: {path} does not exist")
     with open(path, encoding="utf-8") as f:
@@ -123,13 +124,13 @@ def main(argv):
   tasks = {tuple(r["meta"]["tasks"]) for r in results}
   if len(tasks) > 1:
     sys.exit(f"merit_jax.seed_summary: the inputs evaluate different tasks: {sorted(tasks)}")
-  text = summary_markdown(results, _INPUTS.value)
-  tmp = _OUTPUT.value + ".tmp"
+  text = summary_markdown(results, inputs)
+  tmp = args.output + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
     f.write(text)
-  os.replace(tmp, _OUTPUT.value)
-  print(f"wrote {_OUTPUT.value}")
+  os.replace(tmp, args.output)
+  print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()
