@@ -32,7 +32,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # transfer skips (with a printed reason) every target that is not built, so it costs
   # nothing where CPSC2018 / CSN are absent.
   config.evaluators = "linear_probe,zero_shot,retrieval,shift,transfer"  # + finetune
-  config.baselines = ""                             # random_init,random_conv
+  # random_init,random_conv[,random_conv@K]: random_conv@K uses K kernels per lead (2 x 12 x K
+  # features), e.g. random_conv@32 matches the 768 per_lead features of a 64-wide encoder.
+  config.baselines = ""
   # PTB-XL tasks (full or short names: super, sub, diag, form, rhythm, all). `all` (71 SCP
   # statements) and `diagnostic` (44) are the paper's headline tasks beside MERL's four. With
   # merl_splits=True they are skipped (MERL publishes no split files for them).
