@@ -49,7 +49,6 @@ from merit_jax.models import merit as merit_lib
 from merit_jax.models import text as text_lib
 from merit_jax.models import text_tower
 
-BATCH_KEYS = ("ecg", "tokens")
 # Passed on when the pipeline provides them: `has_report` (1 = the row has a report) keeps the
 # rows of ECG-only sources out of InfoNCE.
 OPTIONAL_BATCH_KEYS = ("has_report",)

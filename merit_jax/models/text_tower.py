@@ -91,9 +91,7 @@ def _pool(states, valid, pooling: str):
   """(B, T, D) states -> (B, D) float32 over the valid (B, T) tokens."""
   if pooling == "mean":
     return text_lib.masked_mean(states, valid)
-  if pooling == "cls":
-    return states[:, 0].astype(jnp.float32)
-  # 'last': the last valid token of each row (right padding).
+  # 'last': the last valid token of each row (right padding). (BertEncoder pools 'cls' itself.)
   last = jnp.maximum(jnp.sum(valid, axis=1) - 1, 0)
   return jnp.take_along_axis(states, last[:, None, None], axis=1)[:, 0].astype(jnp.float32)
 
