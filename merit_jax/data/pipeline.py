@@ -212,14 +212,6 @@ def load_data_tokenizer(data_cfg: Any, *, train_if_missing: bool = True,
 # Per-record transforms (picklable, so they also run in Grain worker processes).
 
 
-def _text(value: Any) -> str:
-  if isinstance(value, bytes):
-    return value.decode('utf-8')
-  if isinstance(value, np.ndarray):
-    return _text(value.item())
-  return str(value)
-
-
 def text_batch_key(tokenizer) -> str:
   """The batch key a text encoder's output goes under: 'tokens' for a tokenizer, or its own
   `batch_key` (a frozen tower's cached embeddings: 'text_emb', see data/text_cache.py)."""
@@ -227,7 +219,7 @@ def text_batch_key(tokenizer) -> str:
 
 
 def _has_report(record: Mapping[str, Any]) -> bool:
-  return bool(_text(record['report']).strip())
+  return bool(tokenizer_lib.as_text(record['report']).strip())
 
 
 class _TrainTransform(grain.RandomMapTransform):
@@ -264,7 +256,7 @@ class _EvalTransform(grain.MapTransform):
     out = {
         'ecg': preprocess_lib.preprocess(record['signal'], record['sample_rate'], self._pre),
         'ecg_id': np.int64(record['ecg_id']),
-        'report': _text(record['report']),
+        'report': tokenizer_lib.as_text(record['report']),
     }
     for task, value in (record.get('labels') or {}).items():
       out[f'labels/{task}'] = np.asarray(value, np.uint8)

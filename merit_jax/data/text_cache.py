@@ -28,24 +28,17 @@ API:
 from __future__ import annotations
 
 import hashlib
-import os
+import io
 import pathlib
 import sys
-import tempfile
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from merit_jax.data import tokenizer as tokenizer_lib
+
 CACHE_DIR = "text_embeddings"
 BATCH_KEY = "text_emb"
-
-
-def _text(value: Any) -> str:
-  if isinstance(value, bytes):
-    return value.decode("utf-8")
-  if isinstance(value, np.ndarray):
-    return _text(value.item())
-  return str(value)
 
 
 class ReportEmbeddings:
@@ -69,7 +62,7 @@ class ReportEmbeddings:
     return len(self.texts)
 
   def lookup(self, text) -> np.ndarray:
-    text = _text(text)
+    text = tokenizer_lib.as_text(text)
     if not text.strip():
       return np.zeros((self.dim,), np.float32)
     row = self._row.get(text)
@@ -101,22 +94,10 @@ def _all_reports(builder) -> list[str]:
   for split in builder.info.splits.keys():
     source = builder.as_data_source(split)
     for i in range(len(source)):
-      text = _text(source[i]["report"])
+      text = tokenizer_lib.as_text(source[i]["report"])
       if text.strip():
         reports.add(text)
   return sorted(reports)
-
-
-def _write_atomic(path: pathlib.Path, **arrays) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp.npz")
-  os.close(fd)
-  try:
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def load_or_build(tower, spec, progress: bool = True) -> ReportEmbeddings:
@@ -140,8 +121,11 @@ def load_or_build(tower, spec, progress: bool = True) -> ReportEmbeddings:
                                                                            np.float32)
   if bar is not None:
     bar.close()
-  _write_atomic(path, texts=np.asarray(reports, dtype=str), embeddings=embeddings,
-                info_digest=np.asarray(digest))
+  buffer = io.BytesIO()
+  np.savez(buffer, texts=np.asarray(reports, dtype=str), embeddings=embeddings,
+           info_digest=np.asarray(digest))
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tokenizer_lib.atomic_write(path, buffer.getvalue())
   return ReportEmbeddings(reports, embeddings)
 
 

@@ -45,11 +45,12 @@ class Tokenizer(Protocol):
     ...
 
 
-def _as_text(text: Any) -> str:
+def as_text(text: Any) -> str:
+  """A report as str, whether stored as bytes, a 0-d numpy array (TFDS) or str."""
   if isinstance(text, bytes):
     return text.decode('utf-8')
   if isinstance(text, np.ndarray) and text.ndim == 0:
-    return _as_text(text.item())
+    return as_text(text.item())
   return str(text)
 
 
@@ -90,7 +91,7 @@ class SentencePieceTokenizer:
     out = np.full((len(texts), max_len), self.pad_id, np.int32)
     for row, text in enumerate(texts):
       # One call per text: the list form starts a thread pool, ~20x slower per report here.
-      ids = self._sp.encode(_as_text(text), out_type=int)
+      ids = self._sp.encode(as_text(text), out_type=int)
       ids = [self.bos_id] + list(ids[:max_len - 2]) + [self.eos_id]
       out[row, :len(ids)] = ids
     return out
@@ -137,7 +138,7 @@ class HFTokenizer:
 
   def encode_batch(self, texts: Sequence[Any], max_len: int) -> np.ndarray:
     out = np.full((len(texts), max_len), self.pad_id, np.int32)
-    texts = [_as_text(t) for t in texts]
+    texts = [as_text(t) for t in texts]
     # A single text (the pipeline's per-record call) skips encode_batch's thread pool.
     encodings = ([self._tok.encode(texts[0])] if len(texts) == 1 else
                  self._tok.encode_batch(texts))
@@ -199,7 +200,7 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int = 4000, *,
                         max_sentence_length: int = 16384) -> bytes:
   """Trains a SentencePiece model deterministically and returns the serialised model."""
   import sentencepiece as spm  # pylint: disable=g-import-not-at-top
-  sentences = [t for t in (_as_text(x).strip() for x in texts) if t]
+  sentences = [t for t in (as_text(x).strip() for x in texts) if t]
   if not sentences:
     raise ValueError('no non-empty report to train a tokenizer on')
   # A deterministic sample (the first N in record order) instead of SentencePiece's shuffle.
@@ -233,7 +234,8 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int = 4000, *,
   return proto
 
 
-def _atomic_write(path: pathlib.Path, data: bytes) -> None:
+def atomic_write(path: pathlib.Path, data: bytes) -> None:
+  """Writes `data` to a temporary file beside `path`, then renames it: never half a file."""
   fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
   try:
     with os.fdopen(fd, 'wb') as f:
@@ -265,7 +267,7 @@ def train_dataset_tokenizer(builder: Any, vocab_size: int = 4000, *, split: str 
   if path.exists() and not overwrite:
     return path
   source = builder.as_data_source(split)
-  reports = (_as_text(source[i]['report']) for i in range(len(source)))
+  reports = (as_text(source[i]['report']) for i in range(len(source)))
   proto = train_sentencepiece(reports, vocab_size, **train_kwargs)
-  _atomic_write(path, proto)
+  atomic_write(path, proto)
   return path
