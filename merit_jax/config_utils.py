@@ -18,8 +18,6 @@ TEXT_KINDS = ("transformer", "hf_bert", "gemma3")
 CONTRASTIVE_VIEWS = ("masked", "full")
 DTYPES = ("float32", "bfloat16")
 TOKENIZER_KINDS = ("sentencepiece", "hf")
-POOLINGS = {"transformer": ("mean",), "hf_bert": ("mean", "cls"),
-            "gemma3": ("mean", "last")}
 
 
 class ConfigError(ValueError):
@@ -149,8 +147,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
   if text_kind == "gemma3" and not frozen:
     fail("config.model.text.kind='gemma3' is supported as a frozen tower only: set "
          "config.model.text.frozen=True (its cached states feed a learned projection)")
+  from merit_jax.models import text_tower  # pylint: disable=g-import-not-at-top
   pooling = _get(config, "model.text.pooling", "mean")
-  allowed = POOLINGS.get(text_kind, ("mean",))
+  allowed = text_tower.POOLINGS.get(text_kind, ("mean",))  # A from-scratch tower: mean only.
   if pooling not in allowed:
     fail(f"config.model.text.pooling={pooling!r} must be one of {', '.join(allowed)} for "
          f"kind={text_kind!r}")

