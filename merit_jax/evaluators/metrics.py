@@ -350,6 +350,19 @@ def _summary(value: float, samples: Optional[np.ndarray], alpha: float) -> dict:
   return out
 
 
+def _weighted_macros(y, s, thresholds, weights, with_ap: bool) -> dict:
+  """Macro AUROC (and AUPRC, and F1 with thresholds) over the columns of y / s, one value per
+  row of `weights` (B, N): every resample of a bootstrap at once."""
+  out = {"auroc": np.stack([_weighted_auroc_one(y[:, c], s[:, c], weights)
+                            for c in range(y.shape[1])], axis=1).mean(axis=1)}
+  if with_ap:
+    out["auprc"] = np.stack([_weighted_ap_one(y[:, c], s[:, c], weights)
+                             for c in range(y.shape[1])], axis=1).mean(axis=1)
+  if thresholds is not None:
+    out["f1"] = _weighted_f1(y, s, thresholds, weights).mean(axis=1)
+  return out
+
+
 def evaluate_multilabel(labels, scores, thresholds=None, n_bootstrap: int = 1000, seed: int = 0,
                         alpha: float = 0.05) -> dict:
   """Macro AUROC / AUPRC / F1 with percentile bootstrap CIs (see module docstring).
@@ -390,18 +403,12 @@ def evaluate_multilabel(labels, scores, thresholds=None, n_bootstrap: int = 1000
     # resample's macro mean runs over the same classes as the point estimate.
     cover = np.concatenate([labels[:, valid_idx], 1.0 - labels[:, valid_idx]], axis=1) > 0
     parts = {"auroc": [], "auprc": [], "f1": []}
+    thr = None if thresholds is None else thresholds[valid_idx]
     for indices in iter_resample_indices(num_records, n_bootstrap, seed, cover):
-      weights = resample_weights(indices, num_records)
-      au = np.stack([_weighted_auroc_one(labels[:, c], scores[:, c], weights)
-                     for c in valid_idx], axis=1)
-      ap = np.stack([_weighted_ap_one(labels[:, c], scores[:, c], weights)
-                     for c in valid_idx], axis=1)
-      parts["auroc"].append(au.mean(axis=1))
-      parts["auprc"].append(ap.mean(axis=1))
-      if thresholds is not None:
-        f1 = _weighted_f1(labels[:, valid_idx], scores[:, valid_idx], thresholds[valid_idx],
-                          weights)
-        parts["f1"].append(f1.mean(axis=1))
+      macros = _weighted_macros(labels[:, valid_idx], scores[:, valid_idx], thr,
+                                resample_weights(indices, num_records), with_ap=True)
+      for k, v in macros.items():
+        parts[k].append(v)
     boot = {k: (np.concatenate(v) if v else None) for k, v in parts.items()}
     for k, v in boot.items():
       if v is not None and not np.all(np.isfinite(v)):  # The strata rule this out.
@@ -478,14 +485,9 @@ def paired_difference(labels, scores_a, scores_b, thresholds_a=None, thresholds_
              for s, t in ((scores_a, thresholds_a), (scores_b, thresholds_b))]
 
   def macro(weights):
-    out = {"macro_auroc": [], "macro_f1": []}
-    for scores, thresholds in systems:
-      out["macro_auroc"].append(np.stack(
-          [_weighted_auroc_one(y[:, c], scores[:, c], weights) for c in range(y.shape[1])],
-          axis=1).mean(axis=1))
-      if with_f1:
-        out["macro_f1"].append(_weighted_f1(y, scores, thresholds, weights).mean(axis=1))
-    return {k: v[0] - v[1] for k, v in out.items() if v}
+    a, b = (_weighted_macros(y, scores, thresholds if with_f1 else None, weights,
+                             with_ap=False) for scores, thresholds in systems)
+    return {f"macro_{k}": a[k] - b[k] for k in a}
 
   point = macro(np.ones((1, num_records)))
   samples = {k: [] for k in point}
