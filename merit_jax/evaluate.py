@@ -453,7 +453,9 @@ def run_probe(encoder, data: TaskData, config) -> tuple[dict, Any]:
     entry = _fraction_results({fraction: runs_by_kind[chosen][fraction]})[str(fraction)]
     if fraction == 1.0:  # One run: keep what a paired comparison of encoders needs.
       run = runs_by_kind[chosen][fraction]["runs"][0]
-      entry["runs"][0]["test_scores"] = np.round(run.test_scores, 5).tolist()
+      # Rounded in float64: a float32 rounded to 5 decimals still prints 17 digits in JSON.
+      entry["runs"][0]["test_scores"] = np.round(np.asarray(run.test_scores, np.float64),
+                                                 5).tolist()
       entry["runs"][0]["thresholds"] = np.asarray(run.thresholds, float).tolist()
     entry["feature"] = chosen
     entry["val_by_feature"] = scores
@@ -1234,6 +1236,26 @@ def _json_default(obj):
   return str(obj)
 
 
+def results_json(results: dict) -> str:
+  """The results as JSON: one level of indentation per nesting level, but every list of plain
+  numbers (or strings) on one line. `json.dumps(indent=1)` puts each number of the stored
+  score matrices on its own, deeply indented line, which made a grid's file several times
+  larger than its content.
+  """
+  plain = json.loads(json.dumps(results, default=_json_default, allow_nan=True))
+
+  def fmt(obj, level: int) -> str:
+    pad, inner = " " * level, " " * (level + 1)
+    if isinstance(obj, dict) and obj:
+      return "{\n" + ",\n".join(f"{inner}{json.dumps(k)}: {fmt(v, level + 1)}"
+                                for k, v in obj.items()) + f"\n{pad}}}"
+    if isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
+      return "[\n" + ",\n".join(f"{inner}{fmt(v, level + 1)}" for v in obj) + f"\n{pad}]"
+    return json.dumps(obj, allow_nan=True)
+
+  return fmt(plain, 0)
+
+
 def write_results(results: dict, results_dir: str, name: str,
                   command: Optional[str] = None, title: Optional[str] = None) -> dict:
   """Writes <results_dir>/<name>.md, .json and the PNGs; returns {kind: path}."""
@@ -1241,8 +1263,7 @@ def write_results(results: dict, results_dir: str, name: str,
   folder.mkdir(parents=True, exist_ok=True)
   paths = {"json": folder / f"{name}.json", "md": folder / f"{name}.md"}
   results = dict(results, meta=dict(results["meta"], command=command))
-  paths["json"].write_text(json.dumps(results, indent=1, default=_json_default,
-                                      allow_nan=True), encoding="utf-8")
+  paths["json"].write_text(results_json(results), encoding="utf-8")
   paths["md"].write_text(results_markdown(results, title or name, command), encoding="utf-8")
   fractions_png = plot_fractions(results, folder / f"{name}_fractions.png")
   shift_png = plot_shift(results, folder / f"{name}_shift.png")

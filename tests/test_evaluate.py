@@ -381,3 +381,14 @@ def test_ecg_only_sources_are_never_evaluated(monkeypatch):
   monkeypatch.setattr(pipeline, "open_builder", lambda spec: _Builder)
   with pytest.raises(ValueError, match="ECG-only build"):
     features_lib.load_split(data_cfg, "test", sources=[pipeline.SourceSpec("ptbxl", "x", "/a")])
+
+
+def test_results_json_round_trips_with_number_lists_on_one_line():
+  results = {"meta": {"tasks": ["super", "sub"], "empty": {}, "none": []},
+             "scores": np.asarray([[0.12345, -1.5], [float("nan"), 2.0]]),
+             "runs": [{"seed": np.int64(1), "value": np.float32(0.5)}]}
+  text = evaluate.results_json(results)
+  back = json.loads(text)
+  assert back["scores"][0] == [0.12345, -1.5] and np.isnan(back["scores"][1][0])
+  assert back["runs"] == [{"seed": 1, "value": 0.5}] and back["meta"]["empty"] == {}
+  assert '"tasks": ["super", "sub"]' in text and "[0.12345, -1.5]" in text
