@@ -473,7 +473,7 @@ def probe_paired_difference(results: dict, encoder_a: str, encoder_b: str, task:
   Reads the stored 100 % probe scores and test labels, so `results` may also be the JSON of an
   earlier evaluation (or two of them merged, when they share the test records).
   """
-  from merit_jax.evaluators import metrics  # pylint: disable=g-import-not-at-top
+  from merit_jax.metrics import classification as metrics  # pylint: disable=g-import-not-at-top
   labels = np.asarray(results["meta"]["test_labels"][task])
   runs = []
   for name in (encoder_a, encoder_b):

@@ -113,7 +113,7 @@ def load_llm(name: str, path: str | None = None, seed: int = 0):
     return model, params, tokenizer
   if name != "gemma3_270m":
     raise GenerateError(f"config.llm must be 'gemma3_270m' or 'tiny', got {name!r}")
-  from merit_jax.models.llm import tokenizer as llm_tokenizer  # pylint: disable=g-import-not-at-top
+  from merit_jax.models.llm import gemma_tokenizer as llm_tokenizer  # pylint: disable=g-import-not-at-top
   model, params, metadata = gemma3.load_pretrained(path)
   return model, params, llm_tokenizer.GgufTokenizer(metadata)
 
@@ -471,7 +471,7 @@ def generate_reports(config, gen: Generator, trainable, features: np.ndarray,
 
 def evaluate(config, gen: Generator, trainable, test: dict, progress: bool = True) -> tuple:
   """(metrics dict, generated reports) on precomputed test features."""
-  from merit_jax.evaluators import text_metrics  # pylint: disable=g-import-not-at-top
+  from merit_jax.metrics import text as text_metrics  # pylint: disable=g-import-not-at-top
   generated = generate_reports(config, gen, trainable, test["features"], progress)
   # An empty generation (EOS first) is scored as the empty string, i.e. as a miss.
   metrics = text_metrics.report_generation_metrics(
@@ -710,7 +710,7 @@ def bootstrap_arms(config, results: dict) -> dict:
   the default `config.arms`). An arm scored on other records than the first gets no
   difference (it cannot be paired).
   """
-  from merit_jax.evaluators import text_metrics  # pylint: disable=g-import-not-at-top
+  from merit_jax.metrics import text as text_metrics  # pylint: disable=g-import-not-at-top
   n_bootstrap = _n_bootstrap(config)
   arms = list(results)
   stats = {}

@@ -323,7 +323,7 @@ def load_text_input(config):
 
 
 def _split_features(config, fns, params, tokenizer, split, task, max_records):
-  from merit_jax.data import features  # pylint: disable=g-import-not-at-top
+  from merit_jax.data import schema as features  # pylint: disable=g-import-not-at-top
   from merit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   # Accept the short task names too ('super' -> 'superdiagnostic').
   task = {short: full for full, short in features.PTBXL_TASKS.items()}.get(task, task)

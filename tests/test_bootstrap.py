@@ -15,8 +15,8 @@ import itertools
 import numpy as np
 import pytest
 
-from merit_jax.evaluators import metrics
-from merit_jax.evaluators import text_metrics as tm
+from merit_jax.metrics import classification as metrics
+from merit_jax.metrics import text as tm
 
 _MACROS = ("macro_auroc", "macro_auprc", "macro_f1")
 

@@ -7,7 +7,7 @@ import pytest
 
 from merit_jax.models.llm import decode
 from merit_jax.models.llm import gemma3
-from merit_jax.models.llm import tokenizer as tokenizer_lib
+from merit_jax.models.llm import gemma_tokenizer as tokenizer_lib
 
 # Ordinary English prose (written for this test) for the perplexity check.
 _PARAGRAPHS = (

@@ -214,7 +214,7 @@ def test_train_on_ptbxl_records(ptbxl_dir, tmp_path, merit_run):
 
 def _fake_compare_results(arms=("none", "random", "merit")):
   """run_compare's per-arm summaries without training: fixed outputs of three 'systems'."""
-  from merit_jax.evaluators import text_metrics  # pylint: disable=g-import-not-at-top
+  from merit_jax.metrics import text as text_metrics  # pylint: disable=g-import-not-at-top
   refs = ["sinus rhythm. normal ecg.", "atrial fibrillation.", "sinus rhythm. left ventricular "
           "hypertrophy.", "sinus bradycardia. normal ecg.", "sinus rhythm. st depression.",
           "atrial fibrillation. left bundle branch block.", "sinus rhythm. normal ecg.",

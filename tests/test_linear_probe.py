@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from merit_jax.evaluators import linear_probe
-from merit_jax.evaluators import metrics
+from merit_jax.metrics import classification as metrics
 
 GRID = {"weight_decay": [0.0, 1e-2, 1.0], "learning_rate": [3e-2]}
 FAST = dict(max_epochs=60, eval_every=10, patience=3, n_bootstrap=100)

@@ -1,11 +1,11 @@
-"""Tests for merit_jax.evaluators.metrics against hand-computed values."""
+"""Tests for merit_jax.metrics.classification against hand-computed values."""
 
 import itertools
 
 import numpy as np
 import pytest
 
-from merit_jax.evaluators import metrics
+from merit_jax.metrics import classification as metrics
 
 
 def _mann_whitney(y, s):

@@ -16,7 +16,7 @@ import pytest
 import tensorflow_datasets as tfds
 import wfdb
 
-from merit_jax.data import features
+from merit_jax.data import schema as features
 from merit_jax.data import ptbxl
 from merit_jax.data import skips
 from merit_jax.data import wfdb_io

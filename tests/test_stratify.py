@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from merit_jax.evaluators import stratify
+from merit_jax.metrics import stratify
 
 
 def _skewed_labels(num=3000, num_classes=30, seed=0):

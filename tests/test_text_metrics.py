@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from merit_jax.evaluators import text_metrics as tm
+from merit_jax.metrics import text as tm
 
 
 def test_bleu_identical_is_one():

@@ -18,7 +18,7 @@ from merit_jax.data import pipeline
 from merit_jax.data import preprocess
 from merit_jax.data import snomed_maps
 from merit_jax.evaluators import features
-from merit_jax.evaluators import metrics
+from merit_jax.metrics import classification as metrics
 from merit_jax.evaluators import transfer
 from tests.test_physionet2021 import write_record
 

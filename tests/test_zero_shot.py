@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from merit_jax.data import ptbxl
-from merit_jax.evaluators import metrics
+from merit_jax.metrics import classification as metrics
 from merit_jax.evaluators import zero_shot
 
 REPORT_PROMPTS = (pathlib.Path(__file__).resolve().parents[1] / "configs" / "prompts" /

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
-from merit_jax.data import features
+from merit_jax.data import schema as features
 
 SPLIT_SIZES = {'train': 24, 'validation': 7, 'test': 5}
 SPLIT_CODES = {'train': 1, 'validation': 2, 'test': 3}

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import tensorflow_datasets as tfds
 
-from merit_jax.data import features
+from merit_jax.data import schema as features
 from merit_jax.data import preprocess
 from merit_jax.data import skips
 from merit_jax.data import wfdb_io

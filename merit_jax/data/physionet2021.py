@@ -47,7 +47,7 @@ from typing import Iterator, Optional
 import numpy as np
 import tensorflow_datasets as tfds
 
-from merit_jax.data import features
+from merit_jax.data import schema as features
 from merit_jax.data import preprocess
 from merit_jax.data import skips
 from merit_jax.data import snomed_maps

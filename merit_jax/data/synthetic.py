@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import tensorflow_datasets as tfds
 
-from merit_jax.data import features
+from merit_jax.data import schema as features
 from merit_jax.data import ptbxl
 from merit_jax.data import synthetic_model
 

@@ -36,8 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from merit_jax.evaluators import metrics
-from merit_jax.evaluators import stratify
+from merit_jax.metrics import classification as metrics
+from merit_jax.metrics import stratify
 
 
 @dataclasses.dataclass

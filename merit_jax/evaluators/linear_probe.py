@@ -39,8 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from merit_jax.evaluators import metrics
-from merit_jax.evaluators import stratify
+from merit_jax.metrics import classification as metrics
+from merit_jax.metrics import stratify
 
 DEFAULT_GRID = {"weight_decay": [0.0, 1e-4, 1e-3, 1e-2, 1e-1], "learning_rate": [1e-2]}
 

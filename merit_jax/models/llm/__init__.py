@@ -10,4 +10,4 @@ from merit_jax.models.llm.gemma3 import init_cache
 from merit_jax.models.llm.gemma3 import load_pretrained
 from merit_jax.models.llm.gemma3 import params_from_gguf
 from merit_jax.models.llm.gemma3 import tiny_config
-from merit_jax.models.llm.tokenizer import GgufTokenizer
+from merit_jax.models.llm.gemma_tokenizer import GgufTokenizer

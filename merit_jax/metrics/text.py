@@ -40,7 +40,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from merit_jax.evaluators import metrics
+from merit_jax.metrics import classification as metrics
 
 Refs = Sequence[str | Sequence[str]]
 

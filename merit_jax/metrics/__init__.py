@@ -1,0 +1,2 @@
+"""Metric utilities: classification scores with one stratified bootstrap, fold stratification and
+generated-text metrics."""
