@@ -255,5 +255,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from merit_jax import config_utils  # pylint: disable=g-import-not-at-top
-  app.run(main, flags_parser=config_utils.make_flags_parser("merit_jax.ablations"))
+  from merit_jax import cli  # pylint: disable=g-import-not-at-top
+  app.run(main, flags_parser=cli.make_flags_parser("merit_jax.ablations"))

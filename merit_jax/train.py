@@ -49,7 +49,8 @@ from ml_collections import config_flags
 import numpy as np
 
 from merit_jax import checkpoint as checkpoint_lib
-from merit_jax import config_utils
+from merit_jax import cli
+from merit_jax import config_validation
 from merit_jax import distributed
 from merit_jax import preemption
 from merit_jax import run_logging
@@ -482,7 +483,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   workdir = os.fspath(checkpoint_lib.resolve_path(workdir))
   config = ml_collections.ConfigDict(config.to_dict())  # Unlocked private copy.
   # Before anything expensive: a bad value stops here with the key and the fix.
-  config_utils.validate_config(config, jax.device_count(), jax.process_count())
+  config_validation.validate_config(config, jax.device_count(), jax.process_count())
   # First, so that a SIGTERM during set-up or compilation also ends in a checkpoint.
   guard = preemption.PreemptionGuard()
   try:
@@ -636,10 +637,10 @@ def main(argv):
                                else absl_logging.ERROR)
   try:
     train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (config_utils.ConfigError, checkpoint_lib.IncompatibleCheckpointError,
+  except (config_validation.ConfigError, checkpoint_lib.IncompatibleCheckpointError,
           FloatingPointError) as e:
     sys.exit(f"merit_jax.train: {e}")
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=config_utils.make_flags_parser("merit_jax.train"))
+  app.run(main, flags_parser=cli.make_flags_parser("merit_jax.train"))

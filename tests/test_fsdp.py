@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import pretrain
-from merit_jax import config_utils
+from merit_jax import config_validation
 from merit_jax import parallel
 from merit_jax import step as step_lib
 from tests import multihost_worker
@@ -98,7 +98,7 @@ def test_rules_come_from_the_config():
 def test_mesh_that_does_not_fit_the_devices_is_a_clear_error():
   with pytest.raises(ValueError, match=r"data=3 x fsdp=2 = 6 devices, but 8 are available"):
     parallel.make_mesh({"data": 3, "fsdp": 2})
-  with pytest.raises(config_utils.ConfigError, match=r"config.mesh data=3 x fsdp=2"):
-    config_utils.validate_config(_config(3, 2), num_devices=8)
-  with pytest.raises(config_utils.ConfigError, match=r"config.mesh.fsdp=3 does not divide"):
-    config_utils.validate_config(_config(-1, 3), num_devices=8)
+  with pytest.raises(config_validation.ConfigError, match=r"config.mesh data=3 x fsdp=2"):
+    config_validation.validate_config(_config(3, 2), num_devices=8)
+  with pytest.raises(config_validation.ConfigError, match=r"config.mesh.fsdp=3 does not divide"):
+    config_validation.validate_config(_config(-1, 3), num_devices=8)
