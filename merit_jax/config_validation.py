@@ -8,6 +8,7 @@ values, and combinations that leave nothing to train.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import ml_collections
