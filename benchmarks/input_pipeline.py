@@ -23,6 +23,7 @@ import jax
 from jax.sharding import Mesh
 import numpy as np
 
+from configs import pretrain
 from merit_jax.data import pipeline
 
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data dir with the built dataset.',
@@ -43,16 +44,14 @@ _JSON = flags.DEFINE_string('json', None, 'Also write the results to this JSON f
 def data_config(data_dir: str, name: str = 'synthetic_ecg', config: str | None = None,
                 worker_count: int = 0, num_threads: int = 0, augment: bool = False,
                 sample_rate: int = 100) -> dict:
-  cfg = {
-      'name': name, 'config': config, 'data_dir': data_dir,
-      'preprocess': {'sample_rate': sample_rate, 'num_samples': 10 * sample_rate,
-                     'bandpass': None, 'normalize': 'zscore'},
-      'augment': {'enabled': False},
-      'tokenizer': {'kind': 'sentencepiece', 'path': None},
-      'max_text_len': 64,
-      'worker_count': worker_count,
-      'num_threads': num_threads,
-  }
+  # Every data key from the training config (its defaults), with the benchmark's values.
+  cfg = pretrain.get_config().data.to_dict()
+  cfg.update(name=name, config=config, data_dir=data_dir, sources=None, max_text_len=64,
+             worker_count=worker_count, num_threads=num_threads)
+  cfg['preprocess'].update(sample_rate=sample_rate, num_samples=10 * sample_rate,
+                           bandpass=None, normalize='zscore')
+  cfg['tokenizer'].update(kind='sentencepiece', path=None)
+  cfg['augment'] = {'enabled': False}
   if augment:
     cfg['augment'] = {'enabled': True, 'crop': True, 'scale': (0.9, 1.1), 'noise_std': 0.05,
                       'lead_dropout': 0.1}

@@ -1,13 +1,16 @@
-"""The same MAE train step in PyTorch, for the reference that issue 7's CPU targets cite.
+"""The same MAE train step in PyTorch, beside PyTorch's own measured matmul peak.
 
     pip install torch==2.13.0        # not a project requirement; the CPU build
     python -m benchmarks.torch_reference --sizes=base --batch_sizes=32 [--steps=5] [--json]
+    python -m benchmarks.compare_frameworks --size=base --batch_size=32   # JAX and PyTorch, paired
 
-The fraction-of-peak targets were set against a PyTorch MAE step (ViT-B, patch 50, batch 32)
+The CPU fraction-of-peak targets were set against a PyTorch MAE step (ViT-B, patch 50, batch 32)
 that reaches about 86 % of "this CPU's matmul peak". That peak is PyTorch's own matmul, and
 `benchmarks/train_step.py` divides by XLA's. This script times the PyTorch step of the same
 shapes beside its own measured matmul peak (PyTorch, same dtype, same process), so the two
-frameworks can be compared both ways: fraction of each one's own peak, and step time.
+frameworks can be compared both ways: fraction of each one's own peak, and step time. Compare
+step times only from one run of `benchmarks/compare_frameworks.py`, which alternates this step
+with the JAX one and prints the ratio per pair: the ratio differs from machine to machine.
 
 The model mirrors `merit_jax` at λ = 0 (masked modelling only), with every shape read from the
 harness's own config (`benchmarks/train_step.make_config`): patches of `rate // 2` samples from
@@ -32,7 +35,7 @@ from benchmarks import train_step as bench
 from merit_jax.models import ecg_vit
 
 
-def _mae_config(size: str, rate: int, batch_size: int):
+def mae_config(size: str, rate: int, batch_size: int):
   """The harness's config of the MAE step (λ = 0, float32, remat off)."""
   if size not in ecg_vit.SIZES:
     raise ValueError(f"unknown size {size!r}; expected one of {sorted(ecg_vit.SIZES)}")
@@ -41,7 +44,7 @@ def _mae_config(size: str, rate: int, batch_size: int):
 
 def shapes(size: str, rate: int) -> dict:
   """Token counts and widths of the harness's MAE step for one encoder size and sample rate."""
-  config = _mae_config(size, rate, 1)
+  config = mae_config(size, rate, 1)
   m = config.model
   tokens, visible = bench.token_counts(config)
   width, depth, mlp = bench.encoder_dims(config)
@@ -53,7 +56,7 @@ def shapes(size: str, rate: int) -> dict:
 
 def mae_flops_per_step(size: str, rate: int, batch_size: int) -> float:
   """Matmul + attention FLOPs of one MAE train step: the harness's own analytic count."""
-  return bench.analytic_flops_per_step(_mae_config(size, rate, batch_size))
+  return bench.analytic_flops_per_step(mae_config(size, rate, batch_size))
 
 
 def build_step(size: str, rate: int, batch_size: int, seed: int = 0):

@@ -10,26 +10,63 @@
   python -m merit_jax.generate --config=configs/generate.py:compare \
       --config.merit_checkpoint=RUN_DIR --workdir=DIR
 
-Variants (after the colon): (none) the defaults below; `compare` the three-arm table with the
-small CPU budget; `quick` a short single-arm run; `test` the tiny random LLM (byte tokenizer)
-used by the unit tests.
+Variants (after the colon, `VARIANTS` below): (none) the defaults; `compare` the three-arm table
+with the small CPU budget; `quick` a short single-arm run; `test` the tiny random LLM (byte
+tokenizer) used by the unit tests.
 
 checkpoint: a MERIT run dir, None (no ECG: the projector sees zero features, i.e. it learns a
 constant soft prompt under the same training), or 'random' (a randomly initialised encoder of
 the config of `encoder_like`, a MERIT run dir).
 """
 
+import os
+
 import ml_collections
 from ml_collections import config_dict
 
-VARIANTS = ("default", "compare", "quick", "test")
+# The real PTB-XL files live beside the checkout (`../shared/data` from the repository root);
+# resolved from this file, not the current directory, so a run can start anywhere.
+SHARED_DATA = os.environ.get("MERIT_SHARED_DATA") or os.path.normpath(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
+
+# Overrides of each variant over the defaults, as dotted key -> value.
+VARIANTS = {
+    "default": {},
+    # CPU budget: a forward+backward of the 270M LLM over 8 × ~80 tokens takes seconds here.
+    "compare": {
+        "mode": "compare",
+        "total_steps": 80,
+        "optim.warmup_steps": 8,
+        "log_every": 10,
+    },
+    "quick": {
+        "total_steps": 40,
+        "optim.warmup_steps": 5,
+        "eval.max_records": 32,
+    },
+    "test": {
+        "llm": "tiny",
+        "num_prefix_tokens": 2,
+        "projector_hidden": 32,
+        "resampler": dict(width=16, depth=1, num_heads=2),
+        "max_report_tokens": 24,
+        "prompt": "ECG:",
+        "total_steps": 4,
+        "batch_size": 8,
+        "log_every": 2,
+        "optim.warmup_steps": 1,
+        "feature_batch_size": 8,
+        "eval.batch_size": 8,
+        "eval.max_records": 8,
+        "eval.num_examples": 2,
+        "eval.meteor": False,
+        "eval.n_bootstrap": 100,
+        "progress": False,
+    },
+}
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant = arg or "default"
-  if variant not in VARIANTS:
-    raise ValueError(f"configs/generate.py: unknown variant {variant!r}; choose from "
-                     f"{', '.join(VARIANTS)} (e.g. --config=configs/generate.py:compare)")
+def _defaults() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.mode = "train"  # 'train' | 'predict' | 'compare'
   c.seed = 0
@@ -57,7 +94,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.batch_size = 8
   c.log_every = 10
   c.optim = ml_collections.ConfigDict(dict(
-      lr=1e-3, warmup_steps=20, weight_decay=0.01, b1=0.9, b2=0.99, grad_clip=1.0))
+      lr=1e-3, warmup_steps=20, weight_decay=0.01, b1=0.9, b2=0.99, grad_clip=1.0,
+      min_lr_ratio=0.0))
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
   c.train_split = "train"
   c.feature_batch_size = 64  # ECGs per encoder forward when precomputing features
@@ -77,7 +115,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.name = "ptbxl"
   c.data.config = "100hz"
   c.data.data_dir = "~/tensorflow_datasets/merit_shared/ptbxl"
-  c.data.manual_dir = "../shared/data/ptbxl"
+  c.data.manual_dir = os.path.join(SHARED_DATA, "ptbxl")
+  c.data.build_kwargs = ml_collections.ConfigDict()  # extra arguments of the dataset build
+  c.data.sources = config_dict.placeholder(tuple)  # one dataset here: data.name
+  c.data.num_threads = 0  # Grain read threads (0 = min(8, cores))
   c.data.preprocess = ml_collections.ConfigDict(dict(
       sample_rate=100, num_samples=1000, bandpass=config_dict.placeholder(tuple),
       normalize="zscore"))
@@ -91,33 +132,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # --- compare mode ---------------------------------------------------------------------------
   c.results_path = "results/report_generation.md"  # also written: <workdir>/report_generation.*
   c.progress = True
+  return c
 
-  if variant == "compare":
-    c.mode = "compare"
-    # CPU budget: a forward+backward of the 270M LLM over 8 × ~80 tokens takes seconds here.
-    c.total_steps = 80
-    c.optim.warmup_steps = 8
-    c.log_every = 10
-  elif variant == "quick":
-    c.total_steps = 40
-    c.optim.warmup_steps = 5
-    c.eval.max_records = 32
-  elif variant == "test":
-    c.llm = "tiny"
-    c.num_prefix_tokens = 2
-    c.projector_hidden = 32
-    c.resampler = ml_collections.ConfigDict(dict(width=16, depth=1, num_heads=2))
-    c.max_report_tokens = 24
-    c.prompt = "ECG:"
-    c.total_steps = 4
-    c.batch_size = 8
-    c.log_every = 2
-    c.optim.warmup_steps = 1
-    c.feature_batch_size = 8
-    c.eval.batch_size = 8
-    c.eval.max_records = 8
-    c.eval.num_examples = 2
-    c.eval.meteor = False
-    c.eval.n_bootstrap = 100
-    c.progress = False
+
+def _override(c: ml_collections.ConfigDict, dotted: str, value) -> None:
+  *parents, key = dotted.split(".")
+  node = c
+  for part in parents:
+    node = node[part]
+  node[key] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = arg or "default"
+  if variant not in VARIANTS:
+    raise ValueError(f"configs/generate.py: unknown variant {variant!r}; choose from "
+                     f"{', '.join(VARIANTS)} (e.g. --config=configs/generate.py:compare)")
+  c = _defaults()
+  for dotted, value in VARIANTS[variant].items():
+    _override(c, dotted, value)
   return c

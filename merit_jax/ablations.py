@@ -5,7 +5,7 @@
       [--eval_config=configs/evaluate.py:quick] [--eval_config.tasks=super,rhythm] \
       [--baselines=random_init,random_conv] [--results_dir=DIR] [--name=ablations]
 
-Variants (DESIGN §1.1; everything else in the config is shared, including the step budget):
+Variants (everything else in the config is shared, including the step budget):
 
 - `merit`: L_rec + λ·L_NCE with λ = 1;
 - `masked_only`: λ = 0 (masked ECG modelling only; the text tower is never trained, so its
@@ -26,9 +26,11 @@ Each variant trains through `merit_jax.train.train_and_evaluate(config, DIR/<var
 resumes a sub-workdir that already holds checkpoints, so an interrupted grid picks up where it
 stopped). The training-time linear-probe summary is switched off: the evaluation below does it
 properly. Then every variant plus the requested baselines (a randomly initialised encoder of the
-same config, random convolutions) go through `merit_jax.evaluate.evaluate_encoders` with one
-feature store, and the combined tables are written to `<results_dir>/<name>.md` (+ .json,
-`_fractions.png`, `_shift.png`); results_dir defaults to `DIR/results`.
+same config, random convolutions) go through `merit_jax.evaluate.evaluate_encoders` (the
+evaluator registry) with one feature store, and the combined tables are written by
+`merit_jax.reporting` to `<results_dir>/<name>.md` (+ .json, `_fractions.png`, `_shift.png`;
+results_dir defaults to `DIR/results`), the headline numbers to the metric writers under
+`DIR/eval/metrics/<name>`.
 """
 
 from __future__ import annotations
@@ -47,7 +49,10 @@ from merit_jax import evaluate as evaluate_lib
 # --workdir; the grid uses those same flags, so both commands read alike.
 from merit_jax import train
 from merit_jax import xla_defaults
-from merit_jax.evaluators import features as features_lib
+from merit_jax.encoder import Encoder
+from merit_jax.evaluators import linear_probe
+from merit_jax.reporting import markdown
+from merit_jax.reporting import writer
 
 _EVAL_CONFIG = config_flags.DEFINE_config_file(
     "eval_config", "configs/evaluate.py", "Evaluation config (configs/evaluate.py[:quick]).",
@@ -118,16 +123,6 @@ def select_on_validation(results: dict, variants) -> dict | None:
           "scores": scores, "selected": max(scores, key=scores.get)}
 
 
-def selection_markdown(selection: dict) -> str:
-  lines = ["", "## MERIT text weight λ chosen on validation", "",
-           f"Criterion: {selection['criterion']}.", "",
-           "| variant | validation macro AUROC % |", "|---|---|"]
-  for title, score in sorted(selection["scores"].items(), key=lambda kv: -kv[1]):
-    mark = " (selected)" if title == selection["selected"] else ""
-    lines.append(f"| {title}{mark} | {100 * score:.2f} |")
-  return "\n".join(lines) + "\n"
-
-
 def paired_against_contrastive(results: dict, variants, eval_config) -> dict:
   """Each MERIT variant minus contrastive only: 100 % probe, paired bootstrap, per task."""
   if "contrastive_only" not in variants or "linear_probe" not in results:
@@ -138,26 +133,10 @@ def paired_against_contrastive(results: dict, variants, eval_config) -> dict:
     if variant != "merit" and not variant.startswith(LAMBDA_PREFIX):
       continue
     title = resolve_variant(variant)[0]
-    out[title] = {task: evaluate_lib.probe_paired_difference(
+    out[title] = {task: linear_probe.probe_paired_difference(
         results, title, reference, task, int(eval_config.n_bootstrap), int(eval_config.seed))
                   for task in results["linear_probe"].get(title, {})}
   return out
-
-
-def paired_markdown(paired: dict) -> str:
-  tasks = list(next(iter(paired.values())))
-  lines = ["", "## MERIT minus contrastive only (linear probe, 100 % labels, test): paired "
-           "difference, percentage points [95 % paired bootstrap CI]", "",
-           "| variant | metric | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
-  for title, per_task in paired.items():
-    for metric in ("macro_auroc", "macro_f1"):
-      cells = []
-      for task in tasks:
-        m = per_task[task].get(metric)
-        cells.append("–" if m is None else
-                     f"{100 * m['value']:+.1f} [{100 * m['ci_low']:+.1f}, {100 * m['ci_high']:+.1f}]")
-      lines.append(f"| {title} | {metric.replace('_', ' ')} | " + " | ".join(cells) + " |")
-  return "\n".join(lines) + "\n"
 
 
 def variant_config(config: ml_collections.ConfigDict, variant: str,
@@ -169,7 +148,7 @@ def variant_config(config: ml_collections.ConfigDict, variant: str,
     out.objective[key] = value
   if total_steps is not None:
     out.total_steps = int(total_steps)
-  out.eval.linear_probe = False
+  out.eval.evaluators = tuple(n for n in out.eval.evaluators if n != "linear_probe")
   return out
 
 
@@ -188,18 +167,17 @@ def train_variants(config, workdir: str, variants, total_steps=None) -> dict:
 def evaluate_variants(workdir: str, variants, eval_config, baselines, results_dir: str,
                       name: str, command: str | None = None, train_seconds=None) -> dict:
   """Evaluates the trained variants and the baselines together; writes the tables."""
-  eval_config = ml_collections.ConfigDict(eval_config.to_dict())
-  eval_config.baselines = ",".join(baselines)
-  encoders = []
-  for variant in variants:
-    encoders.append(features_lib.checkpoint_encoder(
-        os.path.join(workdir, variant), batch_size=int(eval_config.batch_size),
-        name=resolve_variant(variant)[0]))
+  eval_config = eval_config.copy_and_resolve_references()
+  eval_config.baselines = tuple(baselines)
+  encoders = [Encoder.from_checkpoint(os.path.join(workdir, v),
+                                      batch_size=int(eval_config.batch_size),
+                                      name=resolve_variant(v)[0]) for v in variants]
   run_config = encoders[0].config
   encoders += evaluate_lib.baseline_encoders(eval_config, run_config, encoders[0].tokenizer)
   data_cfg = evaluate_lib.eval_data_config(run_config, eval_config)
-  results = evaluate_lib.evaluate_encoders(encoders, data_cfg, eval_config,
-                                           os.path.join(workdir, "eval"))
+  output_dir = os.path.join(workdir, "eval")
+  results = evaluate_lib.evaluate_encoders(encoders, data_cfg, eval_config, output_dir,
+                                           metrics_dir=os.path.join(output_dir, "metrics", name))
   results["meta"]["variants"] = {
       title: {"workdir": os.path.join(workdir, v), "objective": objective,
               "train_seconds": (train_seconds or {}).get(v)}
@@ -212,17 +190,11 @@ def evaluate_variants(workdir: str, variants, eval_config, baselines, results_di
   paired = paired_against_contrastive(results, variants, eval_config)
   if paired:
     results["paired_vs_contrastive_only"] = paired
-  paths = evaluate_lib.write_results(results, results_dir, name, command,
-                                     title="Ablations: MERIT vs its ablations vs baselines")
-  extra = (paired_markdown(paired) if paired else "") + (
-      selection_markdown(selection) if selection else "")
-  if extra:
-    md_path = paths["md"]
-    with open(md_path, encoding="utf-8") as f:
-      text = f.read()
-    with open(md_path + ".tmp", "w", encoding="utf-8") as f:
-      f.write(text + extra)
-    os.replace(md_path + ".tmp", md_path)
+  extra = (markdown.paired_markdown(paired) if paired else "") + (
+      markdown.selection_markdown(selection) if selection else "")
+  paths = writer.write_results(results, results_dir, name, command,
+                               title="Ablations: MERIT vs its ablations vs baselines",
+                               extra_markdown=extra)
   print(f"wrote {', '.join(paths.values())}", flush=True)
   results["paths"] = paths
   return results

@@ -44,6 +44,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from merit_jax import config_validation
+
 LATEST_DIR = "checkpoints"
 BEST_DIR = "checkpoints_best"
 CONFIG_FILE = "config.json"
@@ -127,7 +129,10 @@ def save_run_files(workdir: str, config: ml_collections.ConfigDict, tokenizer: A
 def read_run_config(workdir: str) -> dict | None:
   """The config.json of a run directory as a dict, or None when there is none yet."""
   path = resolve_path(workdir) / CONFIG_FILE
-  return json.loads(path.read_text()) if path.exists() else None
+  if not path.exists():
+    return None
+  # Keys added since the run was written take today's defaults (recorded values are kept).
+  return config_validation.complete_run_config(json.loads(path.read_text())).to_dict()
 
 
 def _flatten(tree: Any, prefix: str) -> dict[str, Any]:
@@ -399,7 +404,8 @@ def load_for_inference(checkpoint_dir: str, step: int | None = None):
 
   run_dir, manager_dir = _find_run(checkpoint_dir)
   from merit_jax.models import text_tower  # pylint: disable=g-import-not-at-top
-  config = ml_collections.ConfigDict(json.loads((run_dir / CONFIG_FILE).read_text()))
+  config = config_validation.complete_run_config(
+      json.loads((run_dir / CONFIG_FILE).read_text()))
   if text_tower.is_frozen(config.model.text):
     # A frozen tower brings its own tokenizer (a Gemma 3 run saves none).
     tokenizer = None

@@ -1,13 +1,63 @@
-"""One flag parser for every command: config-file and override mistakes become one clear line.
+"""One flag parser for every command, and where the config files are.
 
 Every entry point runs `app.run(main, flags_parser=cli.make_flags_parser(program))`, so a missing
 config file, an unknown `--config.<key>` or a bad flag value reads the same in each command.
+Its console script (pyproject.toml) calls the module's `cli_main()`, which does just that.
+
+Config files are found by path. A path of the form `configs/<file>.py` that does not exist
+relative to the current directory falls back to the project's own configs/ (beside the
+package in a checkout, `merit_jax/configs` once installed), so the README's commands also run
+from outside the repository.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
-from typing import Any
+import pathlib
+from typing import Any, Sequence
+
+import ml_collections
+
+_PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
+
+
+def config_dir() -> pathlib.Path:
+  """The project's configs/: inside the package once installed, beside it in a checkout."""
+  for candidate in (_PACKAGE_DIR / "configs", _PACKAGE_DIR.parent / "configs"):
+    if (candidate / "pretrain.py").is_file():
+      return candidate
+  raise FileNotFoundError(f"no configs/pretrain.py beside or inside {_PACKAGE_DIR}")
+
+
+def load_config_file(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of configs/<name> (e.g. "pretrain.py"), loaded by its path."""
+  path = config_dir() / name
+  spec = importlib.util.spec_from_file_location(f"merit_config_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def _with_project_configs(argv: Sequence[str], config_flags: Sequence[str]) -> list[str]:
+  """Points `--<flag>=configs/<file>.py[:arg]` at the project's configs/ where the path does
+  not exist relative to the current directory."""
+  out = list(argv)
+  for i, arg in enumerate(out):
+    name, sep, value = arg.lstrip("-").partition("=")
+    if not arg.startswith("--") or not sep or name not in config_flags:
+      continue
+    path, colon, variant = value.partition(":")
+    head, tail = os.path.split(os.path.normpath(path))
+    if os.path.exists(path) or head != "configs":
+      continue
+    try:
+      candidate = config_dir() / tail
+    except FileNotFoundError:
+      continue
+    if candidate.is_file():
+      out[i] = f"--{name}={candidate}{colon}{variant}"
+  return out
 
 
 def _innermost_message(error: BaseException) -> str:
@@ -33,12 +83,12 @@ def _load_config_flags(program: str, flag_values) -> None:
       value = getattr(flag_values, name)
       if value is not None:
         value.keys()  # A file that failed to load yields a proxy that raises here.
-    except (OSError, ImportError, SyntaxError) as e:
+    except (OSError, ImportError, SyntaxError, ValueError) as e:  # ValueError: a bad variant.
       path = str(flag.serialize()).split("=", 1)[-1].split(":", 1)[0]
       if not os.path.exists(path):
         raise SystemExit(f"{program}: --{name}: config file {path!r} does not exist (paths are "
-                         f"relative to the current directory {os.getcwd()}; the files "
-                         f"are configs/<name>.py[:variant])") from None
+                         f"relative to the current directory {os.getcwd()}; the project's "
+                         f"files are configs/<name>.py[:variant])") from None
       raise SystemExit(f"{program}: --{name}: cannot load config file {path!r}: "
                        f"{_innermost_message(e)}") from None
 
@@ -50,8 +100,12 @@ def make_flags_parser(program: str):
   traceback from deep inside absl; this names the flag, the config's suggestion and the fix.
   """
   from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections.config_flags import config_flags  # pylint: disable=g-import-not-at-top
+  file_flag = config_flags._ConfigFlag  # pylint: disable=protected-access
 
   def parse(argv):
+    file_flags = [name for name in flags.FLAGS if isinstance(flags.FLAGS[name], file_flag)]
+    argv = _with_project_configs(argv, file_flags)
     try:
       rest = flags.FLAGS(argv)
       _load_config_flags(program, flags.FLAGS)
@@ -64,6 +118,10 @@ def make_flags_parser(program: str):
           "--config.<key> must name a key the config file defines (see configs/pretrain.py "
           "and the schema in docs/ARCHITECTURE.md).") from None
     except flags.Error as e:
-      raise SystemExit(f"{program}: {e}\nPass --helpshort to list the flags.") from None
+      message = str(e)
+      if "Traceback" in message:  # A config file's get_config raised: keep its last line.
+        lines = [line for line in message.splitlines() if line.strip()]
+        message = f"{lines[0].split(': Error', 1)[0]}: {lines[-1]}"
+      raise SystemExit(f"{program}: {message}\nPass --helpshort to list the flags.") from None
 
   return parse

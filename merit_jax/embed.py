@@ -22,7 +22,9 @@ and averages the embeddings (a projected mean is re-normalised), so a 60 s ECG i
 not its middle 10 s; the command says how many records were longer. `--windows=center` keeps
 only the centred window, as training's evaluation does.
 
-Python: `embed_ecgs(checkpoint_dir, signals, sample_rate=None, kind='pooled')`.
+Python: `embed_ecgs(checkpoint_dir, signals, sample_rate=None, kind='pooled')`, or
+`encoder.Encoder.from_checkpoint(checkpoint_dir).embed_recordings(records)` for recordings of
+different lengths and rates; this module only reads inputs and writes outputs.
 """
 
 from __future__ import annotations
@@ -31,19 +33,18 @@ import functools
 import os
 import pathlib
 import sys
-from typing import Any, Sequence
+from typing import Any
 
 from absl import app
 from absl import flags
 from absl import logging as absl_logging
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from merit_jax import checkpoint as checkpoint_lib
+from merit_jax import cli
+from merit_jax import encoder as encoder_lib
 
 KINDS = ("pooled", "projected")
-WINDOWS = ("mean", "center")
+WINDOWS = encoder_lib.WINDOWS
 NUM_LEADS = 12
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Training run dir (or its checkpoints/).")
@@ -60,16 +61,18 @@ _WINDOWS = flags.DEFINE_enum("windows", "mean", list(WINDOWS),
 
 
 @functools.lru_cache(maxsize=4)
-def _load(checkpoint_dir: str, step: int | None):
-  """Loads a checkpoint once per process and jits its embedding function."""
-  model, params, config, preprocess_cfg, _ = checkpoint_lib.load_for_inference(
-      checkpoint_dir, step)
+def _encoder(checkpoint_dir: str, step: int | None, batch_size: int) -> encoder_lib.Encoder:
+  """Loads a checkpoint once per process (and batch size)."""
+  return encoder_lib.Encoder.from_checkpoint(checkpoint_dir, step, batch_size)
 
-  @jax.jit
-  def embed(params, ecg):
-    return model.apply({"params": params}, ecg, method=model.embed_ecg)
 
-  return embed, params, config, preprocess_cfg
+def load_encoder(checkpoint_dir: str, step: int | None = None,
+                 batch_size: int = 64) -> encoder_lib.Encoder:
+  """The run's `Encoder`, cached per process."""
+  if batch_size <= 0:
+    raise ValueError(f"batch_size must be > 0, got {batch_size}")
+  return _encoder(os.path.abspath(os.path.expanduser(str(checkpoint_dir))), step,
+                  int(batch_size))
 
 
 def check_signals(signals: Any, where: str = "signals") -> np.ndarray:
@@ -92,59 +95,14 @@ def check_signals(signals: Any, where: str = "signals") -> np.ndarray:
   return np.ascontiguousarray(np.swapaxes(signals.astype(np.float32), 1, 2))
 
 
-def _windows(records, preprocess_cfg, mode: str) -> tuple[list[np.ndarray], np.ndarray]:
-  """(model inputs (leads, S), the record index of each): one per window, or the centre."""
-  from merit_jax.data import preprocess as preprocess_lib  # pylint: disable=g-import-not-at-top
-  inputs, owner = [], []
-  for i, (sig, rate) in enumerate(records):
-    if mode == "center":
-      parts = [preprocess_lib.preprocess(sig, rate, preprocess_cfg)]
-    else:
-      parts = list(preprocess_lib.preprocess_windows(sig, rate, preprocess_cfg))
-    inputs += parts
-    owner += [i] * len(parts)
-  return inputs, np.asarray(owner)
-
-
-def _embed_leads_major(checkpoint_dir: str, records: Sequence[tuple[np.ndarray, float]],
-                       kind: str, batch_size: int, step: int | None,
-                       progress: bool, windows: str = "mean") -> np.ndarray:
-  """Preprocesses (leads, samples) records, embeds their windows in batches, one row each."""
+def embed_records(checkpoint_dir: str, records, kind: str = "pooled", batch_size: int = 64,
+                  step: int | None = None, progress: bool = False,
+                  windows: str = "mean") -> np.ndarray:
+  """Embeds [(signal (12, S) mV, rate)] records of any lengths and rates, one row each."""
   if kind not in KINDS:
     raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-  if windows not in WINDOWS:
-    raise ValueError(f"windows must be one of {WINDOWS}, got {windows!r}")
-  if batch_size <= 0:
-    raise ValueError(f"batch_size must be > 0, got {batch_size}")
-  embed, params, _, preprocess_cfg = _load(
-      os.path.abspath(os.path.expanduser(str(checkpoint_dir))), step)
-  inputs, owner = _windows(records, preprocess_cfg, windows)
-  num = len(inputs)
-  batches = range(0, num, batch_size)
-  if progress and len(batches) > 1:
-    from tqdm import auto as tqdm_auto  # pylint: disable=g-import-not-at-top
-    batches = tqdm_auto.tqdm(batches, desc="embed", unit="batch", file=sys.stderr)
-  outputs = []
-  for start in batches:
-    ecg = np.stack(inputs[start:start + batch_size])
-    real = ecg.shape[0]
-    if real < batch_size and num > batch_size:  # One shape for every batch: no recompiles.
-      ecg = np.concatenate([ecg, np.zeros((batch_size - real,) + ecg.shape[1:], ecg.dtype)])
-    out = embed(params, jnp.asarray(ecg))[kind]
-    outputs.append(np.asarray(out, np.float32)[:real])
-  per_window = np.concatenate(outputs, axis=0)
-  counts = np.bincount(owner, minlength=len(records))
-  emb = np.zeros((len(records), per_window.shape[1]), np.float32)
-  np.add.at(emb, owner, per_window)
-  emb /= counts[:, None]
-  if kind == "projected" and counts.max() > 1:  # A mean of unit vectors is not one.
-    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-  if progress and counts.max() > 1:
-    print(f"embed: {int((counts > 1).sum())} of {len(records)} records are longer than the "
-          f"model window; their {int(counts[counts > 1].sum())} windows were embedded and "
-          "averaged per record (--windows=center keeps only the centred window)",
-          file=sys.stderr)
-  return emb
+  encoder = load_encoder(checkpoint_dir, step, batch_size)
+  return encoder.embed_recordings(records, windows=windows, kind=kind, progress=progress)
 
 
 def embed_ecgs(checkpoint_dir: str, signals: Any, sample_rate: float | None = None,
@@ -167,14 +125,10 @@ def embed_ecgs(checkpoint_dir: str, signals: Any, sample_rate: float | None = No
     float32 array (N, dim).
   """
   leads_major = check_signals(signals)
-  if sample_rate is None:
-    _, _, _, preprocess_cfg = _load(os.path.abspath(os.path.expanduser(str(checkpoint_dir))),
-                                    step)
-    sample_rate = preprocess_cfg.sample_rate
-  if not float(sample_rate) > 0:
+  if sample_rate is not None and not float(sample_rate) > 0:
     raise ValueError(f"sample_rate must be > 0 Hz, got {sample_rate}")
-  records = [(leads_major[i], float(sample_rate)) for i in range(leads_major.shape[0])]
-  return _embed_leads_major(checkpoint_dir, records, kind, batch_size, step, progress, windows)
+  records = [(leads_major[i], sample_rate) for i in range(leads_major.shape[0])]
+  return embed_records(checkpoint_dir, records, kind, batch_size, step, progress, windows)
 
 
 def read_wfdb_folder(folder: str) -> tuple[list[tuple[np.ndarray, float]], list[str]]:
@@ -209,8 +163,8 @@ def main(argv):
   try:
     if os.path.isdir(source):
       records, names = read_wfdb_folder(source)
-      emb = _embed_leads_major(_CHECKPOINT.value, records, _KIND.value, _BATCH_SIZE.value,
-                               _STEP.value, progress=True, windows=_WINDOWS.value)
+      emb = embed_records(_CHECKPOINT.value, records, _KIND.value, _BATCH_SIZE.value,
+                          _STEP.value, progress=True, windows=_WINDOWS.value)
     else:
       if not source.endswith(".npy"):
         raise ValueError(f"--input {source}: expected a .npy file or a WFDB folder")
@@ -228,5 +182,10 @@ def main(argv):
   print(f"wrote {emb.shape[0]} embeddings of dim {emb.shape[1]} ({_KIND.value}) to {output}")
 
 
+def cli_main():
+  """The `merit-embed` / `python -m merit_jax.embed` program."""
+  app.run(main, flags_parser=cli.make_flags_parser("merit_jax.embed"))
+
+
 if __name__ == "__main__":
-  app.run(main)
+  cli_main()

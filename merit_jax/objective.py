@@ -1,4 +1,4 @@
-"""The MERIT objective: DESIGN §1.1 in code.
+"""The MERIT objective: what a train step minimises and the MI diagnostics it reports.
 
 The paper's equations are not public; this formulation is OURS. With X the ECG, T the report
 and Z = f(X), I(Z;X) = I(Z;T) + I(Z;X|T), and we maximise I(Z;X) + lambda * I(Z;T) through two
@@ -37,6 +37,8 @@ API:
   mi_bounds(rec_mse, nce_loss, batch_size) -> {'mi_signal_nats', 'mi_text_nats'}
   objective_flags(objective_cfg) -> kwargs for MERIT.__call__ (what to compute)
   merit_loss(outputs, batch, objective_cfg) -> (loss, metrics)
+    objective_cfg: `config.objective` (or a mapping with its keys): lambda_nce,
+    reconstruction, contrastive_view, norm_pix_loss.
 """
 
 from typing import Any
@@ -44,7 +46,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-VIEWS = ("masked", "full")
 # Logit of an excluded (report-less) pair: exp() of it is 0 next to any real logit.
 _MASKED_LOGIT = -1e9
 
@@ -140,30 +141,15 @@ def mi_bounds(rec_mse: jax.Array, nce_loss: jax.Array, batch_size) -> dict[str, 
   }
 
 
-def _get(cfg, key, default):
-  value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-  return default if value is None else value
-
-
-def validate_objective(cfg) -> None:
-  """Raises ValueError on an objective config that cannot train anything."""
-  lam = float(_get(cfg, "lambda_nce", 1.0))
-  rec = bool(_get(cfg, "reconstruction", True))
-  view = _get(cfg, "contrastive_view", "masked")
-  if lam < 0:
-    raise ValueError(f"config.objective.lambda_nce must be >= 0, got {lam}")
-  if view not in VIEWS:
-    raise ValueError(f"config.objective.contrastive_view must be one of {VIEWS}, got {view!r}")
-  if not rec and lam == 0:
-    raise ValueError("config.objective: reconstruction=False with lambda_nce=0 leaves no loss")
-
-
 def objective_flags(cfg) -> dict[str, Any]:
-  """Which branches MERIT.__call__ must compute for this objective config."""
-  validate_objective(cfg)
-  return dict(reconstruction=bool(_get(cfg, "reconstruction", True)),
-              contrastive=float(_get(cfg, "lambda_nce", 1.0)) > 0,
-              contrastive_view=_get(cfg, "contrastive_view", "masked"))
+  """Which branches MERIT.__call__ must compute for this objective config.
+
+  The config is checked by config_validation.validate_config (lambda_nce >= 0, a known view,
+  not both branches off).
+  """
+  return dict(reconstruction=bool(cfg["reconstruction"]),
+              contrastive=float(cfg["lambda_nce"]) > 0,
+              contrastive_view=cfg["contrastive_view"])
 
 
 def merit_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
@@ -180,7 +166,7 @@ def merit_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
     (loss, metrics); a switched-off term is reported as 0 (its bound as 0 too).
   """
   flags = objective_flags(cfg)
-  lam = float(_get(cfg, "lambda_nce", 1.0))
+  lam = float(cfg["lambda_nce"])
   has_report = batch.get("has_report")
   n = batch["ecg"].shape[0] if has_report is None else jnp.sum(has_report)
   zero = jnp.zeros((), jnp.float32)
@@ -188,7 +174,7 @@ def merit_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
   metrics = {}
   if flags["reconstruction"]:
     rec = masked_patch_mse(outputs["pred"], outputs["target"], outputs["mask"],
-                           bool(_get(cfg, "norm_pix_loss", True)))
+                           bool(cfg["norm_pix_loss"]))
   if flags["contrastive"]:
     nce, logits = info_nce(outputs["ecg_proj"], outputs["text_proj"], outputs["logit_scale"],
                            valid=has_report)

@@ -12,8 +12,10 @@ a rule set maps them to mesh axes:
 
 API:
   MESH_AXES = ('data', 'fsdp'); BATCH_AXES = ('data', 'fsdp')
-  make_mesh(mesh_cfg, devices=None) -> Mesh; mesh_cfg.data / mesh_cfg.fsdp, -1 = the rest.
-  rules_for(mesh_cfg) -> logical axis rules ('rules' key if set, else 'fsdp' when fsdp > 1).
+  make_mesh(mesh_cfg, devices=None) -> Mesh; mesh_cfg['data'] / ['fsdp'], -1 = the rest
+    (`config.mesh` or a mapping with those keys; resolved by config_validation.mesh_shape).
+  rules_for(mesh_cfg) -> logical axis rules (mesh_cfg['rules'] if set, else 'fsdp' when
+    fsdp > 1).
   logical_axis_rules(name) -> tuple of (logical, mesh axis) pairs.
   batch_sharding(mesh) -> NamedSharding(mesh, P(('data', 'fsdp')))
   replicated(mesh) -> NamedSharding(mesh, P())
@@ -29,6 +31,8 @@ from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
+from merit_jax import config_validation
+
 MESH_AXES = ("data", "fsdp")
 BATCH_AXES = ("data", "fsdp")
 LOGICAL_NAMES = ("embed", "mlp", "heads", "kv", "vocab", "patch", "leads", "time", "proj")
@@ -40,11 +44,6 @@ _RULES = {
 }
 
 
-def _get(cfg, key, default):
-  value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-  return default if value is None else value
-
-
 def logical_axis_rules(name: str = "replicate"):
   if name not in _RULES:
     raise ValueError(f"unknown logical axis rule set {name!r}; choose from {sorted(_RULES)}")
@@ -53,31 +52,16 @@ def logical_axis_rules(name: str = "replicate"):
 
 def rules_for(mesh_cfg) -> tuple:
   """The rule set a mesh config asks for: `mesh.rules`, else fsdp when fsdp > 1."""
-  name = _get(mesh_cfg, "rules", None)
+  name = mesh_cfg["rules"]
   if name is None:
-    name = "fsdp" if int(_get(mesh_cfg, "fsdp", 1)) > 1 else "replicate"
+    name = "fsdp" if int(mesh_cfg["fsdp"]) > 1 else "replicate"
   return logical_axis_rules(name)
 
 
 def make_mesh(mesh_cfg, devices: Optional[Sequence[Any]] = None) -> Mesh:
   """Builds the ('data', 'fsdp') mesh; one of the two sizes may be -1 (= all the rest)."""
   devices = list(jax.devices() if devices is None else devices)
-  n = len(devices)
-  sizes = [int(_get(mesh_cfg, axis, -1 if axis == "data" else 1)) for axis in MESH_AXES]
-  if sizes.count(-1) > 1:
-    raise ValueError(f"config.mesh: at most one of data/fsdp may be -1, got {sizes}")
-  if any(s == 0 or s < -1 for s in sizes):
-    raise ValueError(f"config.mesh: sizes must be positive or -1, got data={sizes[0]}, "
-                     f"fsdp={sizes[1]}")
-  if -1 in sizes:
-    known = int(np.prod([s for s in sizes if s != -1]))
-    if n % known:
-      raise ValueError(f"config.mesh: {n} devices do not divide by the fixed axis size {known}"
-                       f" (data={sizes[0]}, fsdp={sizes[1]})")
-    sizes = [n // known if s == -1 else s for s in sizes]
-  if int(np.prod(sizes)) != n:
-    raise ValueError(f"config.mesh: data={sizes[0]} x fsdp={sizes[1]} = {np.prod(sizes)} "
-                     f"devices, but {n} are available")
+  sizes = list(config_validation.mesh_shape(mesh_cfg, len(devices)))
   try:
     # Topology-aware order (neighbouring chips on the fsdp axis) where the platform knows one.
     grid = mesh_utils.create_device_mesh(sizes, devices)

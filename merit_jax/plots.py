@@ -1,6 +1,7 @@
-"""Reconstruction plots: original vs reconstructed leads for a few validation ECGs.
+"""Training plots: reconstructions of validation ECGs, and a run's training curves.
 
-A visual check that the masked-modelling branch learns morphology rather than the mean: masked
+`plot_reconstructions` draws original vs reconstructed leads for a few validation ECGs, a
+visual check that the masked-modelling branch learns morphology rather than the mean: masked
 patches are shaded, so one sees whether the model fills gaps it could not see.
 """
 
@@ -71,17 +72,30 @@ def plot_reconstructions(path: str, originals: np.ndarray, reconstructions: np.n
   return path
 
 
-# Panels of the training-curve figure: (title, [(metrics.jsonl key, label)], y label).
+# Panels of the training-curve figure: (title, [(metrics.jsonl keys, label)], y label). A
+# series reads the first of its keys a record has: the retrieval evaluator's scalars, or the
+# names that runs logged before evaluators were plug-ins.
 _CURVE_PANELS = (
-    ("losses", [("rec_loss", "train L_rec"), ("val_rec_loss", "val L_rec"),
-                ("nce_loss", "train L_NCE"), ("val_nce_loss", "val L_NCE")], "loss"),
-    ("MI lower bounds", [("mi_signal_nats", "signal: -1/2 log MSE"),
-                         ("mi_text_nats", "text: log N - L_NCE")], "nats"),
-    ("validation retrieval", [("ecg_to_report_R@1", "ECG->report R@1"),
-                              ("chance_ecg_to_report_R@1", "chance R@1"),
-                              ("ecg_to_report_R@5", "ECG->report R@5"),
-                              ("chance_ecg_to_report_R@5", "chance R@5")], "recall"),
+    ("losses", [(("rec_loss",), "train L_rec"), (("val_rec_loss",), "val L_rec"),
+                (("nce_loss",), "train L_NCE"), (("val_nce_loss",), "val L_NCE")], "loss"),
+    ("MI lower bounds", [(("mi_signal_nats",), "signal: -1/2 log MSE"),
+                         (("mi_text_nats",), "text: log N - L_NCE")], "nats"),
+    ("validation retrieval",
+     [(("retrieval/ecg_to_report/R@1", "ecg_to_report_R@1"), "ECG->report R@1"),
+      (("retrieval/chance/ecg_to_report/R@1", "chance_ecg_to_report_R@1"), "chance R@1"),
+      (("retrieval/ecg_to_report/R@5", "ecg_to_report_R@5"), "ECG->report R@5"),
+      (("retrieval/chance/ecg_to_report/R@5", "chance_ecg_to_report_R@5"), "chance R@5")],
+     "recall"),
 )
+
+
+def _series(metrics: Sequence[dict], keys: Sequence[str]) -> list[tuple[int, float]]:
+  points = []
+  for m in metrics:
+    key = next((k for k in keys if m.get(k) is not None), None)
+    if key is not None:
+      points.append((m["step"], m[key]))
+  return points
 
 
 def plot_training_curves(path: str, metrics: Sequence[dict]) -> str:
@@ -96,11 +110,11 @@ def plot_training_curves(path: str, metrics: Sequence[dict]) -> str:
   """
   fig, axes = plt.subplots(1, len(_CURVE_PANELS), figsize=(5.5 * len(_CURVE_PANELS), 4))
   for ax, (title, series, ylabel) in zip(axes, _CURVE_PANELS):
-    for key, label in series:
-      points = [(m["step"], m[key]) for m in metrics if key in m]
+    for keys, label in series:
+      points = _series(metrics, keys)
       if points:
         steps, values = zip(*points)
-        style = "--" if key.startswith("chance") else ("-o" if len(points) < 30 else "-")
+        style = "--" if label.startswith("chance") else ("-o" if len(points) < 30 else "-")
         ax.plot(steps, values, style, label=label, markersize=3)
     ax.set_title(title)
     ax.set_xlabel("step")

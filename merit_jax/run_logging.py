@@ -1,9 +1,11 @@
 """Run-directory logging: metrics.jsonl, TensorBoard event files and a progress bar.
 
-Only the first process writes; the others get no-op writers, so callers never branch on the
-process index. `metrics.jsonl` holds one JSON object per logged step with at least `step` and,
-for training entries, `loss`; validation entries carry `"split": "validation"` so the two
-streams can be told apart in one file. A restarted run appends to the same file.
+`MetricWriter` is the one writer of training, evaluation and generation: TensorBoard and the
+console through clu's metric writers, and `metrics.jsonl`, the plain-text record, with one JSON
+object per logged step holding at least `step` (and `loss` for training entries); validation
+entries carry `"split": "validation"` so the two streams can be told apart in one file. A
+restarted run appends to the same file. Only the first process writes files; the others get
+writers that only log, so callers never branch on the process index.
 """
 
 from __future__ import annotations
@@ -52,7 +54,12 @@ def _drop_rows_after(path: str, step: int) -> None:
 
 
 class MetricWriter:
-  """Writes scalar metrics to `workdir/metrics.jsonl` and TensorBoard event files."""
+  """Writes scalars to `workdir/metrics.jsonl`, TensorBoard (`workdir/tensorboard`) and the log.
+
+  TensorBoard and the console go through clu's default writer; metrics.jsonl is the plain-text
+  record that tools and tests read back. A disabled writer (any process but the first) only
+  logs to its own console.
+  """
 
   def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True,
                resume_step: int | None = None):
@@ -61,7 +68,10 @@ class MetricWriter:
     again; without this, metrics.jsonl would hold them twice and curves would step back."""
     self._enabled = enabled
     self._jsonl = None
-    self._tb = None
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top
+    tb_dir = os.path.join(workdir, "tensorboard") if enabled and tensorboard else None
+    self._clu = metric_writers.create_default_writer(
+        tb_dir, just_logging=tb_dir is None, asynchronous=False)
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
@@ -69,35 +79,31 @@ class MetricWriter:
     if resume_step is not None and os.path.exists(self.path):
       _drop_rows_after(self.path, int(resume_step))
     self._jsonl = open(self.path, "a", encoding="utf-8")
-    if tensorboard:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
-  def write(self, step: int, metrics: Mapping[str, Any], split: str = "train") -> dict:
-    """Appends one entry; returns it as written (python scalars)."""
+  def write_scalars(self, step: int, scalars: Mapping[str, Any], split: str = "train") -> dict:
+    """Appends one entry (TensorBoard tags `<split>/<key>`); returns it as written."""
     entry = {"step": int(step)}
     if split != "train":
       entry["split"] = split
-    entry.update({k: _to_python(v) for k, v in metrics.items()})
-    if not self._enabled:
-      return entry
-    self._jsonl.write(json.dumps(entry) + "\n")
-    self._jsonl.flush()
-    if self._tb is not None:
-      for key, value in entry.items():
-        if key in ("step", "split") or not isinstance(value, (int, float)):
-          continue
-        self._tb.add_scalar(f"{split}/{key}", value, int(step))
-      self._tb.flush()
+    entry.update({k: _to_python(v) for k, v in scalars.items()})
+    if self._jsonl is not None:
+      self._jsonl.write(json.dumps(entry) + "\n")
+      self._jsonl.flush()
+    numbers = {f"{split}/{k}": v for k, v in entry.items()
+               if k not in ("step", "split") and isinstance(v, (int, float))
+               and not isinstance(v, bool)}
+    if numbers:
+      self._clu.write_scalars(int(step), numbers)
+      self._clu.flush()
     return entry
 
   def close(self):
     if self._jsonl is not None:
       self._jsonl.close()
       self._jsonl = None
-    if self._tb is not None:
-      self._tb.close()
-      self._tb = None
+    if self._clu is not None:
+      self._clu.close()
+      self._clu = None
 
 
 def read_metrics(workdir: str) -> list[dict]:

@@ -13,26 +13,26 @@ differences are single runs per seed and are listed per seed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
+from absl import app
+from absl import flags
 import numpy as np
 
+from merit_jax import cli
+from merit_jax.reporting import markdown
+
 _METRICS = (("macro_auroc", "macro AUROC"), ("macro_f1", "macro F1"))
-
-
-def _pct(x) -> str:
-  return "–" if x is None or not np.isfinite(x) else f"{100 * x:.1f}"
 
 
 def _ci(m) -> str:
   if not m:
     return "–"
   if "ci_low" not in m:
-    return _pct(m["value"])
-  return f"{_pct(m['value'])} [{_pct(m['ci_low'])}, {_pct(m['ci_high'])}]"
+    return markdown.pct(m["value"])
+  return f"{markdown.pct(m['value'])} [{markdown.pct(m['ci_low'])}, {markdown.pct(m['ci_high'])}]"
 
 
 def pooled_probe(results: list, encoder: str, task: str, fraction: str, metric: str):
@@ -74,9 +74,9 @@ def summary_markdown(results: list, inputs: list) -> str:
         for fraction in fractions:
           v = pooled_probe(pool, encoder, task, fraction, metric)
           if len(v) < 2:
-            cells.append(_pct(v[0]) + " (n=1)" if v else "–")
+            cells.append(markdown.pct(v[0]) + " (n=1)" if v else "–")
           else:
-            cells.append(f"{_pct(np.mean(v))} ± {100 * np.std(v, ddof=1):.1f} (n={len(v)})")
+            cells.append(f"{markdown.pct(np.mean(v))} ± {100 * np.std(v, ddof=1):.1f} (n={len(v)})")
       out.append(f"| {encoder} | " + " | ".join(cells) + " |")
     out.append("")
   out += ["## Zero-shot (test): macro AUROC, per pretraining seed", "",
@@ -106,15 +106,18 @@ def summary_markdown(results: list, inputs: list) -> str:
   return "\n".join(out) + "\n"
 
 
-def main(argv=None):
-  # argparse, not absl flags: this module is imported beside others that define --output.
-  parser = argparse.ArgumentParser(prog="python -m merit_jax.seed_summary",
-                                   description=__doc__.split("\n", 1)[0])
-  parser.add_argument("--inputs", required=True,
-                      help="comma-separated ablations JSON files, one per pretraining seed")
-  parser.add_argument("--output", required=True, help="Markdown file to write")
-  args = parser.parse_args(argv)
-  inputs = [p for p in args.inputs.split(",") if p]
+def _define_flags():
+  # Defined only when run as a program: other modules that define --output import this one.
+  flags.DEFINE_list("inputs", None, "ablations JSON files, one per pretraining seed")
+  flags.DEFINE_string("output", None, "Markdown file to write")
+  flags.mark_flags_as_required(["inputs", "output"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  inputs = [p for p in flags.FLAGS.inputs if p]
+  output = flags.FLAGS.output
   results = []
   for path in inputs:
     if not os.path.isfile(path):
@@ -125,12 +128,18 @@ def main(argv=None):
   if len(tasks) > 1:
     sys.exit(f"merit_jax.seed_summary: the inputs evaluate different tasks: {sorted(tasks)}")
   text = summary_markdown(results, inputs)
-  tmp = args.output + ".tmp"
+  tmp = output + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
     f.write(text)
-  os.replace(tmp, args.output)
-  print(f"wrote {args.output}")
+  os.replace(tmp, output)
+  print(f"wrote {output}")
+
+
+def cli_main():
+  """The `python -m merit_jax.seed_summary` program."""
+  _define_flags()
+  app.run(main, flags_parser=cli.make_flags_parser("merit_jax.seed_summary"))
 
 
 if __name__ == "__main__":
-  main()
+  cli_main()

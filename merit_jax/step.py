@@ -16,21 +16,22 @@ deterministic and a fixed base rng gives a fresh mask every step.
 
 API:
   TrainState(step, params, opt_state, nonfinite_steps, consecutive_nonfinite): flax struct.
-  validate_config(config, mesh) -> None (ValueError with the offending key).
   make_loss_fn(config) -> loss_fn(params, batch, rng) -> (loss, metrics) (un-jitted).
   create_train_state(config, mesh, rng) -> (state, state_shardings); params are created
-    directly sharded. With model.text.kind='hf_bert' the text tower holds the imported weights.
+    directly sharded; with model.text.kind='hf_bert' the text tower holds the imported
+    weights. It and make_train_step first run config_validation.validate_config against the
+    mesh's devices.
   make_train_step(config, mesh, state_shardings) -> train_step(state, batch, rng) ->
     (state, metrics). batch: {'ecg' (B, 12, S) float32, 'tokens' (B, L) int32} (with a frozen
     text tower 'text_emb' (B, dim) float32 instead of 'tokens': no text forward); extra keys
     are ignored. metrics (replicated scalars): loss, rec_loss, nce_loss, mi_signal_nats,
     mi_text_nats, temperature, grad_norm, lr, retrieval_top1, mask_fraction, skipped,
     nonfinite_steps. `train_step.jitted` is the underlying jitted function.
-  make_eval_step(config, mesh, state_shardings) -> eval_step(state, batch, rng) ->
-    (metrics, embeddings) with embeddings {'ecg', 'text' (projected, L2-normalised),
-    'ecg_pooled', 'text_pooled'} (B, ·), sharded over the batch. The ECG embeddings come from
-    an unmasked pass; the losses use the masked forward with `rng`. Eval batches must divide
-    over the mesh's data x fsdp devices (pad the last one).
+  make_eval_step(config, mesh, state_shardings) -> eval_step(state, batch, rng) -> metrics:
+    the objective's losses on a validation batch (the masked forward with `rng`), replicated.
+    Embeddings for retrieval and probes come from `merit_jax.encoder.Encoder.from_params`,
+    the one jitted embedding. Eval batches must divide over the mesh's data x fsdp devices
+    (pad the last one).
 """
 
 from typing import Any, Callable
@@ -42,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from merit_jax import config_validation
 from merit_jax import objective
 from merit_jax import optim
 from merit_jax import parallel
@@ -71,20 +73,9 @@ def batch_keys(config) -> tuple[str, str]:
   return ("ecg", text_batch_key(config))
 
 
-def validate_config(config, mesh) -> None:
-  """Checks the config against itself and the mesh; raises ValueError saying what and where."""
-  num_samples = int(config.data.preprocess.num_samples)
-  patch = int(config.model.patch_size)
-  if patch <= 0 or num_samples % patch:
-    raise ValueError(f"config.model.patch_size={patch} must divide "
-                     f"config.data.preprocess.num_samples={num_samples}")
-  shards = parallel.num_batch_shards(mesh)
-  batch_size = int(config.batch_size)
-  if batch_size <= 0 or batch_size % shards:
-    raise ValueError(f"config.batch_size={batch_size} (global) must be a positive multiple of "
-                     f"the mesh's data x fsdp = {shards} devices")
-  objective.validate_objective(config.objective)
-  merit_lib.build_model(config)  # Raises on bad model keys.
+def _validate(config, mesh) -> None:
+  """config_validation.validate_config against this mesh's devices (ConfigError names the key)."""
+  config_validation.validate_config(config, num_devices=mesh.size, check_paths=False)
 
 
 def _dummy_inputs(config, batch: int = 1):
@@ -94,7 +85,7 @@ def _dummy_inputs(config, batch: int = 1):
 
 
 def _pretrained_text_params(config):
-  if (config.model.text.get("kind", "transformer") != "hf_bert"
+  if (config.model.text.kind != "hf_bert"
       or text_tower.is_frozen(config.model.text)):
     return None
   params, _ = text_lib.hf_bert_params(config.model.text.hf_dir)
@@ -103,7 +94,7 @@ def _pretrained_text_params(config):
 
 def create_train_state(config, mesh, rng) -> tuple[TrainState, Any]:
   """Initialises params (directly sharded) and optimizer state; returns (state, shardings)."""
-  validate_config(config, mesh)
+  _validate(config, mesh)
   model = merit_lib.build_model(config)
   tx = optim.make_optimizer(config.optim, config.total_steps)
   rules = parallel.rules_for(config.mesh)
@@ -169,7 +160,7 @@ def make_loss_fn(config) -> Callable:
 
 def make_train_step(config, mesh, state_shardings) -> Callable:
   """Returns train_step(state, batch, rng) -> (state, metrics), jitted with shardings."""
-  validate_config(config, mesh)
+  _validate(config, mesh)
   loss_fn = make_loss_fn(config)
   tx = optim.make_optimizer(config.optim, config.total_steps)
   schedule = optim.make_schedule(config.optim, config.total_steps)
@@ -216,7 +207,7 @@ def make_train_step(config, mesh, state_shardings) -> Callable:
 
 
 def make_eval_step(config, mesh, state_shardings) -> Callable:
-  """Returns eval_step(state, batch, rng) -> (metrics, embeddings); see module docstring."""
+  """Returns eval_step(state, batch, rng) -> metrics; see module docstring."""
   model = merit_lib.build_model(config)
   obj_cfg = config.objective
   flags = objective.objective_flags(obj_cfg)
@@ -228,16 +219,12 @@ def make_eval_step(config, mesh, state_shardings) -> Callable:
     variables = {"params": state.params}
     outputs = model.apply(variables, batch["ecg"], batch[text_key], rng, **flags)
     _, metrics = objective.merit_loss(outputs, batch, obj_cfg)
-    ecg = model.apply(variables, batch["ecg"], method=merit_lib.MERIT.embed_ecg)
-    txt = model.apply(variables, batch[text_key], method=merit_lib.MERIT.embed_text)
-    embeddings = {"ecg": ecg["projected"], "text": txt["projected"],
-                  "ecg_pooled": ecg["pooled"], "text_pooled": txt["pooled"]}
-    return metrics, embeddings
+    return metrics
 
   rep = parallel.replicated(mesh)
   batch_sh = parallel.batch_sharding(mesh)
   jitted = jax.jit(eval_fn, in_shardings=(state_shardings, batch_sh, rep),
-                   out_shardings=(rep, batch_sh))
+                   out_shardings=rep)
 
   def eval_step(state, batch, rng):
     selected = _select_batch(batch, keys)

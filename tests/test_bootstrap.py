@@ -1,7 +1,7 @@
 """The class-keeping bootstrap shared by every interval of merit_jax.
 
 `metrics.iter_resample_indices` draws the resamples of `metrics.evaluate_multilabel`,
-`metrics.bootstrap_ci` and `text_metrics.bootstrap_from_statistics` (and its paired
+`metrics.bootstrap_ci` and `generation.bootstrap_from_statistics` (and its paired
 differences). These tests check its promise on the drawn indices themselves (every resample
 holds a positive and a negative of every scored class), the consequence it exists for (macro
 point estimates inside their own intervals when rare classes are badly scored), and that the
@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from merit_jax.metrics import classification as metrics
-from merit_jax.metrics import text as tm
+from merit_jax.metrics import clinical
+from merit_jax.metrics import generation as gen
 
 _MACROS = ("macro_auroc", "macro_auprc", "macro_f1")
 
@@ -288,7 +289,7 @@ def test_bootstrap_ci_uses_the_shared_resamples():
   assert out["ci_low"] == out["value"] == out["ci_high"] == pytest.approx(1 / len(y))
 
 
-# ---------------------------------------------------- report generation (text_metrics)
+# ------------------------------------------------------ report generation (generation)
 
 _COMMON = ("sinus rhythm", "normal ecg", "atrial fibrillation", "left bundle branch block",
            "left ventricular hypertrophy", "st depression", "t wave inversion")
@@ -300,7 +301,7 @@ def _rare_code_generation_case(seed: int, n: int = 80):
   """References from common phrases, six records with one rare statement each that the
   systems never write (statement F1 0 for those codes): a good and a poor system."""
   rng = np.random.default_rng(seed)
-  matcher = tm.ScpMatcher()
+  matcher = clinical.ScpMatcher()
   refs, labels, good, poor = [], [], [], []
   rare_rows = rng.choice(n, size=len(_RARE), replace=False)
   for i in range(n):
@@ -318,17 +319,17 @@ def _rare_code_generation_case(seed: int, n: int = 80):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_statement_f1_resamples_keep_every_labelled_code(seed):
   good, poor, refs, labels = _rare_code_generation_case(seed)
-  stats = tm.record_statistics(good, refs, labels, with_meteor=False)
-  base = tm.record_statistics(poor, refs, labels, with_meteor=False)
-  idx = tm.resample_indices(len(good), 500, seed=seed, stats=stats)
+  stats = gen.record_statistics(good, refs, labels, with_meteor=False)
+  base = gen.record_statistics(poor, refs, labels, with_meteor=False)
+  idx = gen.resample_indices(len(good), 500, seed=seed, stats=stats)
   for code in set().union(*labels):
     holders = np.array([code in record for record in labels])
     assert np.all(holders[idx].any(axis=1)), code
   # Paired: the same resamples with a baseline (same labels), so arms can be compared.
-  np.testing.assert_array_equal(tm.resample_indices(len(good), 500, seed, stats, base), idx)
-  np.testing.assert_array_equal(tm.resample_indices(len(good), 500, seed, base), idx)
+  np.testing.assert_array_equal(gen.resample_indices(len(good), 500, seed, stats, base), idx)
+  np.testing.assert_array_equal(gen.resample_indices(len(good), 500, seed, base), idx)
 
-  got = tm.bootstrap_from_statistics(stats, base, n_bootstrap=1000, seed=seed)
+  got = gen.bootstrap_from_statistics(stats, base, n_bootstrap=1000, seed=seed)
   for key in ("clinical_macro_f1", "clinical_micro_f1", "bleu4", "rouge_l"):
     s = got[key]
     assert s["ci_low"] <= s["value"] <= s["ci_high"], (key, s)
@@ -344,18 +345,18 @@ def test_statement_f1_intervals_equal_rescored_resamples():
   records of each resample (and of the paired difference), for the same seed."""
   good, poor, refs, labels = _rare_code_generation_case(4, n=40)
   n, seed = 60, 9
-  got = tm.bootstrap_generation_metrics(good, refs, labels, with_meteor=False, n_bootstrap=n,
-                                        seed=seed, baseline_generated=poor)
-  stats = tm.record_statistics(good, refs, labels, with_meteor=False)
-  idx = tm.resample_indices(len(good), n, seed, stats)
+  got = gen.bootstrap_generation_metrics(good, refs, labels, with_meteor=False, n_bootstrap=n,
+                                         seed=seed, baseline_generated=poor)
+  stats = gen.record_statistics(good, refs, labels, with_meteor=False)
+  idx = gen.resample_indices(len(good), n, seed, stats)
   own, other = [], []
   for row in idx:
     pick = lambda seq: [seq[i] for i in row]  # pylint: disable=cell-var-from-loop
-    own.append(tm.report_generation_metrics(pick(good), pick(refs), pick(labels), False))
-    other.append(tm.report_generation_metrics(pick(poor), pick(refs), pick(labels), False))
+    own.append(gen.report_generation_metrics(pick(good), pick(refs), pick(labels), False))
+    other.append(gen.report_generation_metrics(pick(poor), pick(refs), pick(labels), False))
     # Every labelled code is scored in every resample's macro mean.
-    assert (tm.clinical_f1(pick(good), pick(labels))["num_codes"]
-            == tm.clinical_f1(good, labels)["num_codes"])
+    assert (clinical.clinical_f1(pick(good), pick(labels))["num_codes"]
+            == clinical.clinical_f1(good, labels)["num_codes"])
   for key, s in got.items():
     values = np.array([r[key] for r in own])
     diffs = values - np.array([r[key] for r in other])
@@ -366,7 +367,7 @@ def test_statement_f1_intervals_equal_rescored_resamples():
 
 
 def test_text_resample_indices_without_labels_is_the_plain_bootstrap():
-  """resample_indices of text_metrics (no labels) is the plain bootstrap of metrics."""
+  """generation.resample_indices without labels is the plain bootstrap."""
   for num, n, seed in itertools.product((1, 7, 40), (1, 5), (0, 3)):
-    np.testing.assert_array_equal(tm.resample_indices(num, n, seed),
+    np.testing.assert_array_equal(gen.resample_indices(num, n, seed),
                                   metrics.resample_indices(num, n, seed))

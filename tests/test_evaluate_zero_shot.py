@@ -14,8 +14,12 @@ import numpy as np
 import pytest
 
 from configs import evaluate as evaluate_config
+from merit_jax import config_validation
 from merit_jax import evaluate
 from merit_jax.data import pipeline
+from merit_jax.evaluators import tasks as tasks_lib
+from merit_jax.evaluators import zero_shot
+from merit_jax.reporting import writer
 
 # Atomic findings per record; every task's labels are derived from them below.
 ATOMS = ["NORM", "IMI", "LVH", "AFIB", "SR", "PVC", "LVOLT", "WPW"]
@@ -112,26 +116,27 @@ def evaluated(tmp_path, monkeypatch):
   prompt_file = tmp_path / "tokens.yaml"
   prompt_file.write_text("".join(f"{c}: [tok_{c}]\n" for c in VOCAB))
   config = evaluate_config.get_config("quick")
-  config.evaluators = "linear_probe,zero_shot"
-  config.fractions = "1.0"
-  config.seeds = "0"
+  config.evaluators = ("linear_probe", "zero_shot")
+  config.fractions = (1.0,)
+  config.seeds = (0,)
   config.n_bootstrap = 20
   config.progress = False
-  config.probe.weight_decays = "0"
+  config.probe.weight_decays = (0.0,)
   config.probe.max_epochs = 10
   config.probe.eval_every = 5
   config.zero_shot.statements_csv = str(statements)
   # scp_en's English prompts hold no token this text tower knows (all-zero embeddings):
   # validation must pick the token prompts (`user`).
-  config.zero_shot.prompt_sets = "scp_en"
+  config.zero_shot.prompt_sets = ("scp_en",)
   config.zero_shot.prompt_file = str(prompt_file)
   config.zero_shot.user_prompts = "replace"
   encoders = [
       types.SimpleNamespace(name="toy", cache_key="toy", embed_ecg=_embed_ecg,
                             embed_text=one_hot_text, params={"logit_scale": np.log(20.0)},
-                            model=None, step=0),
+                            model=None, step=0, has_text=True),
       types.SimpleNamespace(name="ecg_only", cache_key="ecg_only", embed_ecg=_embed_ecg,
-                            embed_text=None, params=None, model=None, step=0)]
+                            embed_text=None, params=None, model=None, step=0,
+                            has_text=False)]
   results = evaluate.evaluate_encoders(encoders, {}, config, str(tmp_path / "out"),
                                        store=FakeStore())
   return config, results, tmp_path
@@ -139,10 +144,10 @@ def evaluated(tmp_path, monkeypatch):
 
 def test_default_tasks_include_all_and_diagnostic():
   config = evaluate_config.get_config()
-  tasks = evaluate.resolve_tasks(evaluate.parse_list(config.tasks))
+  tasks = tasks_lib.resolve_tasks(config.tasks)
   assert tasks == ["superdiagnostic", "subdiagnostic", "form", "rhythm", "all", "diagnostic"]
   assert evaluate_config.get_config("quick").tasks == config.tasks
-  assert evaluate.zero_shot_options(config) == (
+  assert zero_shot.options(config.zero_shot) == (
       ["scp_en", "report_de", "knowledge", "all"], ["raw", "centered", "softmax"])
 
 
@@ -176,13 +181,13 @@ def test_zero_shot_suite_and_class_scoring_on_every_default_task(evaluated):
   assert len(scoring["all"]["scored"]) == 6
   assert scoring["superdiagnostic"]["left_out"]["no_train_positive"] == ["CD"]
   assert scoring["rhythm"] == {"classes": 2, "scored": ["AFIB", "SR"],
-                               "left_out": {r: [] for r in evaluate.LEFT_OUT_REASONS}}
+                               "left_out": {r: [] for r in tasks_lib.LEFT_OUT_REASONS}}
   # LVOLT is evaluated (train and validation positives) but has no test AUROC.
   assert "LVOLT" in results["meta"]["classes"]["form"]
   probe = results["linear_probe"]["toy"]["form"]["1.0"]["runs"][0]["test"]
   assert probe["num_evaluated"] == 1
 
-  paths = evaluate.write_results(results, str(tmp_path / "results"), "toy")
+  paths = writer.write_results(results, str(tmp_path / "results"), "toy")
   md = pathlib.Path(paths["md"]).read_text(encoding="utf-8")
   saved = json.loads(pathlib.Path(paths["json"]).read_text(encoding="utf-8"))
   assert saved["text_ceiling"]["toy"]["all"]["num_left_out"] == 3
@@ -204,19 +209,19 @@ def test_zero_shot_suite_and_class_scoring_on_every_default_task(evaluated):
 def test_merl_splits_skip_tasks_without_split_files(tmp_path, monkeypatch):
   monkeypatch.setattr(pipeline, "label_names", lambda data_cfg: TASKS)
   config = evaluate_config.get_config("quick")
-  config.evaluators = "zero_shot"
+  config.evaluators = ("zero_shot",)
   config.merl_splits = True
-  config.tasks = "all,diagnostic"
+  config.tasks = ("all,diagnostic",)  # as `--config.tasks=all,diagnostic` gives it
   with pytest.raises(ValueError, match="none of the tasks"):
     evaluate.evaluate_encoders([], {}, config, str(tmp_path), store=FakeStore())
 
 
 def test_unknown_zero_shot_options_are_named():
   config = evaluate_config.get_config()
-  config.zero_shot.normalizations = "raw,zscore"
-  with pytest.raises(ValueError, match="unknown normalization 'zscore'"):
-    evaluate._check_config(config)  # pylint: disable=protected-access
+  config.zero_shot.normalizations = ("raw", "zscore")
+  with pytest.raises(config_validation.ConfigError, match="unknown normalization 'zscore'"):
+    config_validation.validate_evaluate_config(config)
   config = evaluate_config.get_config()
-  config.zero_shot.prompt_sets = "scp_en,user"
-  with pytest.raises(ValueError, match="names 'user'"):
-    evaluate._check_config(config)  # pylint: disable=protected-access
+  config.zero_shot.prompt_sets = ("scp_en", "user")
+  with pytest.raises(config_validation.ConfigError, match="names 'user'"):
+    config_validation.validate_evaluate_config(config)

@@ -89,3 +89,28 @@ def test_bad_inputs_are_named():
     finetune.run_finetune(embed_fn, params, (x, y), (x, y[:, :1]), (x, y))
   with pytest.raises(ValueError, match="positives and negatives in val"):
     finetune.run_finetune(embed_fn, params, (x, y), (x, np.ones_like(y)), (x, y))
+
+
+def test_encoder_embed_fn_trains_only_the_encoder_subtree():
+  import jax  # pylint: disable=g-import-not-at-top
+  from configs import pretrain as pretrain_config  # pylint: disable=g-import-not-at-top
+  from merit_jax.encoder import Encoder  # pylint: disable=g-import-not-at-top
+  config = pretrain_config.get_config("test")
+  config.model.text.vocab_size = 50
+  encoder = Encoder.random_init(config, None, seed=0, batch_size=4)
+  embed_fn, encoder_params = finetune.encoder_embed_fn(encoder)
+  assert jax.tree.structure(encoder_params) == jax.tree.structure(encoder.params["encoder"])
+  x = np.random.default_rng(0).normal(size=(3, 12, 1000)).astype(np.float32)
+  direct = encoder.model.apply({"params": encoder.params}, x, method=encoder.model.embed_ecg)
+  np.testing.assert_allclose(np.asarray(embed_fn(encoder_params, x)),
+                             np.asarray(direct["pooled"]), rtol=1e-5, atol=1e-5)
+  # Changing the trained subtree changes the features; the rest comes from the encoder.
+  moved = jax.tree.map(lambda p: p + 0.05, encoder_params)
+  assert np.abs(np.asarray(embed_fn(moved, x)) - np.asarray(direct["pooled"])).max() > 1e-3
+  # One short fine-tuning run end to end on the MERIT encoder.
+  xs, ys = _toy(24, 3)
+  ecg = np.repeat(xs, 50, axis=2)  # (24, 12, 1000): the model's input length
+  result = finetune.run_finetune(embed_fn, encoder_params, (ecg, ys), (ecg[:12], ys[:12]),
+                                 (ecg[12:], ys[12:]), learning_rates=(1e-3,), max_epochs=1,
+                                 patience=1, batch_size=8, n_bootstrap=0)
+  assert result.test_scores.shape == (12, 2) and np.all(np.isfinite(result.test_scores))

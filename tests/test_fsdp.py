@@ -87,8 +87,10 @@ def test_fsdp_holds_an_eighth_of_the_state_per_device(runs):
 
 
 def test_rules_come_from_the_config():
-  assert parallel.rules_for({"data": 1, "fsdp": 8}) == parallel.logical_axis_rules("fsdp")
-  assert parallel.rules_for({"data": 8, "fsdp": 1}) == parallel.logical_axis_rules("replicate")
+  assert (parallel.rules_for({"data": 1, "fsdp": 8, "rules": None})
+          == parallel.logical_axis_rules("fsdp"))
+  assert (parallel.rules_for({"data": 8, "fsdp": 1, "rules": None})
+          == parallel.logical_axis_rules("replicate"))
   assert (parallel.rules_for({"data": 1, "fsdp": 8, "rules": "replicate"})
           == parallel.logical_axis_rules("replicate"))
   with pytest.raises(ValueError, match="unknown logical axis rule set"):

@@ -82,9 +82,20 @@ def test_padding_and_prefix_hook(tiny):
 
 
 def test_final_logit_softcap(tiny):
-  model, params, tokens = tiny
-  logits, _ = model.apply(params, tokens)
-  assert float(jnp.max(jnp.abs(logits))) < model.config.final_logit_softcap
+  """Logits = cap · tanh(raw / cap), with the raw logits computed here in numpy from the
+  residual stream: final RMSNorm, then the tied embedding."""
+  _, params, tokens = tiny
+  uncapped = gemma3.Gemma3(gemma3.tiny_config(final_logit_softcap=None))
+  x = np.asarray(uncapped.apply(params, tokens, method=gemma3.Gemma3.hidden_states), np.float64)
+  p = params["params"]
+  normed = x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + 1e-6)
+  raw = (normed * np.asarray(p["final_norm"]["scale"])) @ np.asarray(p["embedding"]).T
+  plain, _ = uncapped.apply(params, tokens)
+  np.testing.assert_allclose(plain, raw, atol=1e-4, rtol=1e-4)
+  cap = 0.5 * float(np.max(np.abs(raw)))  # Half the largest logit: tanh far from linear.
+  capped, _ = gemma3.Gemma3(gemma3.tiny_config(final_logit_softcap=cap)).apply(params, tokens)
+  np.testing.assert_allclose(capped, cap * np.tanh(raw / cap), atol=1e-4, rtol=1e-4)
+  assert float(np.max(np.abs(capped))) < cap < float(np.max(np.abs(raw)))
 
 
 def test_bfloat16_compute_close_to_float32(tiny):

@@ -1,26 +1,48 @@
-"""Tests for merit_jax/generate.py: report-only loss, training, saving, the predict CLI.
+"""Tests for report generation (merit_jax/generate.py, merit_jax/report_gen/): report-only loss,
+training, saving and loading, the predict CLI, the comparison table, config validation.
 
 Everything runs on the tiny random Gemma 3 (`gemma3.tiny_config`, byte tokenizer) and the tiny
 MERIT run of tests/test_checkpoint.py; never the 270M model.
 """
 
 import csv
+import importlib.util
+import json
 import os
 import pathlib
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
-from configs import generate as generate_config
+from merit_jax import config_validation
 from merit_jax import generate
 from merit_jax import parallel
+from merit_jax.report_gen import GenerateError
+from merit_jax.report_gen import data as data_lib
+from merit_jax.report_gen import projector as projector_lib
+from merit_jax.report_gen import reporting
+from merit_jax.report_gen import training
 from tests.test_checkpoint import make_fake_run
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load_config_module():
+  """configs/generate.py by its path, as `--config=` loads it (no repository on sys.path)."""
+  spec = importlib.util.spec_from_file_location("generate_config",
+                                                REPO / "configs" / "generate.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+generate_config = _load_config_module()
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +52,7 @@ def config():
 
 @pytest.fixture(scope="module")
 def gen(config):
-  return generate.build_generator(config)
+  return projector_lib.build_generator(config)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +64,7 @@ def merit_run(tmp_path_factory):
 
 def test_sequences_mask_exactly_the_report_tokens(gen):
   tok = gen.tokenizer
-  tokens, input_mask, loss_mask = generate.training_sequences(
+  tokens, input_mask, loss_mask = data_lib.training_sequences(
       tok, gen.prompt, ["ab", "a much longer report than fits"], max_report_tokens=6)
   p = len(gen.prompt)
   assert tokens.shape == (2, p + 6)
@@ -55,7 +77,7 @@ def test_sequences_mask_exactly_the_report_tokens(gen):
   # Truncated report: still ends with EOS, all 6 slots scored.
   assert loss_mask[1, p:].all() and tokens[1, -1] == tok.eos_id
   with pytest.raises(ValueError, match="max_report_tokens"):
-    generate.training_sequences(tok, gen.prompt, ["x"], max_report_tokens=1)
+    data_lib.training_sequences(tok, gen.prompt, ["x"], max_report_tokens=1)
 
 
 def test_loss_ignores_prompt_targets():
@@ -65,16 +87,16 @@ def test_loss_ignores_prompt_targets():
   tokens = rng.integers(0, v, (3, t))
   loss_mask = np.zeros((3, t), bool)
   loss_mask[:, 3:6] = True
-  base, count = generate.next_token_loss(logits, tokens, loss_mask, k)
+  base, count = projector_lib.next_token_loss(logits, tokens, loss_mask, k)
   assert float(count) == 9
   other = tokens.copy()
   other[:, :3] = (other[:, :3] + 1) % v  # Prompt targets changed.
   other[:, 6:] = (other[:, 6:] + 5) % v  # Padding targets changed.
-  same, _ = generate.next_token_loss(logits, other, loss_mask, k)
+  same, _ = projector_lib.next_token_loss(logits, other, loss_mask, k)
   assert float(same) == pytest.approx(float(base), abs=1e-7)
   changed = tokens.copy()
   changed[0, 4] = (changed[0, 4] + 1) % v
-  assert float(generate.next_token_loss(logits, changed, loss_mask, k)[0]) != pytest.approx(
+  assert float(projector_lib.next_token_loss(logits, changed, loss_mask, k)[0]) != pytest.approx(
       float(base), abs=1e-6)
   # Alignment: logits column k - 1 + t predicts token t.
   manual = -np.mean([jax.nn.log_softmax(logits[b, k - 1 + s])[tokens[b, s]]
@@ -84,8 +106,8 @@ def test_loss_ignores_prompt_targets():
 
 def test_model_loss_independent_of_prompt_targets_gradient_reaches_projector(gen, config):
   feats = np.random.default_rng(1).standard_normal((4, 6)).astype(np.float32)
-  trainable = generate.init_trainable(gen, (6,), 0, 0)
-  tokens, input_mask, loss_mask = generate.training_sequences(
+  trainable = projector_lib.init_trainable(gen, (6,), 0, 0)
+  tokens, input_mask, loss_mask = data_lib.training_sequences(
       gen.tokenizer, gen.prompt, ["sinus rhythm", "afib", "normal ecg", "lvh"],
       config.max_report_tokens)
   grads = jax.jit(jax.grad(lambda tr: gen.loss(tr, gen.llm_params, feats, tokens, input_mask,
@@ -109,11 +131,11 @@ def test_train_loop_lowers_loss_sharded(gen):
   cfg = generate_config.get_config("test")
   cfg.total_steps, cfg.log_every, cfg.num_prefix_tokens, cfg.lora_rank = 40, 10, 4, 4
   cfg.optim.lr, cfg.optim.warmup_steps = 1e-2, 2
-  gen = generate.build_generator(cfg, (gen.llm, gen.llm_params, gen.tokenizer))
+  gen = projector_lib.build_generator(cfg, (gen.llm, gen.llm_params, gen.tokenizer))
   mesh = parallel.make_mesh(cfg.mesh)  # 8 simulated devices: batch 8 over ('data', 'fsdp').
   assert parallel.num_batch_shards(mesh) == jax.device_count() == 8
   before = jax.tree_util.tree_map(np.array, gen.llm_params)
-  trainable, history = generate.train_projector(cfg, gen, _separable_data(), mesh,
+  trainable, history = training.train_projector(cfg, gen, _separable_data(), mesh,
                                                 progress=False)
   assert history[-1]["loss"] < 0.6 * history[0]["loss"], history
   b = trainable["lora"]["layer_0"]["q_proj"]["b"]
@@ -122,42 +144,87 @@ def test_train_loop_lowers_loss_sharded(gen):
   jax.tree_util.tree_map(np.testing.assert_array_equal, before, gen.llm_params)
   cfg.batch_size = 5
   with pytest.raises(ValueError, match="batch_size"):
-    generate.train_projector(cfg, gen, _separable_data(), mesh, progress=False)
+    training.train_projector(cfg, gen, _separable_data(), mesh, progress=False)
 
 
 def test_frozen_llm_trains_projector_only(gen):
   cfg = generate_config.get_config("test")
   cfg.total_steps, cfg.log_every = 20, 10
   cfg.optim.lr, cfg.optim.warmup_steps = 1e-2, 2
-  trainable, history = generate.train_projector(
+  trainable, history = training.train_projector(
       cfg, gen, _separable_data(), parallel.make_mesh(cfg.mesh, jax.devices()[:2]),
       progress=False)
   assert set(trainable) == {"projector", "lora"} and trainable["lora"] == {}
   assert history[-1]["loss"] < history[0]["loss"] - 0.2, history
 
 
+def _tiny_ecgs(n=8, seed=2):
+  return np.random.default_rng(seed).standard_normal((n, 12, 1000)).astype(np.float32)
+
+
 @pytest.fixture(scope="module")
 def projector_dir(tmp_path_factory, gen, config, merit_run):
   """A saved projector over the tiny MERIT run's encoder (trained 2 steps)."""
   workdir = tmp_path_factory.mktemp("projector")
-  encoder = generate.load_encoder(merit_run, None, 0, config.data.preprocess.to_dict())
-  rng = np.random.default_rng(2)
-  ecg = rng.standard_normal((8, 12, 1000)).astype(np.float32)
-  feats = generate._features_of_batch(encoder, encoder.feature_fn("pooled"), ecg, "pooled")  # pylint: disable=protected-access
+  source = data_lib.load_feature_source(merit_run, None, 0, config.data.preprocess.to_dict(),
+                                        config.feature_batch_size)
+  feats = source.features(_tiny_ecgs(), "pooled")
   cfg = generate_config.get_config("test")
   cfg.total_steps = 2
-  trainable, _ = generate.train_projector(
+  trainable, _ = training.train_projector(
       cfg, gen, {"features": feats, "reports": ["sinus rhythm"] * 8},
       parallel.make_mesh(cfg.mesh, jax.devices()[:1]), progress=False)
-  generate.save_projector(str(workdir), cfg, encoder, trainable, feats.shape[1:])
+  projector_lib.save_projector(str(workdir), cfg, source, trainable, feats.shape[1:])
   return workdir
 
 
-def test_save_load_roundtrip(projector_dir, merit_run):
-  cfg, encoder, trainable, meta = generate.load_projector(str(projector_dir / "projector"))
-  assert encoder.source == os.path.abspath(merit_run)
+def test_save_load_roundtrip(projector_dir, merit_run, config):
+  cfg, source, trainable, meta = projector_lib.load_projector(str(projector_dir / "projector"),
+                                                              config.feature_batch_size)
+  assert source.source == os.path.abspath(merit_run)
   assert meta["feature_kind"] == "pooled" and cfg.llm == "tiny"
   assert set(trainable) == {"projector", "lora"}
+  # The reloaded encoder embeds as the one the projector was trained on.
+  trained_on = data_lib.load_feature_source(merit_run, None, 0, {}, config.feature_batch_size)
+  np.testing.assert_array_equal(source.features(_tiny_ecgs(), "pooled"),
+                                trained_on.features(_tiny_ecgs(), "pooled"))
+
+
+def test_features_of_each_source(merit_run, config):
+  """No ECG: zeros of the no-ECG width; a MERIT run: the pooled mean of its token features."""
+  ecg = _tiny_ecgs(5)
+  none = data_lib.load_feature_source(None, None, 0, config.data.preprocess.to_dict(), 8)
+  assert none.source == "none" and none.encoder is None
+  np.testing.assert_array_equal(none.features(ecg, "pooled"), np.zeros((5, data_lib.NO_ECG_DIM)))
+  assert none.features(ecg, "tokens").shape == (5, 1, data_lib.NO_ECG_DIM)
+  merit = data_lib.load_feature_source(merit_run, None, 0, {}, 4)  # Batch 4: 5 ECGs pad to 8.
+  pooled, tokens = merit.features(ecg, "pooled"), merit.features(ecg, "tokens")
+  assert tokens.ndim == 3 and tokens.shape[0] == 5 and tokens.shape[2] == pooled.shape[1]
+  # MERIT pools the final token features by their mean (models/merit.py).
+  np.testing.assert_allclose(pooled, tokens.mean(axis=1), atol=1e-5, rtol=1e-5)
+  with pytest.raises(GenerateError, match="encoder_like"):
+    data_lib.load_feature_source("random", None, 0, {}, 4)
+
+
+def test_random_arm_projector_saved_before_still_loads(tmp_path, config, merit_run, gen):
+  """Projectors written before kept the random encoder's params boxed (Flax partitioning
+  metadata, {'value': array} on disk); they load and embed as the unboxed params do."""
+  source = data_lib.load_feature_source("random", merit_run, 3, {}, 8)
+  model = source.encoder.model
+  boxed = model.init(jax.random.PRNGKey(3), jnp.zeros((1, 12, 1000)),
+                     method=model.embed_ecg)["params"]
+  assert any(isinstance(x, nn.Partitioned) for x in jax.tree_util.tree_leaves(
+      boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned)))
+  width = source.features(_tiny_ecgs(1), "pooled").shape[1]
+  trainable = projector_lib.init_trainable(gen, (width,), 0, 0)
+  projector_lib.save_projector(str(tmp_path), config, source, trainable, (width,))
+  tree = ocp.PyTreeCheckpointer().restore(str(tmp_path / "projector"))
+  ocp.PyTreeCheckpointer().save(str(tmp_path / "projector"),
+                                dict(tree, encoder=jax.device_get(boxed)), force=True)
+  _, loaded, _, meta = projector_lib.load_projector(str(tmp_path), 8)
+  assert loaded.source == "random" and meta["encoder_source"] == "random"
+  np.testing.assert_array_equal(loaded.features(_tiny_ecgs(), "pooled"),
+                                source.features(_tiny_ecgs(), "pooled"))
 
 
 def test_predict_cli_writes_one_row_per_input(projector_dir, tmp_path):
@@ -187,12 +254,56 @@ def test_predict_cli_writes_one_row_per_input(projector_dir, tmp_path):
   assert bad.returncode != 0 and "expected a folder of WFDB records" in bad.stderr
 
 
+@pytest.mark.parametrize("override, expected", [
+    ("--config.mode=tran", "config.mode='tran' must be one of 'train', 'predict', 'compare'"),
+    ("--config.decoding.methd=beam", "unknown config key"),
+    ("--config.decoding.method=topk",
+     "config.decoding.method='topk' must be one of 'greedy', 'beam', 'nucleus'"),
+])
+def test_cli_config_mistakes_are_one_line(override, expected, tmp_path):
+  cmd = [sys.executable, "-m", "merit_jax.generate", "--config=configs/generate.py:test",
+         override, f"--workdir={tmp_path}"]
+  result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert result.returncode != 0 and expected in result.stderr, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+
+
+def test_validate_generate_config_names_key_value_and_allowed():
+  for variant in generate_config.VARIANTS:
+    cfg = generate_config.get_config(variant)
+    if cfg.mode == "compare":
+      cfg.merit_checkpoint = "RUN_DIR"
+    config_validation.validate_generate_config(cfg)
+  cfg = generate_config.get_config("test")
+  cfg.projector_kind, cfg.eval.n_bootstrap, cfg.max_report_tokens = "linear", 0, 1
+  with pytest.raises(config_validation.ConfigError) as e:
+    config_validation.validate_generate_config(cfg)
+  message = str(e.value)
+  assert "config.projector_kind='linear' must be one of 'mlp', 'resampler'" in message
+  assert "config.eval.n_bootstrap=0 must be an integer >= 1" in message
+  assert "config.max_report_tokens=1 must be an integer >= 2" in message
+  cfg = generate_config.get_config("compare")
+  cfg.arms = ("none", "encoder")
+  with pytest.raises(config_validation.ConfigError, match="config.arms=.*'none', 'random', "
+                     "'merit'") as e:
+    config_validation.validate_generate_config(cfg)
+  assert "config.merit_checkpoint=None" not in str(e.value)  # No merit/random arm: not needed.
+  cfg.arms = ("none", "merit")
+  with pytest.raises(config_validation.ConfigError, match="config.merit_checkpoint=None"):
+    config_validation.validate_generate_config(cfg)
+  cfg = generate_config.get_config("test")
+  cfg.mode = "predict"
+  with pytest.raises(config_validation.ConfigError, match="predict mode needs --config.input"):
+    config_validation.validate_generate_config(cfg)
+
+
 def test_read_inputs_errors(tmp_path):
   with pytest.raises(ValueError, match="does not exist"):
-    generate.read_inputs(str(tmp_path / "missing"), None)
+    data_lib.read_inputs(str(tmp_path / "missing"), None)
   np.save(tmp_path / "leads_major.npy", np.zeros((2, 12, 1000), np.float32))
   with pytest.raises(ValueError, match="leads-major"):
-    generate.read_inputs(str(tmp_path / "leads_major.npy"), None)
+    data_lib.read_inputs(str(tmp_path / "leads_major.npy"), None)
 
 
 def test_train_on_ptbxl_records(ptbxl_dir, tmp_path, merit_run):
@@ -208,26 +319,33 @@ def test_train_on_ptbxl_records(ptbxl_dir, tmp_path, merit_run):
   assert m["num_records"] == 8 and {"bleu4", "rouge_l", "clinical_micro_f1"} <= set(m)
   for name in ("summary.json", "samples.csv", "metrics.jsonl", "generate_config.json"):
     assert (tmp_path / "run" / name).is_file(), name
-  _, encoder, _, meta = generate.load_projector(str(tmp_path / "run"))
-  assert encoder.source == "random" and meta["feature_shape"] == [32]
+  with open(tmp_path / "run" / "metrics.jsonl", encoding="utf-8") as f:
+    steps = [json.loads(line)["step"] for line in f]
+  assert steps == [1, 2, 4]  # log_every=2 of 4 steps, and the first.
+  _, source, _, meta = projector_lib.load_projector(str(tmp_path / "run"))
+  assert source.source == "random" and meta["feature_shape"] == [32]
+  # The saved features are those of the reloaded random encoder.
+  saved = np.load(tmp_path / "run" / "features_test.npz", allow_pickle=True)
+  assert saved["features"].shape == (8, 32)
 
 
 def _fake_compare_results(arms=("none", "random", "merit")):
   """run_compare's per-arm summaries without training: fixed outputs of three 'systems'."""
-  from merit_jax.metrics import text as text_metrics  # pylint: disable=g-import-not-at-top
+  from merit_jax.metrics import clinical  # pylint: disable=g-import-not-at-top
+  from merit_jax.metrics import generation  # pylint: disable=g-import-not-at-top
   refs = ["sinus rhythm. normal ecg.", "atrial fibrillation.", "sinus rhythm. left ventricular "
           "hypertrophy.", "sinus bradycardia. normal ecg.", "sinus rhythm. st depression.",
           "atrial fibrillation. left bundle branch block.", "sinus rhythm. normal ecg.",
           "sinus rhythm. inferior myocardial infarction."] * 2
-  codes = [sorted(text_metrics.ScpMatcher()(r)) for r in refs]
+  codes = [sorted(clinical.ScpMatcher()(r)) for r in refs]
   outputs = {"none": ["sinus rhythm normal ecg"] * len(refs),
              "random": ["sinus rhythm"] * len(refs),
              "merit": [r.replace(".", "") for r in refs[:12]] + ["normal ecg"] * 4}
   test = {"reports": refs, "ecg_id": list(range(100, 100 + len(refs))), "codes": codes}
   results = {}
   for arm in arms:
-    metrics = text_metrics.report_generation_metrics(outputs[arm], refs, codes,
-                                                     with_meteor=False)
+    metrics = generation.report_generation_metrics(outputs[arm], refs, codes,
+                                                   with_meteor=False)
     metrics["num_records"] = len(refs)
     results[arm] = {"encoder": arm, "train_records": 100, "final_loss": 1.5,
                     "train_seconds": 3.0, "metrics": metrics, "generated": outputs[arm],
@@ -235,9 +353,9 @@ def _fake_compare_results(arms=("none", "random", "merit")):
   return results
 
 
-def test_comparison_table_shows_bootstrap_cis_and_paired_differences(config):
+def test_comparison_table_shows_bootstrap_cis_and_paired_differences(config, tmp_path):
   results = _fake_compare_results()
-  boot = generate.bootstrap_arms(config, results)
+  boot = reporting.bootstrap_arms(config, results)
   assert "diff" not in boot["none"]["bleu4"]  # The baseline arm itself.
   for arm in ("random", "merit"):
     for key, stat in boot[arm].items():
@@ -246,7 +364,7 @@ def test_comparison_table_shows_bootstrap_cis_and_paired_differences(config):
           results[arm]["metrics"][key] - results["none"]["metrics"][key], abs=1e-12)
   for arm, ci in boot.items():
     results[arm]["bootstrap"] = ci
-  md = generate.comparison_markdown(config, results, "python -m merit_jax.generate ...")
+  md = reporting.comparison_markdown(config, results, "python -m merit_jax.generate ...")
   assert "no confidence intervals" not in md
   assert f"{config.eval.n_bootstrap} resamples" in md and "drawn with replacement" in md
   assert "## Difference from the no-ECG arm (paired bootstrap, 95 % CI)" in md
@@ -260,13 +378,20 @@ def test_comparison_table_shows_bootstrap_cis_and_paired_differences(config):
   # The no-ECG arm has a CI row but no difference row; METEOR is off in the test config.
   assert sum(line.startswith("| no ECG") for line in md.splitlines()) == 1
   assert "| – |" in merit_rows[0] and "| – |" in merit_rows[1]
-
-
-def test_compare_rejects_bad_n_bootstrap_before_training(tmp_path):
+  # The files: the same table in both places, every generated report in the JSON.
   cfg = generate_config.get_config("test")
-  cfg.arms = ("none",)
+  cfg.results_path = str(tmp_path / "results" / "table.md")
+  table = reporting.write_comparison(cfg, results, str(tmp_path), "python -m ...")
+  assert (tmp_path / "results" / "table.md").read_text() == table
+  assert (tmp_path / "report_generation.md").read_text() == table
+  payload = json.loads((tmp_path / "report_generation.json").read_text())
+  assert payload["arms"]["merit"]["generated"] == results["merit"]["generated"]
+  assert payload["references"]["ecg_id"] == list(range(100, 116))
+  assert payload["bootstrap"]["baseline_arm"] == "none"
+
+
+def test_bootstrap_rejects_bad_n_bootstrap(config):
+  cfg = generate_config.get_config("test")
   cfg.eval.n_bootstrap = 0
-  with pytest.raises(generate.GenerateError, match="n_bootstrap must be a positive integer"):
-    generate.run_compare(cfg, str(tmp_path))
-  with pytest.raises(generate.GenerateError, match="n_bootstrap"):
-    generate.bootstrap_arms(cfg, _fake_compare_results())
+  with pytest.raises(ValueError, match="n_bootstrap"):
+    reporting.bootstrap_arms(cfg, _fake_compare_results())

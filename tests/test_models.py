@@ -6,6 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from configs import pretrain
 from merit_jax.models import ecg_vit
 from merit_jax.models import merit as merit_lib
 from merit_jax.models import text
@@ -14,20 +15,16 @@ LEADS, SAMPLES, PATCH = 12, 500, 50
 
 
 def tiny_config(**objective) -> ml_collections.ConfigDict:
-  """The smallest MERIT config (width 32, depth 2, patch 50, 500 samples, batch 8)."""
-  config = ml_collections.ConfigDict(dict(
-      seed=0, total_steps=10, batch_size=8,
-      model=dict(size="tiny", width=32, depth=2, heads=2, mlp_dim=64, patch_size=PATCH,
-                 num_leads=LEADS, mask_ratio=0.75,
-                 decoder=dict(width=32, depth=1, heads=2),
-                 text=dict(kind="transformer", hf_dir=None, width=32, depth=1, heads=2,
-                           max_len=16, vocab_size=64),
-                 proj_dim=16, temperature_init=0.07, dtype="float32", remat=False),
-      objective=dict(lambda_nce=1.0, reconstruction=True, contrastive_view="masked",
-                     norm_pix_loss=True),
-      optim=dict(lr=1e-3, warmup_steps=0, weight_decay=0.05, b1=0.9, b2=0.95, grad_clip=1.0),
-      mesh=dict(data=-1, fsdp=1),
-      data=dict(preprocess=dict(sample_rate=100, num_samples=SAMPLES), max_text_len=16)))
+  """The smallest MERIT config (width 32, depth 2, patch 50, 500 samples, batch 8).
+
+  configs/pretrain.py's `test` variant (so every key the code reads is there) with 5 s
+  inputs, a 64-token vocabulary and 10 steps at lr 1e-3 without warm-up.
+  """
+  config = pretrain.get_config("test")
+  config.total_steps = 10
+  config.model.text.vocab_size = 64
+  config.optim.update(lr=1e-3, warmup_steps=0)
+  config.data.preprocess.num_samples = SAMPLES
   config.objective.update(objective)
   return config
 
@@ -62,9 +59,34 @@ def test_patchify_round_trip_and_order():
     ecg_vit.patchify(x, 30)
 
 
-def test_sizes_table():
-  assert ecg_vit.SIZES == {"tiny": (192, 12, 3), "small": (384, 12, 6),
-                           "base": (768, 12, 12)}
+# The published ViT shapes (Dosovitskiy et al. 2021; Ti from DeiT): width, layers, heads of
+# 64 dimensions, MLP 4 x width.
+PUBLISHED_VIT = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12)}
+
+
+@pytest.mark.parametrize("size", ["tiny", "small", "base"])
+def test_size_presets_are_the_published_vits(size):
+  """model.size alone builds a ViT-Ti/S/B: per-block parameters counted by hand."""
+  config = pretrain.get_config()  # full: width/depth/heads/mlp_dim from the size preset
+  config.model.size = size
+  config.model.text.vocab_size = 64
+  model = merit_lib.build_model(config)
+  n = config.data.preprocess.num_samples // config.model.patch_size
+  ecg = jnp.zeros((1, LEADS, config.data.preprocess.num_samples))
+  params = jax.eval_shape(lambda: model.init(
+      {"params": jax.random.key(0)}, ecg, jnp.ones((1, 8), jnp.int32), jax.random.key(1)))
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  encoder = nn.unbox(params["params"]["encoder"])
+  d, layers, heads = PUBLISHED_VIT[size]
+  # One pre-LN block: q, v and out projections with biases and k without (4d^2 + 3d), the
+  # MLP d -> 4d -> d (8d^2 + 5d), two LayerNorms (4d).
+  block = 12 * d * d + 12 * d
+  # Patch projection (50 samples -> d, with bias), 12 lead and n time embeddings, final LN.
+  embed = 50 * d + d + LEADS * d + n * d + 2 * d
+  count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(encoder))
+  assert count == layers * block + embed
+  query = encoder["transformer"]["block0"]["attn"]["query"]["kernel"]
+  assert query.shape == (d, heads, 64)
 
 
 def test_forward_shapes(model_and_params):

@@ -1,4 +1,4 @@
-"""The objective of DESIGN §1.1: InfoNCE, masked MSE, MI bounds and the ablation switches."""
+"""The MERIT objective: InfoNCE, masked MSE, MI bounds and the ablation switches."""
 
 import flax.linen as nn
 import jax
@@ -6,6 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import pretrain
+from merit_jax import config_validation
 from merit_jax import objective
 from merit_jax.models import merit as merit_lib
 from tests.test_models import tiny_batch
@@ -108,12 +110,17 @@ def test_rec_loss_counts_only_masked_patches():
 
 
 def test_objective_validation():
-  with pytest.raises(ValueError, match="no loss"):
-    objective.validate_objective(dict(lambda_nce=0.0, reconstruction=False))
-  with pytest.raises(ValueError, match="contrastive_view"):
-    objective.validate_objective(dict(contrastive_view="both"))
-  with pytest.raises(ValueError, match="lambda_nce"):
-    objective.validate_objective(dict(lambda_nce=-1.0))
+  """config_validation refuses objectives that cannot train, naming key, value and choices."""
+  def errors(**objective_cfg):
+    config = pretrain.get_config("test")
+    config.objective.update(objective_cfg)
+    with pytest.raises(config_validation.ConfigError) as info:
+      config_validation.validate_config(config, num_devices=8)
+    return str(info.value)
+  assert "both branches are off" in errors(lambda_nce=0.0, reconstruction=False)
+  assert ("config.objective.contrastive_view='both' must be one of 'masked', 'full'"
+          in errors(contrastive_view="both"))
+  assert "config.objective.lambda_nce=-1.0 must be >= 0" in errors(lambda_nce=-1.0)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,8 @@ from jax.sharding import Mesh
 import numpy as np
 import pytest
 
+from configs import pretrain
+from merit_jax import config_validation
 from merit_jax.data import pipeline
 from merit_jax.data import tokenizer as tk
 from tests import toy_ecg_builder as toy
@@ -28,12 +30,11 @@ def toy_dir(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def data_cfg(toy_dir):
-  return {
-      'name': 'toy_ecg', 'config': '100hz', 'data_dir': toy_dir,
-      'preprocess': {'sample_rate': 100, 'num_samples': NUM_SAMPLES, 'normalize': 'none'},
-      'max_text_len': 16,
-      'tokenizer': {'kind': 'sentencepiece', 'path': None},
-  }
+  """configs/pretrain.py's data section (as a plain dict) pointed at the toy dataset."""
+  cfg = pretrain.get_config('test').data.to_dict()
+  cfg.update(name='toy_ecg', config='100hz', data_dir=toy_dir, max_text_len=16)
+  cfg['preprocess'].update(num_samples=NUM_SAMPLES, normalize='none')
+  return cfg
 
 
 @pytest.fixture(scope='module')
@@ -136,7 +137,7 @@ def test_mixture_of_two_sources(data_cfg, tokenizer, mesh, toy_dir):
       {'name': 'toy_ecg', 'config': '100hz', 'data_dir': toy_dir, 'weight': 1.0},
       {'name': 'toy_ecg', 'config': '250hz', 'data_dir': toy_dir, 'weight': 3.0},
   ])
-  del cfg['name'], cfg['config'], cfg['data_dir']
+  cfg.update(name=None, config=None, data_dir=None)
   batches = _take(pipeline.make_train_iterator(cfg, mesh, 8, 0, tokenizer), 4)
   ids = sum((_ids(b) for b in batches), [])
   from_250 = [i for i in ids if i >= 500]
@@ -192,7 +193,7 @@ def test_ecg_only_source_mixed_with_paired_one(data_cfg, tokenizer, toy_dir, mes
       {'name': 'toy_ecg', 'config': 'noreports', 'data_dir': toy_dir, 'weight': 1.0,
        'reports': False},
   ])
-  del cfg['name'], cfg['config'], cfg['data_dir']
+  cfg.update(name=None, config=None, data_dir=None)
   batches = _take(pipeline.make_train_iterator(cfg, mesh, 8, 0, tokenizer), 3)
   ids = np.array(sum((_ids(b) for b in batches), []))
   has_report = np.concatenate([b['has_report'] for b in batches])
@@ -205,8 +206,11 @@ def test_ecg_only_source_mixed_with_paired_one(data_cfg, tokenizer, toy_dir, mes
   # Evaluation and the tokenizer never use the ECG-only source, even when it comes first.
   cfg_first = dict(cfg, sources=cfg['sources'][::-1])
   assert pipeline.primary_source(cfg_first).config == '100hz'
-  with pytest.raises(ValueError, match='reports must be True or False'):
-    pipeline.data_sources(dict(cfg, sources=[dict(cfg['sources'][1], reports='no')]))
+  config = pretrain.get_config('test')
+  config.data.sources = [dict(cfg['sources'][1], reports='no')]
+  with pytest.raises(config_validation.ConfigError,
+                     match=r"sources\[0\].reports='no' must be one of True, False"):
+    config_validation.validate_config(config, num_devices=8)
   with pytest.raises(ValueError, match='every source is marked reports=False'):
     pipeline.primary_source(dict(cfg, sources=cfg['sources'][1:]))
 
@@ -221,7 +225,6 @@ def test_clear_errors_for_missing_data(data_cfg, tmp_path, mesh):
 
 
 def test_project_config_schema_is_accepted(toy_dir, tokenizer, mesh):
-  pretrain = pytest.importorskip('configs.pretrain')
   config = pretrain.get_config('test')
   with config.unlocked():
     config.data.name, config.data.config, config.data.data_dir = 'toy_ecg', '100hz', toy_dir

@@ -18,6 +18,8 @@ import wfdb
 
 from merit_jax.data import schema as features
 from merit_jax.data import ptbxl
+from merit_jax.data import ptbxl_records
+from merit_jax.data import ptbxl_tables
 from merit_jax.data import skips
 from merit_jax.data import wfdb_io
 
@@ -81,7 +83,7 @@ def real_builds(ptbxl_dir, ptbxl_derived_dir, tmp_path_factory):
 
 
 def test_label_names_match_benchmark_sizes(ptbxl_dir):
-  names = ptbxl.ptbxl_label_names(ptbxl_dir / "scp_statements.csv")
+  names = ptbxl_tables.ptbxl_label_names(ptbxl_dir / "scp_statements.csv")
   assert {task: len(v) for task, v in names.items()} == features.PTBXL_TASK_SIZES
   assert set(names) == set(features.PTBXL_TASKS)
   assert names["superdiagnostic"] == ["CD", "HYP", "MI", "NORM", "STTC"]
@@ -97,9 +99,9 @@ def test_record_counts_and_skip_log(real_builds, key):
     assert builder.info.splits[split].num_examples == len(expected["used"][split])
     assert set(read_split(builder, split)) == expected["used"][split]
   reasons = [skips.SkipLog.reason_category(r["reason"]) for r in read_skips(builder)]
-  assert reasons.count(ptbxl.NO_ROW) == len(expected["no_row"])
-  assert reasons.count(ptbxl.RECORD_FILE_MISSING) == expected["rows_without_file"]
-  assert reasons.count(ptbxl.EMPTY_REPORT) == expected["empty_report"]
+  assert reasons.count(ptbxl_tables.NO_ROW) == len(expected["no_row"])
+  assert reasons.count(ptbxl_tables.RECORD_FILE_MISSING) == expected["rows_without_file"]
+  assert reasons.count(ptbxl_tables.EMPTY_REPORT) == expected["empty_report"]
   assert len(reasons) == (len(expected["no_row"]) + expected["rows_without_file"]
                           + expected["empty_report"])
   # Every record file on disk is either in the dataset or in the skip log.
@@ -176,11 +178,11 @@ CORRUPTIONS = {
     "nan_record": "all-NaN signal",
     "wrong_lead_count": "wrong lead count",
     "unexpected_rate": "unexpected sampling rate",
-    "empty_report": ptbxl.EMPTY_REPORT,
-    "unknown_scp_code": ptbxl.UNKNOWN_SCP_CODE,
-    "undecodable_report": ptbxl.UNDECODABLE_REPORT,
-    "row_without_file": ptbxl.RECORD_FILE_MISSING,
-    "file_without_row": ptbxl.NO_ROW,
+    "empty_report": ptbxl_tables.EMPTY_REPORT,
+    "unknown_scp_code": ptbxl_tables.UNKNOWN_SCP_CODE,
+    "undecodable_report": ptbxl_tables.UNDECODABLE_REPORT,
+    "row_without_file": ptbxl_tables.RECORD_FILE_MISSING,
+    "file_without_row": ptbxl_tables.NO_ROW,
 }
 UNDECODABLE_MARKER = "UNDECODABLE_REPORT_MARKER"
 
@@ -319,7 +321,7 @@ def test_generate_examples_function_reuses_the_reader(ptbxl_dir, tmp_path):
   """The module-level generator (used by the synthetic builder) works without TFDS."""
   good, _ = make_small_copy(ptbxl_dir, tmp_path, num_good=(2, 1, 1))
   log = skips.SkipLog()
-  keys = [k for k, _ in ptbxl.generate_examples(tmp_path, "train", 100, log)]
+  keys = [k for k, _ in ptbxl_records.generate_examples(tmp_path, "train", 100, log)]
   assert keys == sorted(good["train"])
   assert log.num_used == 2 and len(log) == 0
 
@@ -328,7 +330,7 @@ def test_skip_log_writes_atomically(tmp_path, capsys):
   log = skips.SkipLog()
   log.add(3, "records100/00000/00003_lr", "truncated signal file: 10 bytes", split="train")
   log.add(4, "records100/00000/00004_lr", "truncated signal file: 20 bytes", split="train")
-  log.add(5, "", ptbxl.NO_ROW)
+  log.add(5, "", ptbxl_tables.NO_ROW)
   log.count_used("train", 7)
   path = log.write(tmp_path)
   assert sorted(os.listdir(tmp_path)) == [skips.SKIPPED_RECORDS_CSV]
@@ -375,7 +377,7 @@ def make_ecg_only_copy(src_dir, dst_dir):
                  ["filename_lr", "strat_fold"]].copy()
   for case, fold in TABLE_FOLDS.items():
     table.at[cases[case], "strat_fold"] = np.nan if fold is None else fold
-  table.reset_index().to_csv(dst_dir / ptbxl.FOLD_TABLE_CSV, index=False)
+  table.reset_index().to_csv(dst_dir / ptbxl_tables.FOLD_TABLE_CSV, index=False)
   return good, cases, removed
 
 
@@ -448,9 +450,9 @@ def test_ecg_only_skip_log_lists_records_without_fold_or_signal(ecg_only_builds,
   assert set(rows) == {cases["no_row_nan_fold"], cases["no_row_not_in_table"],
                        cases["no_row_truncated"]}
   assert rows[cases["no_row_nan_fold"]]["reason"] == (
-      f"{ptbxl.NO_FOLD}: nan in {ptbxl.FOLD_TABLE_CSV}")
+      f"{ptbxl_tables.NO_FOLD}: nan in {ptbxl_tables.FOLD_TABLE_CSV}")
   assert rows[cases["no_row_not_in_table"]]["reason"] == (
-      f"{ptbxl.NO_FOLD}: ecg_id not in {ptbxl.FOLD_TABLE_CSV}")
+      f"{ptbxl_tables.NO_FOLD}: ecg_id not in {ptbxl_tables.FOLD_TABLE_CSV}")
   truncated = rows[cases["no_row_truncated"]]
   assert truncated["reason"].startswith("truncated signal file"), truncated
   assert truncated["split"] == "train"
@@ -461,8 +463,8 @@ def test_ecg_only_folds_from_merl_label_files(ecg_only_builds, tmp_path):
   _, _, copy_dir, _, cases, removed = ecg_only_builds
   manual_dir = tmp_path / "copy"
   shutil.copytree(copy_dir, manual_dir)
-  (manual_dir / ptbxl.FOLD_TABLE_CSV).unlink()
-  merl = manual_dir / ptbxl.MERL_LABELS_DIR
+  (manual_dir / ptbxl_tables.FOLD_TABLE_CSV).unlink()
+  merl = manual_dir / ptbxl_tables.MERL_LABELS_DIR
   merl.mkdir()
   ids = [cases["no_row_val"], cases["no_row_test"], cases["no_row_truncated"]]
   pd.DataFrame({"ecg_id": ids, "patient_id": [11.0, 12.0, 13.0], "strat_fold": [9, 10, 2],
@@ -471,16 +473,16 @@ def test_ecg_only_folds_from_merl_label_files(ecg_only_builds, tmp_path):
   pd.DataFrame({"ecg_id": ids, "patient_id": [11.0, 12.0, 13.0],
                 "strat_fold": [9, 3, np.nan]}).to_csv(merl / "ptbxl_form_val.csv", index=False)
   log = skips.SkipLog()
-  plan, num_reported = ptbxl.plan_ecg_only(manual_dir, 100, log)
-  assert plan["validation"] == [ptbxl.EcgOnlyRecord(
+  plan, num_reported = ptbxl_records.plan_ecg_only(manual_dir, 100, log)
+  assert plan["validation"] == [ptbxl_records.EcgOnlyRecord(
       cases["no_row_val"], removed.at[cases["no_row_val"], "filename_lr"], 9, patient_id=11)]
   assert plan["test"] == []
   # A fold missing from one file is no disagreement.
   assert cases["no_row_truncated"] in [r.ecg_id for r in plan["train"]]
   reasons = {int(r["record_id"]): r["reason"] for r in log.rows}
   assert reasons[cases["no_row_test"]] == (
-      f"{ptbxl.CONFLICTING_FOLDS}: {ptbxl.MERL_LABELS_DIR}/*.csv gives [3, 10]")
-  assert reasons[cases["no_row_not_in_table"]].startswith(ptbxl.NO_FOLD)
+      f"{ptbxl_tables.CONFLICTING_FOLDS}: {ptbxl_tables.MERL_LABELS_DIR}/*.csv gives [3, 10]")
+  assert reasons[cases["no_row_not_in_table"]].startswith(ptbxl_tables.NO_FOLD)
   assert num_reported == 5  # the good records, in the paired config
 
 
@@ -488,7 +490,7 @@ def test_ecg_only_without_fold_table_fails_at_once(ecg_only_builds, tmp_path):
   _, _, copy_dir, _, _, _ = ecg_only_builds
   manual_dir = tmp_path / "copy"
   shutil.copytree(copy_dir, manual_dir)
-  (manual_dir / ptbxl.FOLD_TABLE_CSV).unlink()
+  (manual_dir / ptbxl_tables.FOLD_TABLE_CSV).unlink()
   with pytest.raises(FileNotFoundError,
                      match=r"records_index.csv \(columns ecg_id, strat_fold\).*labels_merl"):
     build_ptbxl(manual_dir, tmp_path / "tfds", "100hz_ecg_only")
@@ -513,16 +515,16 @@ def test_ecg_only_leaves_out_empty_splits(ecg_only_builds, tmp_path, capsys):
   _, _, copy_dir, _, cases, _ = ecg_only_builds
   manual_dir = tmp_path / "copy"
   shutil.copytree(copy_dir, manual_dir)
-  table = pd.read_csv(manual_dir / ptbxl.FOLD_TABLE_CSV, index_col="ecg_id")
+  table = pd.read_csv(manual_dir / ptbxl_tables.FOLD_TABLE_CSV, index_col="ecg_id")
   table.loc[[cases["no_row_val"], cases["no_row_test"]], "strat_fold"] = 1
-  table.to_csv(manual_dir / ptbxl.FOLD_TABLE_CSV)
+  table.to_csv(manual_dir / ptbxl_tables.FOLD_TABLE_CSV)
   builder = build_ptbxl(manual_dir, tmp_path / "tfds", "100hz_ecg_only")
   assert set(builder.info.splits) == {"train"}
   assert builder.info.splits["train"].num_examples == 4
   assert "no ECG-only records for split(s) ['validation', 'test']" in capsys.readouterr().out
   # Nothing ECG-only at all: a clear error instead of an empty dataset.
   table["strat_fold"] = np.nan
-  table.to_csv(manual_dir / ptbxl.FOLD_TABLE_CSV)
+  table.to_csv(manual_dir / ptbxl_tables.FOLD_TABLE_CSV)
   db = pd.read_csv(manual_dir / "ptbxl_database.csv", index_col="ecg_id",
                    encoding_errors="replace")
   db["report"] = "sinus rhythm"

@@ -51,15 +51,14 @@ def test_rejects_bad_arguments():
 @pytest.fixture(scope="module")
 def synthetic_splits(tmp_path_factory):
   """The synthetic_ecg data (120 records), read into memory per split."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
+  from configs import pretrain as pretrain_config  # pylint: disable=g-import-not-at-top
   from merit_jax.data import build  # pylint: disable=g-import-not-at-top
   from merit_jax.evaluators import features  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp("synthetic_rc")
   build.build("synthetic_ecg", manual_dir=str(root / "manual"), data_dir=str(root / "tfds"),
               config="n120_s0", tokenizer_vocab_size=200)
-  data_cfg = ml_collections.ConfigDict(dict(
-      name="synthetic_ecg", config="n120_s0", data_dir=str(root / "tfds"), max_text_len=16,
-      preprocess=dict(sample_rate=100, num_samples=1000, bandpass=None, normalize="zscore")))
+  data_cfg = pretrain_config.get_config("test").data  # 100 Hz, 10 s, z-scored, no band-pass
+  data_cfg.config, data_cfg.data_dir = "n120_s0", str(root / "tfds")
   return {s: features.load_split(data_cfg, s, progress=False)
           for s in ("train", "validation", "test")}
 
@@ -77,3 +76,15 @@ def test_random_conv_features_separate_synthetic_classes(synthetic_splits):
                                          n_bootstrap=0)
   # Rhythm classes (sinus, AF, brady/tachy ...) are easy for random kernels: far above 0.5.
   assert result.test_metrics["macro_auroc"]["value"] > 0.85
+
+
+def test_encoder_serves_the_transform_and_zero_fill_only():
+  from merit_jax.encoder import Encoder  # pylint: disable=g-import-not-at-top
+  x = _signals(6, seed=2, samples=200)
+  encoder = Encoder.random_conv(num_kernels=8, seed=1, num_samples=200)
+  transform = random_conv.RandomConvFeatures(num_kernels=8, seed=1, num_samples=200)
+  np.testing.assert_array_equal(encoder.embed_ecg(x)["pooled"], transform(x))
+  assert encoder.cache_key == transform.cache_key == "random_conv-k8-s1"
+  assert not encoder.supports_lead_subsets
+  with pytest.raises(ValueError, match="lead subsets"):
+    encoder.embed_ecg(x[:, :3], leads=(0, 1, 2))

@@ -7,6 +7,8 @@ import numpy as np
 import optax
 import pytest
 
+from merit_jax import config_validation
+from merit_jax import objective
 from merit_jax import optim
 from merit_jax import parallel
 from merit_jax import step
@@ -46,25 +48,28 @@ def test_make_mesh_shapes_and_errors():
   assert one.devices.size == 1
   with pytest.raises(ValueError, match="but 8 are available"):
     parallel.make_mesh(dict(data=2, fsdp=2))
-  with pytest.raises(ValueError, match="do not divide"):
+  with pytest.raises(ValueError, match="does not divide the 8 available devices"):
     parallel.make_mesh(dict(data=-1, fsdp=3))
   with pytest.raises(ValueError, match="at most one"):
     parallel.make_mesh(dict(data=-1, fsdp=-1))
 
 
 def test_config_validation_errors():
+  """Both entry points into the step check the config (config_validation) before compute."""
   mesh = parallel.make_mesh(dict(data=-1, fsdp=1))
   config = tiny_config()
   config.batch_size = 12
-  with pytest.raises(ValueError, match="batch_size=12 .* 8 devices"):
+  with pytest.raises(config_validation.ConfigError, match="batch_size=12 .* 8 devices"):
     step.create_train_state(config, mesh, jax.random.key(0))
   config = tiny_config()
   config.model.patch_size = 40
-  with pytest.raises(ValueError, match="patch_size=40 must divide .*num_samples=500"):
+  with pytest.raises(config_validation.ConfigError,
+                     match="patch_size=40 does not divide .*num_samples=500"):
     step.make_train_step(config, mesh, None)
   config = tiny_config(contrastive_view="half")
-  with pytest.raises(ValueError, match="contrastive_view"):
-    step.validate_config(config, mesh)
+  with pytest.raises(config_validation.ConfigError,
+                     match="contrastive_view='half' must be one of 'masked', 'full'"):
+    step.make_train_step(config, mesh, None)
 
 
 def test_fsdp_rules_shard_params_and_optimizer_state():
@@ -165,14 +170,20 @@ def test_nonfinite_batch_skips_update_and_is_counted(sharded):
   sharded["state"] = state
 
 
-def test_eval_step_returns_losses_and_embeddings(sharded):
+def test_eval_step_returns_the_train_steps_losses(sharded):
   eval_step = step.make_eval_step(sharded["config"], sharded["mesh"], sharded["shardings"])
   batch = dict(_host(sharded["batch"]), ecg_id=np.arange(8))  # Extra keys are ignored.
-  metrics, emb = eval_step(sharded["state"], batch, jax.random.key(0))
-  assert emb["ecg"].shape == emb["text"].shape == (8, 16)
-  assert emb["ecg_pooled"].shape == (8, 32)
-  np.testing.assert_allclose(np.linalg.norm(emb["ecg"], axis=1), 1.0, rtol=1e-5)
-  assert np.isfinite(float(metrics["loss"]))
+  metrics = eval_step(sharded["state"], batch, jax.random.key(0))
+  # The same loss computed directly from the model and the objective, outside any jit.
+  config = sharded["config"]
+  model = merit_lib.build_model(config)
+  host_batch = _host(sharded["batch"])
+  text_key = step.batch_keys(config)[1]
+  outputs = model.apply({"params": _host(sharded["state"].params)}, host_batch["ecg"],
+                        host_batch[text_key], jax.random.key(0),
+                        **objective.objective_flags(config.objective))
+  loss, _ = objective.merit_loss(outputs, host_batch, config.objective)
+  np.testing.assert_allclose(float(metrics["loss"]), float(loss), rtol=1e-4)
   with pytest.raises(ValueError, match="pad the last batch"):
     eval_step(sharded["state"], tiny_batch(6), jax.random.key(0))
 
@@ -186,6 +197,11 @@ def test_optimizer_decay_mask_and_schedule():
   assert mask["encoder"]["embed"]["patch_proj"]["kernel"]
   assert not mask["encoder"]["embed"]["patch_proj"]["bias"]
   assert not mask["encoder"]["embed"]["lead_embedding"] and not mask["logit_scale"]
-  schedule = optim.make_schedule(dict(lr=1.0, warmup_steps=10), 110)
+  schedule = optim.make_schedule(dict(lr=1.0, warmup_steps=10, min_lr_ratio=0.0), 110)
   np.testing.assert_allclose([float(schedule(s)) for s in (0, 5, 10, 60, 110)],
                              [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
+  # Cosine from lr to lr * min_lr_ratio over the 100 steps after warm-up.
+  schedule = optim.make_schedule(dict(lr=2.0, warmup_steps=10, min_lr_ratio=0.1), 110)
+  steps = np.array([10, 35, 60, 85, 110])
+  expected = 0.2 + (2.0 - 0.2) * (1 + np.cos(np.pi * (steps - 10) / 100)) / 2
+  np.testing.assert_allclose([float(schedule(s)) for s in steps], expected, rtol=1e-5)

@@ -57,11 +57,31 @@ def test_seeded_and_cover_all():
                                 np.arange(len(labels)))
 
 
-def test_iterative_stratification_k_way_proportions():
-  labels = _skewed_labels(num=1000, seed=2)
-  assignment = stratify.iterative_stratification(labels, [0.5, 0.3, 0.2], seed=0)
-  counts = np.bincount(assignment, minlength=3)
-  np.testing.assert_allclose(counts / 1000, [0.5, 0.3, 0.2], atol=0.02)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_iterative_stratification_splits_every_class_in_proportion(seed):
+  labels = _skewed_labels(num=1000, seed=2 + seed)
+  proportions = np.array([0.5, 0.3, 0.2])
+  assignment = stratify.iterative_stratification(labels, proportions, seed=seed)
+  assert assignment.shape == (1000,) and set(np.unique(assignment)) == {0, 1, 2}
+  np.testing.assert_allclose(np.bincount(assignment) / 1000, proportions, atol=0.02)
+  # Per fold and class, positives = proportion x the class's positives, up to one record.
+  positives = np.stack([labels[assignment == k].sum(axis=0) for k in range(3)])
+  target = proportions[:, None] * labels.sum(axis=0)[None]
+  assert np.abs(positives - target).max() <= 1.0
+  # A random split of the same sizes is far off for the common classes.
+  random = np.random.default_rng(seed).permutation(assignment)
+  random_positives = np.stack([labels[random == k].sum(axis=0) for k in range(3)])
+  assert np.abs(random_positives - target).sum() > 4 * np.abs(positives - target).sum()
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.1, 0.5])
+def test_subset_positives_per_class_follow_the_fraction(fraction):
+  labels = _skewed_labels(seed=3)
+  idx = stratify.stratified_subset(labels, fraction, seed=1)
+  # Within 2 records of fraction x positives for every class (the coverage repair may move
+  # a rare class by one record more than the rounding).
+  deviation = np.abs(labels[idx].sum(axis=0) - fraction * labels.sum(axis=0))
+  assert deviation.max() <= 2.0, deviation
 
 
 def test_bad_input():
@@ -87,3 +107,7 @@ def test_real_ptbxl_training_labels(ptbxl_dir, task):
     # or 3 records for tiny subsets).
     np.testing.assert_allclose(labels[idx].mean(axis=0), labels.mean(axis=0),
                                atol=max(0.02, 3 / idx.size))
+  # Five equal folds: each class's positives split evenly, up to one record per fold.
+  folds = stratify.iterative_stratification(labels, np.full(5, 0.2), seed=0)
+  per_fold = np.stack([labels[folds == k].sum(axis=0) for k in range(5)])
+  assert np.abs(per_fold - positives / 5).max() <= 1.0, task

@@ -11,9 +11,12 @@ import pytest
 import scipy.signal
 import scipy.stats
 
-from merit_jax.data import ptbxl
+from merit_jax.data import ptbxl_records
+from merit_jax.data import ptbxl_tables
+from merit_jax.data import skips
 from merit_jax.data import synthetic
 from merit_jax.data import synthetic_model
+from merit_jax.data import synthetic_records
 
 LEADS = synthetic_model.LEADS
 LEAD = {name: i for i, name in enumerate(LEADS)}
@@ -117,7 +120,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 50
 @pytest.fixture(scope="module")
 def records():
   """1,000 records at 100 Hz in memory, with their metadata and folds."""
-  signals, metadata = synthetic.generate_records(range(NUM_CLASSIFIER_RECORDS), seed=0)
+  signals, metadata = synthetic_records.generate_records(range(NUM_CLASSIFIER_RECORDS), seed=0)
   folds = synthetic.assign_folds([m["scp_codes"] for m in metadata], seed=0)
   return signals, metadata, folds
 
@@ -139,9 +142,9 @@ def layout(tmp_path_factory):
 
 
 def test_same_seed_same_records_and_different_seed_differs():
-  a, meta_a = synthetic.generate_records(range(6), seed=5)
-  b, meta_b = synthetic.generate_records(range(6), seed=5)
-  c, meta_c = synthetic.generate_records(range(6), seed=6)
+  a, meta_a = synthetic_records.generate_records(range(6), seed=5)
+  b, meta_b = synthetic_records.generate_records(range(6), seed=5)
+  c, meta_c = synthetic_records.generate_records(range(6), seed=6)
   np.testing.assert_array_equal(a, b)
   assert [m["report"] for m in meta_a] == [m["report"] for m in meta_b]
   assert [m["scp_codes"] for m in meta_a] == [m["scp_codes"] for m in meta_b]
@@ -151,16 +154,16 @@ def test_same_seed_same_records_and_different_seed_differs():
 
 def test_any_record_regenerates_alone_at_each_rate():
   for rate in (100, 500):
-    batch, meta = synthetic.generate_records(range(5), seed=2, sample_rate=rate)
-    alone, meta_alone = synthetic.generate_record(3, seed=2, sample_rate=rate)
+    batch, meta = synthetic_records.generate_records(range(5), seed=2, sample_rate=rate)
+    alone, meta_alone = synthetic_records.generate_record(3, seed=2, sample_rate=rate)
     np.testing.assert_array_equal(alone, batch[3])
     assert meta_alone["report"] == meta[3]["report"]
     assert alone.shape == (12, 10 * rate)
 
 
 def test_100hz_and_500hz_show_the_same_heart():
-  low, _ = synthetic.generate_record(1, seed=0, sample_rate=100)
-  high, _ = synthetic.generate_record(1, seed=0, sample_rate=500)
+  low, _ = synthetic_records.generate_record(1, seed=0, sample_rate=100)
+  high, _ = synthetic_records.generate_record(1, seed=0, sample_rate=500)
   # Up to white noise (a few tens of uV), the 500 Hz record decimated is the 100 Hz one.
   decimated = high.reshape(12, 1000, 5).mean(axis=2)
   assert np.corrcoef(low.ravel(), decimated.ravel())[0, 1] > 0.95
@@ -291,7 +294,7 @@ def test_form_statements_show_in_the_signal(records):
 def test_simple_classifier_separates_the_classes(records):
   signals, metadata, folds = records
   x = np.stack([hand_features(s, 100) for s in signals])
-  names = sorted(synthetic.SCP_STATEMENTS)
+  names = sorted(synthetic_records.SCP_STATEMENTS)
   y = np.array([[code in m["scp_codes"] for code in names] for m in metadata], np.float64)
   train, test = folds <= 8, folds == 10
   mean, std = x[train].mean(0), x[train].std(0) + 1e-6
@@ -322,12 +325,12 @@ def test_reports_vary_and_follow_labels(records):
 
 
 def test_statements_define_ptbxl_tasks():
-  names = ptbxl.ptbxl_label_names(synthetic.statements_table())
+  names = ptbxl_tables.ptbxl_label_names(synthetic_records.statements_table())
   assert names["superdiagnostic"] == ["CD", "HYP", "MI", "NORM", "STTC"]
   assert names["rhythm"] == ["AFIB", "SARRH", "SBRAD", "SR", "STACH"]
   assert set(names["form"]) >= {"STE_", "STD_", "INVT", "LVOLT"}
   assert {"NORM", "CLBBB", "CRBBB", "LVH"} <= set(names["diagnostic"])
-  assert names["all"] == sorted(synthetic.SCP_STATEMENTS)
+  assert names["all"] == sorted(synthetic_records.SCP_STATEMENTS)
 
 
 def test_codes_are_consistent(records):
@@ -342,7 +345,7 @@ def test_codes_are_consistent(records):
   counts = np.bincount(folds, minlength=11)[1:]
   assert counts.max() - counts.min() <= 1
   # Every code is common enough for the benchmark splits.
-  for code in synthetic.SCP_STATEMENTS:
+  for code in synthetic_records.SCP_STATEMENTS:
     assert len(_with_code(metadata, code)) >= 30, code
 
 
@@ -353,12 +356,12 @@ def test_layout_files_read_back_with_wfdb(layout):
   import wfdb  # pylint: disable=g-import-not-at-top
   out, summary = layout
   assert summary["num_records"] == 24 and summary["sample_rates"] == [100, 500]
-  database = pd.read_csv(out / ptbxl.DATABASE_CSV, index_col="ecg_id")
+  database = pd.read_csv(out / ptbxl_tables.DATABASE_CSV, index_col="ecg_id")
   assert list(database.index) == list(range(1, 25))
   for ecg_id in (1, 17):
     for rate, column in ((100, "filename_lr"), (500, "filename_hr")):
       signal, fields = wfdb.rdsamp(str(out / database.at[ecg_id, column]))
-      expected, meta = synthetic.generate_record(ecg_id - 1, seed=3, sample_rate=rate)
+      expected, meta = synthetic_records.generate_record(ecg_id - 1, seed=3, sample_rate=rate)
       assert fields["fs"] == rate and fields["units"] == ["mV"] * 12
       assert [n.lower() for n in fields["sig_name"]] == [n.lower() for n in LEADS]
       np.testing.assert_allclose(signal.T, expected, atol=0.5e-3 + 1e-6)
@@ -370,7 +373,7 @@ def test_layout_files_read_back_with_wfdb(layout):
 
 def test_direct_wfdb_writer_matches_wrsamp_byte_for_byte(tmp_path):
   import wfdb  # pylint: disable=g-import-not-at-top
-  signal, _ = synthetic.generate_record(0, seed=0)
+  signal, _ = synthetic_records.generate_record(0, seed=0)
   synthetic.write_wfdb_record(str(tmp_path / "rec"), signal, 100)
   digital = np.round(signal.T.astype(np.float64) * 1000).astype(np.int16)
   (tmp_path / "ref").mkdir()
@@ -383,13 +386,13 @@ def test_direct_wfdb_writer_matches_wrsamp_byte_for_byte(tmp_path):
 
 def test_layout_is_read_by_the_ptbxl_reader(layout):
   out, _ = layout
-  tables = ptbxl.PtbxlTables.load(out)
-  log = ptbxl.skips.SkipLog()
-  examples = dict(ptbxl.generate_examples(out, "train", 500, log, tables))
+  tables = ptbxl_tables.PtbxlTables.load(out)
+  log = skips.SkipLog()
+  examples = dict(ptbxl_records.generate_examples(out, "train", 500, log, tables))
   assert len(log) == 0 and examples
   ecg_id, example = next(iter(examples.items()))
   assert example["unit"] == "mV" and example["signal"].shape == (12, 5000)
-  expected, meta = synthetic.generate_record(ecg_id - 1, seed=3, sample_rate=500)
+  expected, meta = synthetic_records.generate_record(ecg_id - 1, seed=3, sample_rate=500)
   np.testing.assert_allclose(example["signal"].astype(np.float32), expected, atol=5e-3,
                              rtol=2e-3)
   codes = set(meta["scp_codes"])
@@ -427,8 +430,8 @@ def test_layout_reuse_conflict_and_atomicity(layout, tmp_path, monkeypatch):
 def test_a_prefix_of_a_larger_generation_is_the_same_data(tmp_path):
   small = synthetic.generate_ptbxl_layout(tmp_path / "a", num_records=5, seed=1)
   large = synthetic.generate_ptbxl_layout(tmp_path / "b", num_records=9, seed=1)
-  db_small = pd.read_csv(os.path.join(small["out_dir"], ptbxl.DATABASE_CSV))
-  db_large = pd.read_csv(os.path.join(large["out_dir"], ptbxl.DATABASE_CSV))
+  db_small = pd.read_csv(os.path.join(small["out_dir"], ptbxl_tables.DATABASE_CSV))
+  db_large = pd.read_csv(os.path.join(large["out_dir"], ptbxl_tables.DATABASE_CSV))
   pd.testing.assert_series_equal(db_small.report, db_large.report[:5])
   a = open(tmp_path / "a/records100/00000/00004_lr.dat", "rb").read()
   b = open(tmp_path / "b/records100/00000/00004_lr.dat", "rb").read()
@@ -467,7 +470,7 @@ def test_builder_builds_through_the_build_cli_api(tmp_path):
   assert label_names["superdiagnostic"] == ["CD", "HYP", "MI", "NORM", "STTC"]
   source = builder.as_data_source()["test"]
   example = source[0]
-  expected, meta = synthetic.generate_record(int(example["ecg_id"]) - 1, seed=4)
+  expected, meta = synthetic_records.generate_record(int(example["ecg_id"]) - 1, seed=4)
   assert example["signal"].dtype == np.float16 and example["fold"] == 10
   np.testing.assert_allclose(example["signal"].astype(np.float32), expected, atol=2e-3,
                              rtol=2e-3)

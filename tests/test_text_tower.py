@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from configs import pretrain
 from merit_jax import parallel
 from merit_jax import step as step_lib
 from merit_jax.data import pipeline
@@ -82,9 +83,11 @@ def test_layer_and_kind_are_checked():
 def toy_data(tmp_path_factory):
   data_dir = tmp_path_factory.mktemp("toy_text_cache")
   toy.build(data_dir, "250hz")  # Every 4th report is empty.
-  return {"name": "toy_ecg", "config": "250hz", "data_dir": str(data_dir),
-          "preprocess": {"sample_rate": 250, "num_samples": 500, "normalize": "none"},
-          "max_text_len": 16}
+  data = pretrain.get_config("test").data  # Every data key, with the test variant's values.
+  data.update(name="toy_ecg", config="250hz", data_dir=str(data_dir), sources=None,
+              max_text_len=16)
+  data.preprocess.update(sample_rate=250, num_samples=500, normalize="none")
+  return data
 
 
 def test_cache_equals_fresh_embeddings_and_is_reused(tower, toy_data, monkeypatch):

@@ -15,13 +15,14 @@ import sys
 import time
 
 import jax
+import matplotlib.image
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TOTAL_STEPS = 8
-DATA_CONFIG = "n64_s0"  # 64 synthetic records (51 train / 6 validation / 7 test folds).
+DATA_CONFIG = "n64_s0"  # 64 synthetic records (52 train / 6 validation / 6 test).
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +61,11 @@ def _command(workdir, data_root, *extra):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, synthetic_data, run_env):
   workdir = tmp_path_factory.mktemp("run") / "uninterrupted"
-  result = subprocess.run(_command(workdir, synthetic_data), cwd=REPO, env=run_env,
-                          capture_output=True, text=True, timeout=600)
+  # With the linear probe of config.evals: an evaluator with every=0 runs at the end only.
+  result = subprocess.run(
+      _command(workdir, synthetic_data,
+               "--config.eval.evaluators=('retrieval', 'linear_probe')"),
+      cwd=REPO, env=run_env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   return workdir
 
@@ -84,21 +88,38 @@ def test_run_directory_contents(finished_run):
   assert [e["step"] for e in val] == [4, 8]
   for e in val:
     assert np.isfinite(e["val_loss"]) and np.isfinite(e["val_rec_loss"])
-    assert 0 <= e["ecg_to_report_R@1"] <= 1
+    # The retrieval evaluator of config.evals, on the validation split.
+    assert 0 <= e["retrieval/ecg_to_report/R@1"] <= 1
     # Chance level of R@1 over N distinct reports is about 1/N.
-    assert 0 < e["chance_ecg_to_report_R@1"] <= 1 / e["val_records"] * 2
+    assert 0 < e["retrieval/chance/ecg_to_report/R@1"] <= 1 / e["val_records"] * 2
   events = list((workdir / "tensorboard").glob("events.out.tfevents.*"))
   assert events and events[0].stat().st_size > 0
   assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()
                 if p.name.isdigit()) == [4, 6, 8]  # keep_checkpoints=3 of every 2 steps
   assert len([p for p in (workdir / "checkpoints_best").iterdir() if p.name.isdigit()]) == 1
-  pngs = list((workdir / "plots").glob("reconstruction_*.png"))
-  assert len(pngs) == 2 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+  pngs = sorted((workdir / "plots").glob("reconstruction_*.png"))
+  assert [p.name for p in pngs] == ["reconstruction_0000004.png", "reconstruction_0000008.png"]
+  images = [matplotlib.image.imread(str(p))[..., :3] for p in pngs]
+  for image in images:
+    red, green, blue = np.moveaxis(image, -1, 0)
+    # Originals in black, reconstructions in (semi-transparent, antialiased) red, masked
+    # patches shaded light grey (0.9).
+    assert (image.max(-1) < 0.2).sum() > 1000
+    assert (red - np.maximum(green, blue) > 0.3).sum() > 1000
+    assert (np.abs(image - 0.9).max(-1) < 0.02).sum() > 10_000
+  # Four more steps changed the reconstructions.
+  assert images[0].shape == images[1].shape and np.abs(images[0] - images[1]).max() > 0.3
   config = json.load(open(workdir / "config.json"))
   assert config["data"]["config"] == DATA_CONFIG and config["model"]["text"]["vocab_size"] > 4
   assert (workdir / "tokenizer.model").stat().st_size > 0
   summary = json.load(open(workdir / "summary.json"))
   assert summary["final_step"] == TOTAL_STEPS and summary["resumed_from"] == 0
+  assert summary["evals"]["retrieval"]["retrieval"]["num_queries"] == val[-1]["val_records"]
+  probe_key = "linear_probe/superdiagnostic/1.0/macro_auroc"
+  assert probe_key not in val[0] and 0 <= val[1][probe_key] <= 1
+  probe = summary["evals"]["linear_probe"]["linear_probe"]["superdiagnostic"]["1.0"]
+  assert probe["macro_auroc"]["mean"] == val[1][probe_key]
+  assert probe["runs"][0]["subset_size"] == 52  # Every training record of n64_s0.
 
 
 @pytest.mark.filterwarnings("ignore:Sharding info not provided")
@@ -143,21 +164,3 @@ def test_sigkill_then_resume_matches_uninterrupted_run(finished_run, synthetic_d
   resumed_losses, reference_losses = losses(workdir), losses(finished_run)
   for step in range(summary["resumed_from"] + 2, TOTAL_STEPS + 1, 2):
     np.testing.assert_allclose(resumed_losses[step], reference_losses[step], rtol=1e-5)
-
-
-def test_contrastive_only_run_drops_ecg_only_sources(capsys):
-  from configs import pretrain  # pylint: disable=g-import-not-at-top
-  from merit_jax import train  # pylint: disable=g-import-not-at-top
-  config = pretrain.get_config("ptbxl_shared")
-  paired = [dict(s) for s in config.data.sources]
-  ecg_only = dict(paired[0], config="100hz_ecg_only", reports=False)
-  config.data.sources = paired + [ecg_only]
-  train.drop_sources_without_use(config)  # MERIT: both branches, every source stays
-  assert len(config.data.sources) == 3
-  config.objective.reconstruction = False
-  train.drop_sources_without_use(config)
-  assert [dict(s) for s in config.data.sources] == paired
-  assert "100hz_ecg_only" in capsys.readouterr().out
-  config.data.sources = [ecg_only]
-  with pytest.raises(ValueError, match="every data.sources entry is ECG-only"):
-    train.drop_sources_without_use(config)

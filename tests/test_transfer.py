@@ -7,12 +7,13 @@ tests/test_physionet2021.py. Encoder: random convolutions (no training, fast).
 
 import json
 
-import ml_collections
 import numpy as np
 import pytest
 
 from configs import evaluate as evaluate_config
+from merit_jax import config_validation
 from merit_jax import evaluate
+from merit_jax.encoder import Encoder
 from merit_jax.data import build
 from merit_jax.data import pipeline
 from merit_jax.data import preprocess
@@ -20,6 +21,8 @@ from merit_jax.data import snomed_maps
 from merit_jax.evaluators import features
 from merit_jax.metrics import classification as metrics
 from merit_jax.evaluators import transfer
+from merit_jax.reporting import markdown
+from merit_jax.reporting import writer
 from tests.test_physionet2021 import write_record
 
 MIN_POSITIVES = 2
@@ -44,9 +47,13 @@ def source(tmp_path_factory):
   root = tmp_path_factory.mktemp("transfer_src")
   build.build("synthetic_ecg", manual_dir=str(root / "manual"), data_dir=str(root / "tfds"),
               config="n240_s0", tokenizer_vocab_size=None)
-  data_cfg = ml_collections.ConfigDict(dict(
-      name="synthetic_ecg", config="n240_s0", data_dir=str(root / "tfds"), max_text_len=16,
-      preprocess=dict(sample_rate=100, num_samples=1000, bandpass=None, normalize="zscore")))
+  # Every data key at its configs/pretrain.py default, as in a run's saved config.
+  from configs import pretrain as pretrain_config  # pylint: disable=g-import-not-at-top
+  data_cfg = pretrain_config.get_config("test").data
+  data_cfg.update(dict(name="synthetic_ecg", config="n240_s0", data_dir=str(root / "tfds"),
+                       max_text_len=16))
+  data_cfg.preprocess.update(dict(sample_rate=100, num_samples=1000, bandpass=None,
+                                  normalize="zscore"))
   return features.FeatureStore(data_cfg, str(root / "features"), batch_size=32, progress=False)
 
 
@@ -68,7 +75,7 @@ def targets_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def encoder():
-  return features.random_conv_encoder(num_kernels=20, seed=0, num_samples=1000)
+  return Encoder.random_conv(num_kernels=20, seed=0, num_samples=1000)
 
 
 @pytest.fixture(scope="module")
@@ -206,11 +213,11 @@ def test_missing_target_and_no_shared_class(source, targets_dir):
 
 def _transfer_config(targets_dir, targets):
   config = evaluate_config.get_config("quick")
-  config.evaluators = "transfer"
-  config.tasks = "super"
+  config.evaluators = ("transfer",)
+  config.tasks = ("super",)
   config.n_bootstrap = 20
   config.progress = False
-  config.probe.weight_decays = "0,1e-2"
+  config.probe.weight_decays = (0.0, 1e-2)
   config.probe.max_epochs = 20
   config.probe.eval_every = 5
   config.probe.patience = 2
@@ -222,7 +229,8 @@ def _transfer_config(targets_dir, targets):
 
 def test_evaluate_runs_built_targets_and_skips_absent_ones(source, targets_dir, encoder,
                                                           tmp_path, capsys):
-  config = _transfer_config(targets_dir, "physionet2021/csn,physionet2021/georgia")
+  # As `--config.transfer.targets=physionet2021/csn,physionet2021/georgia` gives it.
+  config = _transfer_config(targets_dir, ("physionet2021/csn,physionet2021/georgia",))
   results = evaluate.evaluate_encoders([encoder], source.data_cfg, config, str(tmp_path),
                                        store=source)
   assert "skipping physionet2021/georgia" in capsys.readouterr().out
@@ -234,18 +242,18 @@ def test_evaluate_runs_built_targets_and_skips_absent_ones(source, targets_dir, 
   assert r["records"]["target"] == len(CSN_DX) * 2
   # The target's features are cached beside the source's.
   assert list((tmp_path / "features" / "transfer").glob("physionet2021-csn/*/test.npz"))
-  md = evaluate.results_markdown(results, "t")
+  md = markdown.results_markdown(results, "t")
   assert "## Cross-dataset transfer" in md
   assert "| random_conv | physionet2021/csn (challenge) | 24 |" in md
   assert "AFIB=AF" in md and "Not built, skipped: physionet2021/georgia" in md
-  paths = evaluate.write_results(results, str(tmp_path / "results"), "t")
+  paths = writer.write_results(results, str(tmp_path / "results"), "t")
   assert json.loads(open(paths["json"]).read())["transfer"]["random_conv"]
 
 
 def test_transfer_config_is_checked():
   config = evaluate_config.get_config()
-  assert "transfer" in evaluate.parse_list(config.evaluators)
-  evaluate._check_config(config)  # pylint: disable=protected-access
-  config.transfer.targets = ""
+  assert "transfer" in config.evaluators
+  config_validation.validate_evaluate_config(config)
+  config.transfer.targets = ()
   with pytest.raises(ValueError, match="config.transfer.targets is empty"):
-    evaluate._check_config(config)  # pylint: disable=protected-access
+    config_validation.validate_evaluate_config(config)

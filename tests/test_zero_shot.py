@@ -11,6 +11,7 @@ import yaml
 
 from merit_jax.data import ptbxl
 from merit_jax.metrics import classification as metrics
+from merit_jax.evaluators import prompts as prompts_lib
 from merit_jax.evaluators import zero_shot
 
 REPORT_PROMPTS = (pathlib.Path(__file__).resolve().parents[1] / "configs" / "prompts" /
@@ -60,29 +61,29 @@ def _ecg_embeddings(labels, descriptions, rng, noise=1.0):
 def test_prompts_from_descriptions_templates_and_user_file(statements_csv, tmp_path):
   user = tmp_path / "prompts.json"
   user.write_text(json.dumps({"AFIB": ["irregularly irregular rhythm"], "NORM": "all normal"}))
-  prompts = zero_shot.build_class_prompts(CLASSES, statements_csv, prompt_file=user)
+  prompts = prompts_lib.build_class_prompts(CLASSES, statements_csv, prompt_file=user)
   assert prompts["IMI"][0] == "an ECG showing inferior myocardial infarction"
-  assert len(prompts["IMI"]) == len(zero_shot.DEFAULT_TEMPLATES)
+  assert len(prompts["IMI"]) == len(prompts_lib.DEFAULT_TEMPLATES)
   assert prompts["AFIB"][-1] == "irregularly irregular rhythm"
-  replaced = zero_shot.build_class_prompts(CLASSES, statements_csv, prompt_file=user,
+  replaced = prompts_lib.build_class_prompts(CLASSES, statements_csv, prompt_file=user,
                                            user_prompts="replace")
   assert replaced["NORM"] == ["all normal"]
   yaml_file = tmp_path / "prompts.yaml"
   yaml_file.write_text("LVH:\n  - big left ventricle\n")
-  assert zero_shot.build_class_prompts(CLASSES, statements_csv, prompt_file=yaml_file)[
+  assert prompts_lib.build_class_prompts(CLASSES, statements_csv, prompt_file=yaml_file)[
       "LVH"][-1] == "big left ventricle"
   # Group names: built-in description, else the member codes' descriptions.
-  groups = zero_shot.build_class_prompts(["MI", "ISCA", "GRPX"], statements_csv,
+  groups = prompts_lib.build_class_prompts(["MI", "ISCA", "GRPX"], statements_csv,
                                          templates=["{description}"])
   assert groups["GRPX"] == ["foo pattern or bar pattern"]
   assert groups["MI"] == ["myocardial infarction"]
   assert groups["ISCA"] == ["ischemia in anterior leads"]
   with pytest.raises(ValueError, match="no description for class 'XYZ'"):
-    zero_shot.build_class_prompts(["XYZ"], statements_csv)
+    prompts_lib.build_class_prompts(["XYZ"], statements_csv)
   with pytest.raises(ValueError, match="not in the task"):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"FOO": ["x"]}))
-    zero_shot.build_class_prompts(CLASSES, statements_csv, prompt_file=bad)
+    prompts_lib.build_class_prompts(CLASSES, statements_csv, prompt_file=bad)
 
 
 def test_prompt_file_may_cover_other_tasks_and_merl_names(statements_csv, tmp_path):
@@ -90,17 +91,17 @@ def test_prompt_file_may_cover_other_tasks_and_merl_names(statements_csv, tmp_pa
   # ISCAL, ISCA and GRPX are labels of scp_statements.csv but no class of this task.
   user.write_text("AFIB: [vorhofflimmern]\nISCAL: [x]\nISCA: [y]\nGRPX: [z]\n"
                   "_AVB: [a-v block i, prolonged pr interval.]\n")
-  prompts = zero_shot.build_class_prompts(CLASSES, statements_csv, prompt_file=user,
+  prompts = prompts_lib.build_class_prompts(CLASSES, statements_csv, prompt_file=user,
                                            user_prompts="replace")
   assert prompts["AFIB"] == ["vorhofflimmern"]
   assert prompts["IMI"][0] == "an ECG showing inferior myocardial infarction"
   # MERL's split files write AVB for PTB-XL's _AVB.
-  merl = zero_shot.build_class_prompts(["AVB"], prompt_file=user, user_prompts="replace",
+  merl = prompts_lib.build_class_prompts(["AVB"], prompt_file=user, user_prompts="replace",
                                        statements_csv=statements_csv)
   assert merl["AVB"] == ["a-v block i", "prolonged pr interval."]
   # Without scp_statements.csv nothing says that ISCAL is a PTB-XL label.
   with pytest.raises(ValueError, match="pass statements_csv"):
-    zero_shot.build_class_prompts(["AFIB"], descriptions={"AFIB": "atrial fibrillation"},
+    prompts_lib.build_class_prompts(["AFIB"], descriptions={"AFIB": "atrial fibrillation"},
                                   prompt_file=user)
 
 
@@ -125,26 +126,26 @@ def test_ptbxl_report_prompts_cover_every_class_of_the_four_tasks(ptbxl_dir):
   for task in PTBXL_TASKS:
     names = label_names[task]
     # No templates: a class the file does not name would come back without prompts.
-    prompts = zero_shot.build_class_prompts(names, csv, templates=(),
+    prompts = prompts_lib.build_class_prompts(names, csv, templates=(),
                                             prompt_file=REPORT_PROMPTS, user_prompts="replace")
     assert list(prompts) == names
     for name in names:
       assert len(prompts[name]) >= 2, (task, name)
       assert prompts[name] == data[name]
     # With the default templates too, "replace" leaves only the file's prompts.
-    assert zero_shot.build_class_prompts(names, csv, prompt_file=REPORT_PROMPTS,
+    assert prompts_lib.build_class_prompts(names, csv, prompt_file=REPORT_PROMPTS,
                                          user_prompts="replace") == prompts
   assert set(data) == {n for t in PTBXL_TASKS for n in label_names[t]}
 
 
 def test_ptbxl_report_prompts_cover_merl_class_names(ptbxl_dir):
-  from merit_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from merit_jax.evaluators import tasks  # pylint: disable=g-import-not-at-top
   merl_dir = ptbxl_dir / "labels_merl"
   if not merl_dir.exists():
     pytest.skip(f"MERL split files not found at {merl_dir}")
   for task in PTBXL_TASKS:
-    _, names = evaluate._merl_table(str(merl_dir), task, "train")  # pylint: disable=protected-access
-    prompts = zero_shot.build_class_prompts(names, ptbxl_dir / "scp_statements.csv",
+    _, names = tasks.merl_table(str(merl_dir), task, "train")
+    prompts = prompts_lib.build_class_prompts(names, ptbxl_dir / "scp_statements.csv",
                                             templates=(), prompt_file=REPORT_PROMPTS,
                                             user_prompts="replace")
     assert all(len(prompts[n]) >= 2 for n in names), task
@@ -162,7 +163,7 @@ def test_prompt_ensembling_is_normalised_mean():
 
 def test_aligned_embeddings_beat_chance_clearly(statements_csv):
   rng = np.random.default_rng(0)
-  descriptions = zero_shot.load_scp_descriptions(statements_csv)
+  descriptions = prompts_lib.load_scp_descriptions(statements_csv)
   def sample(n):
     labels = (rng.random((n, len(CLASSES))) < 0.25).astype(np.uint8)
     return labels, _ecg_embeddings(labels, descriptions, rng)
@@ -181,7 +182,7 @@ def test_aligned_embeddings_beat_chance_clearly(statements_csv):
       metrics.macro_auroc(val_labels, zero_shot.zero_shot_scores(val_emb, class_emb)))
   assert out["val_macro_auroc"] > 0.85
   # Shuffling which class gets which prompts destroys the alignment.
-  prompts = zero_shot.build_class_prompts(CLASSES, statements_csv)
+  prompts = prompts_lib.build_class_prompts(CLASSES, statements_csv)
   shuffled = {c: prompts[CLASSES[(i + 1) % len(CLASSES)]] for i, c in enumerate(CLASSES)}
   worse = zero_shot.run_zero_shot(test_emb, test_labels, CLASSES, fake_embed_text,
                                   prompts=shuffled, n_bootstrap=0)
@@ -190,7 +191,7 @@ def test_aligned_embeddings_beat_chance_clearly(statements_csv):
 
 
 class _FakeTaskData:
-  """What `evaluate.run_zero_shot` reads of a `TaskData`: labels and projected features."""
+  """What the zero-shot evaluator reads of a `TaskData`: labels and projected features."""
 
   def __init__(self, class_names, labels, features):
     self.class_names, self.labels, self._features = class_names, labels, features
@@ -201,11 +202,19 @@ class _FakeTaskData:
     return self._features[split]
 
 
-def test_evaluate_run_zero_shot_stores_validation_auroc(statements_csv, tmp_path):
+def _run_zero_shot(config, encoder, data):
+  """The zero-shot evaluator's entry for one task, as `merit_jax.evaluate` runs it."""
+  from merit_jax.evaluators import registry  # pylint: disable=g-import-not-at-top
+  evaluator = zero_shot.Evaluator(config.evals.zero_shot,
+                                  registry.EvalContext(data_cfg={}, store=None))
+  return evaluator.suite(encoder, data)["zero_shot"]
+
+
+def test_evaluator_zero_shot_stores_validation_auroc(statements_csv, tmp_path):
   from configs import evaluate as evaluate_config  # pylint: disable=g-import-not-at-top
-  from merit_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from merit_jax.reporting import writer  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(1)
-  descriptions = zero_shot.load_scp_descriptions(statements_csv)
+  descriptions = prompts_lib.load_scp_descriptions(statements_csv)
   labels, features = {}, {}
   for split, n in (("validation", 150), ("test", 150)):
     labels[split] = (rng.random((n, len(CLASSES))) < 0.3).astype(np.uint8)
@@ -217,9 +226,11 @@ def test_evaluate_run_zero_shot_stores_validation_auroc(statements_csv, tmp_path
   config.zero_shot.statements_csv = str(statements_csv)
   config.zero_shot.prompt_file = str(user)
   config.zero_shot.user_prompts = "replace"
+  config.zero_shot.prototype = False
+  config.zero_shot.text_ceiling = False
   encoder = types.SimpleNamespace(name="fake", embed_text=fake_embed_text)
   data = _FakeTaskData(CLASSES, labels, features)
-  out = evaluate.run_zero_shot(encoder, data, config, {})
+  out = _run_zero_shot(config, encoder, data)
   # The prompt file joins the default prompt sets as `user`; all are scored on validation.
   assert set(out["validation"]) == {"scp_en", "report_de", "knowledge", "all", "user"}
   assert out["val_macro_auroc"] == max(v for by_norm in out["validation"].values()
@@ -228,13 +239,15 @@ def test_evaluate_run_zero_shot_stores_validation_auroc(statements_csv, tmp_path
   assert 0.5 < out["val_macro_auroc"] <= 1 and 0 <= out["macro_auroc"]["value"] <= 1
   assert out["softmax_scale_source"] == "fixed"  # the fake encoder has no logit scale
   assert out["prompt_file"] == str(user) and out["user_prompts"] == "replace"
-  config.zero_shot.prompt_sets = "user"
-  config.zero_shot.normalizations = "raw"
-  only = evaluate.run_zero_shot(encoder, data, config, {})
+  # The bundled prompt files are read beside the config file.
+  assert out["prompt_sets"]["report_de"]["file"] == str(REPORT_PROMPTS)
+  config.zero_shot.prompt_sets = ("user",)
+  config.zero_shot.normalizations = ("raw",)
+  only = _run_zero_shot(config, encoder, data)
   assert (only["prompt_set"], only["normalization"]) == ("user", "raw")
   assert only["prompts"]["AFIB"] == ["atrial fibrillation", "irregular atrial fibrillation"]
   # What write_results stores in <name>.json.
-  saved = json.loads(json.dumps(out, default=evaluate._json_default))  # pylint: disable=protected-access
+  saved = json.loads(writer.results_json(out))
   assert saved["val_macro_auroc"] == pytest.approx(out["val_macro_auroc"])
 
 
@@ -243,8 +256,8 @@ def test_real_statements_cover_ptbxl_group_names(ptbxl_dir):
   sub = ["NORM", "IMI", "AMI", "STTC", "NST_", "ISCA", "ISC_", "ISCI", "LVH", "RVH", "LAO/LAE",
          "RAO/RAE", "SEHYP", "LAFB/LPFB", "IRBBB", "CRBBB", "CLBBB", "IVCD", "_AVB", "WPW",
          "ILBBB", "PMI"]
-  prompts = zero_shot.build_class_prompts(sub + ["MI", "CD", "HYP"], csv)
-  assert all(len(p) == len(zero_shot.DEFAULT_TEMPLATES) for p in prompts.values())
+  prompts = prompts_lib.build_class_prompts(sub + ["MI", "CD", "HYP"], csv)
+  assert all(len(p) == len(prompts_lib.DEFAULT_TEMPLATES) for p in prompts.values())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -404,8 +417,9 @@ def test_text_only_ceiling_of_a_one_hot_text_tower_is_perfect():
 
 def test_prompt_sets_knowledge_report_and_union(statements_csv):
   names = ["NORM", "IMI", "LVH", "AFIB", "CLBBB", "GRPX"]
-  built = zero_shot.build_prompt_sets(["scp_en", "report_de", "knowledge", "all"], names,
-                                      statements_csv=statements_csv)
+  built = prompts_lib.build_prompt_sets(["scp_en", "report_de", "knowledge", "all"], names,
+                                    statements_csv=statements_csv,
+                                    prompt_dir=REPORT_PROMPTS.parent)
   knowledge = yaml.safe_load((REPORT_PROMPTS.parent / "ptbxl_knowledge.yaml").read_text("utf-8"))
   reports = _load_report_prompts()
   assert built["knowledge"]["prompts"]["CLBBB"] == knowledge["CLBBB"]
@@ -420,9 +434,11 @@ def test_prompt_sets_knowledge_report_and_union(statements_csv):
                         | set(knowledge["LVH"]))
   assert len(union) == len(set(union))
   with pytest.raises(ValueError, match="needs zero_shot.prompt_file"):
-    zero_shot.build_prompt_sets(["user"], names, statements_csv=statements_csv)
+    prompts_lib.build_prompt_sets(["user"], names, statements_csv=statements_csv)
   with pytest.raises(ValueError, match="unknown prompt set 'bogus'"):
-    zero_shot.build_prompt_sets(["bogus"], names, statements_csv=statements_csv)
+    prompts_lib.build_prompt_sets(["bogus"], names, statements_csv=statements_csv)
+  with pytest.raises(ValueError, match="zero_shot.prompt_dir"):
+    prompts_lib.build_prompt_sets(["knowledge"], names, statements_csv=statements_csv)
 
 
 def test_knowledge_prompts_cover_every_ptbxl_label(ptbxl_dir):
@@ -432,7 +448,7 @@ def test_knowledge_prompts_cover_every_ptbxl_label(ptbxl_dir):
   data = yaml.safe_load(path.read_text(encoding="utf-8"))
   assert set(data) == {n for names in label_names.values() for n in names}
   for task, names in label_names.items():
-    prompts = zero_shot.build_class_prompts(names, csv, templates=(), prompt_file=path,
+    prompts = prompts_lib.build_class_prompts(names, csv, templates=(), prompt_file=path,
                                             user_prompts="replace")
     for name in names:
       assert len(prompts[name]) >= 2 and len(set(prompts[name])) == len(prompts[name]), name

@@ -58,18 +58,6 @@ BATCH_MESH_AXES = ('data', 'fsdp')
 _STATE_VERSION = 1
 
 
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-  """Reads `key` from a ConfigDict, a mapping or an object, with a default."""
-  if cfg is None:
-    return default
-  if isinstance(cfg, Mapping) or hasattr(cfg, 'get'):
-    try:
-      return cfg.get(key, default)
-    except (AttributeError, KeyError):
-      return default
-  return getattr(cfg, key, default)
-
-
 # ----------------------------------------------------------------------------------------------
 # Opening built datasets.
 
@@ -84,30 +72,28 @@ class SourceSpec:
   # False for an ECG-only source: its empty reports are kept (masked modelling only).
   reports: bool = True
 
+  @classmethod
+  def from_entry(cls, entry: Mapping[str, Any]) -> 'SourceSpec':
+    """A `data.sources` entry {name, config, data_dir, weight, reports[, manual_dir]}.
 
-def data_sources(data_cfg: Any) -> list[SourceSpec]:
+    Fields it leaves out take the defaults above (a run written before `reports` existed
+    records none); manual_dir only matters for building (merit_jax.provision).
+    """
+    entry = dict(entry)
+    if not entry.get('name') or not entry.get('data_dir'):
+      raise ValueError(f'a data.sources entry needs a name and a data_dir, got {entry}')
+    fields = {f.name for f in dataclasses.fields(cls)}
+    spec = cls(**{k: v for k, v in entry.items() if k in fields})
+    return dataclasses.replace(spec, data_dir=str(spec.data_dir), weight=float(spec.weight))
+
+
+def data_sources(data_cfg: Mapping[str, Any]) -> list[SourceSpec]:
   """The datasets of a run: `data.sources` when given, else data.name/config/data_dir."""
-  sources = _get(data_cfg, 'sources')
-  specs = []
-  if sources:
-    for i, src in enumerate(sources):
-      name, data_dir = _get(src, 'name'), _get(src, 'data_dir', _get(data_cfg, 'data_dir'))
-      if not name or not data_dir:
-        raise ValueError(f'data.sources[{i}] needs a name and a data_dir, got {src}')
-      weight = float(_get(src, 'weight', 1.0))
-      if not weight > 0:
-        raise ValueError(f'data.sources[{i}] ({name}) needs a weight > 0, got {weight}')
-      reports = _get(src, 'reports', True)
-      if not isinstance(reports, bool):
-        raise ValueError(f'data.sources[{i}] ({name}): reports must be True or False, '
-                         f'got {reports!r}')
-      specs.append(SourceSpec(name, _get(src, 'config'), str(data_dir), weight, reports))
-  else:
-    name, data_dir = _get(data_cfg, 'name'), _get(data_cfg, 'data_dir')
-    if not name or not data_dir:
-      raise ValueError('config.data needs name and data_dir (or a non-empty data.sources)')
-    specs.append(SourceSpec(name, _get(data_cfg, 'config'), str(data_dir)))
-  return specs
+  if data_cfg['sources']:
+    return [SourceSpec.from_entry(src) for src in data_cfg['sources']]
+  if not data_cfg['name'] or not data_cfg['data_dir']:
+    raise ValueError('config.data needs name and data_dir (or a non-empty data.sources)')
+  return [SourceSpec(data_cfg['name'], data_cfg['config'], str(data_cfg['data_dir']))]
 
 
 def _version_key(path: pathlib.Path) -> tuple[int, ...]:
@@ -167,9 +153,8 @@ def primary_source(data_cfg: Any) -> SourceSpec:
   data.name if set, else the first of data.sources with reports (an ECG-only build has
   neither reports nor labels to evaluate on).
   """
-  if _get(data_cfg, 'name') and _get(data_cfg, 'data_dir'):
-    return SourceSpec(_get(data_cfg, 'name'), _get(data_cfg, 'config'),
-                      str(_get(data_cfg, 'data_dir')))
+  if data_cfg['name'] and data_cfg['data_dir']:
+    return SourceSpec(data_cfg['name'], data_cfg['config'], str(data_cfg['data_dir']))
   specs = data_sources(data_cfg)
   with_reports = [s for s in specs if s.reports]
   if not with_reports:
@@ -191,9 +176,7 @@ def load_data_tokenizer(data_cfg: Any, *, train_if_missing: bool = True,
   When that model does not exist yet and `train_if_missing`, it is trained on the primary
   dataset's train reports (`tokenizer.train_dataset_tokenizer`) and saved there.
   """
-  tok_cfg = _get(data_cfg, 'tokenizer')
-  kind = _get(tok_cfg, 'kind', 'sentencepiece')
-  path = _get(tok_cfg, 'path')
+  kind, path = data_cfg['tokenizer']['kind'], data_cfg['tokenizer']['path']
   if path is None:
     if kind != 'sentencepiece':
       raise ValueError(f"data.tokenizer.kind={kind!r} needs data.tokenizer.path")
@@ -247,7 +230,7 @@ class _TrainTransform(grain.RandomMapTransform):
 class _EvalTransform(grain.MapTransform):
   """decode -> preprocess (centre crop) -> tokenize; keeps labels, ids and the report text."""
 
-  def __init__(self, preprocess_cfg, tokenizer, max_text_len: int):
+  def __init__(self, preprocess_cfg, tokenizer, max_text_len: int | None):
     self._pre = preprocess_cfg
     self._tokenizer = tokenizer
     self._max_text_len = max_text_len
@@ -276,6 +259,11 @@ def _check_has_reports(ds: grain.MapDataset, spec: SourceSpec, probes: int = 64)
         f'data.drop_empty_reports=False (masked modelling only) or remove this source')
 
 
+def _num_threads(data_cfg: Mapping[str, Any]) -> int:
+  """Grain read threads: data.num_threads, 0 = min(8, cores)."""
+  return int(data_cfg['num_threads']) or min(8, os.cpu_count() or 1)
+
+
 def _source_seed(seed: int, index: int) -> int:
   return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
@@ -288,18 +276,18 @@ def make_train_dataset(data_cfg: Any, seed: int, local_batch_size: int, tokenize
                        process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
   """The per-process Grain dataset of numpy batches (see the module docstring)."""
   specs = data_sources(data_cfg)
-  pre_cfg = preprocess_lib.PreprocessConfig.from_config(_get(data_cfg, 'preprocess'))
-  aug_cfg = augment_lib.AugmentConfig.from_config(_get(data_cfg, 'augment'))
-  drop_empty = _get(data_cfg, 'drop_empty_reports')
+  pre_cfg = preprocess_lib.PreprocessConfig.from_config(data_cfg['preprocess'])
+  aug_cfg = augment_lib.AugmentConfig.from_config(data_cfg['augment'])
+  drop_empty = data_cfg['drop_empty_reports']
   if drop_empty is None:  # without a tokenizer the reports are not used at all
     drop_empty = tokenizer is not None
-  transform = _TrainTransform(pre_cfg, aug_cfg, tokenizer, int(_get(data_cfg, 'max_text_len', 64)))
-  num_threads = int(_get(data_cfg, 'num_threads', 0)) or min(8, os.cpu_count() or 1)
+  transform = _TrainTransform(pre_cfg, aug_cfg, tokenizer, int(data_cfg['max_text_len']))
+  num_threads = _num_threads(data_cfg)
   read_options = grain.ReadOptions(num_threads=max(1, num_threads // len(specs)),
                                    prefetch_buffer_size=2 * local_batch_size)
   parts = []
   for i, spec in enumerate(specs):
-    source = _split_source(open_builder(spec), _get(data_cfg, 'train_split', 'train'))
+    source = _split_source(open_builder(spec), data_cfg['train_split'])
     if len(source) < process_count:
       raise ValueError(f'{spec.name} train split has {len(source)} records, fewer than the '
                        f'{process_count} processes that each need a shard')
@@ -317,7 +305,7 @@ def make_train_dataset(data_cfg: Any, seed: int, local_batch_size: int, tokenize
   else:
     ds = grain.IterDataset.mix(parts, [s.weight for s in specs])
   ds = ds.batch(local_batch_size, drop_remainder=True)
-  worker_count = int(_get(data_cfg, 'worker_count', 0))
+  worker_count = int(data_cfg['worker_count'])
   if worker_count > 0:
     # Grain's worker processes read absl flags; outside absl.app (tests, notebooks) use their
     # defaults instead of failing with UnparsedFlagAccessError.
@@ -421,8 +409,9 @@ def make_train_iterator(data_cfg: Any, mesh: jax.sharding.Mesh | None, global_ba
   """Builds the training iterator of one JAX process.
 
   Args:
-    data_cfg: `config.data` (name/config/data_dir or sources, preprocess, augment,
-      max_text_len, worker_count; optional drop_empty_reports, num_threads, train_split).
+    data_cfg: `config.data` (a ConfigDict or a mapping with the keys configs/pretrain.py
+      defines: name/config/data_dir or sources, train_split, drop_empty_reports, preprocess,
+      augment, max_text_len, worker_count, num_threads).
     mesh: mesh with axes ('data', 'fsdp'); None yields this process's numpy batches (tests,
       benchmarks of the host side only).
     global_batch_size: batch over all processes; must divide by process_count and by the
@@ -493,9 +482,11 @@ def iterate_split(data_cfg: Any, split: str, batch_size: int, tokenizer=None, *,
     raise ValueError(f'batch_size must be > 0, got {batch_size}')
   spec = source or primary_source(data_cfg)
   data = _split_source(open_builder(spec), split)
-  pre_cfg = preprocess_lib.PreprocessConfig.from_config(_get(data_cfg, 'preprocess'))
-  transform = _EvalTransform(pre_cfg, tokenizer, int(_get(data_cfg, 'max_text_len', 64)))
-  num_threads = int(_get(data_cfg, 'num_threads', 0)) or min(8, os.cpu_count() or 1)
+  pre_cfg = preprocess_lib.PreprocessConfig.from_config(data_cfg['preprocess'])
+  # The text length only matters with a tokenizer (an evaluation data config may lack it).
+  max_text_len = None if tokenizer is None else int(data_cfg['max_text_len'])
+  transform = _EvalTransform(pre_cfg, tokenizer, max_text_len)
+  num_threads = _num_threads(data_cfg)
   ds = grain.MapDataset.source(data).map(transform).to_iter_dataset(
       grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * batch_size))
   pending = []

@@ -12,6 +12,8 @@ codes used here, with the PTB-XL category columns) and WFDB records (format 16, 
 lead names as in PTB-XL). `SyntheticEcg` generates that layout and then reads it with the
 `Ptbxl` builder's code path, so the synthetic data exercises the real reader.
 """
+# The docstring above is the dataset's TFDS description (`SyntheticEcg._info`), stored in every
+# build's dataset_info.json. The records themselves come from `synthetic_records`.
 
 import json
 import os
@@ -27,54 +29,16 @@ import tensorflow_datasets as tfds
 
 from merit_jax.data import schema as features
 from merit_jax.data import ptbxl
-from merit_jax.data import synthetic_model
+from merit_jax.data import ptbxl_tables
+from merit_jax.data import synthetic_records
 
 GENERATOR_VERSION = "1.0"
 MANIFEST = "synthetic_ecg.json"
-RECORD_SECONDS = ptbxl.RECORD_SECONDS
-SAMPLE_RATES = (100, 500)
 # WFDB storage: format 16, 1000 steps per mV (1 uV), the lead names PTB-XL's headers use.
 ADC_GAIN = 1000.0
 HEADER_LEAD_NAMES = ("I", "II", "III", "AVR", "AVL", "AVF",
                      "V1", "V2", "V3", "V4", "V5", "V6")
 _INT16_MAX = 32767     # -32768 is WFDB's missing-sample marker in format 16
-# Generator streams of one record: (seed, index, stream).
-_FINDINGS_STREAM, _PHYSIOLOGY_STREAM, _REPORT_STREAM, _DEMOGRAPHY_STREAM, _NOISE_STREAM = range(5)
-# Records rendered at once per sampling rate (bounds memory to a few hundred MB).
-_CHUNK_RECORDS = {100: 128, 500: 24}
-
-# Our scp_statements.csv: code -> (description, diagnostic, form, rhythm, class, subclass).
-# Categories follow PTB-XL's scp_statements.csv, so the PTB-XL label tasks derive from it.
-SCP_STATEMENTS = {
-    "NORM": ("normal ECG", 1, 0, 0, "NORM", "NORM"),
-    "IMI": ("inferior myocardial infarction", 1, 0, 0, "MI", "IMI"),
-    "ASMI": ("anteroseptal myocardial infarction", 1, 0, 0, "MI", "AMI"),
-    "LVH": ("left ventricular hypertrophy", 1, 0, 0, "HYP", "LVH"),
-    "LAFB": ("left anterior fascicular block", 1, 0, 0, "CD", "LAFB/LPFB"),
-    "1AVB": ("first degree AV block", 1, 0, 0, "CD", "_AVB"),
-    "CLBBB": ("complete left bundle branch block", 1, 0, 0, "CD", "CLBBB"),
-    "CRBBB": ("complete right bundle branch block", 1, 0, 0, "CD", "CRBBB"),
-    "ISC_": ("non-specific ischaemic ST depression", 1, 0, 0, "STTC", "ISC_"),
-    "NDT": ("non-diagnostic T abnormalities", 1, 1, 0, "STTC", "STTC"),
-    "NST_": ("non-specific ST changes", 1, 1, 0, "STTC", "NST_"),
-    "STE_": ("non-specific ST elevation", 0, 1, 0, None, None),
-    "STD_": ("non-specific ST depression", 0, 1, 0, None, None),
-    "INVT": ("inverted T waves", 0, 1, 0, None, None),
-    "QWAVE": ("pathological Q waves", 0, 1, 0, None, None),
-    "LVOLT": ("low QRS voltage", 0, 1, 0, None, None),
-    "SR": ("sinus rhythm", 0, 0, 1, None, None),
-    "SBRAD": ("sinus bradycardia", 0, 0, 1, None, None),
-    "STACH": ("sinus tachycardia", 0, 0, 1, None, None),
-    "SARRH": ("sinus arrhythmia", 0, 0, 1, None, None),
-    "AFIB": ("atrial fibrillation", 0, 0, 1, None, None),
-}
-
-# Finding probabilities (each slot drawn independently; conflicts resolved in sample_findings).
-_RHYTHM_P = {"SR": 0.56, "SBRAD": 0.12, "STACH": 0.12, "SARRH": 0.07, "AFIB": 0.13}
-_CONDUCTION_P = {None: 0.70, "CLBBB": 0.08, "CRBBB": 0.09, "LAFB": 0.07, "1AVB": 0.06}
-_STRUCTURE_P = {None: 0.70, "LVH": 0.11, "IMI": 0.10, "ASMI": 0.09}
-_REPOLARISATION_P = {None: 0.72, "ISC_": 0.10, "NDT": 0.10, "NST_": 0.08}
-_LOW_VOLTAGE_P = 0.1
 
 # Database columns of ptbxl_database.csv, in PTB-XL's order.
 DATABASE_COLUMNS = (
@@ -86,266 +50,7 @@ DATABASE_COLUMNS = (
     "filename_hr")
 
 
-def statements_table() -> pd.DataFrame:
-  """Our scp_statements.csv as a DataFrame (index = SCP code, PTB-XL's columns)."""
-  rows = []
-  for code, (description, diagnostic, form, rhythm, cls, subclass) in SCP_STATEMENTS.items():
-    rows.append({"": code, "description": description,
-                 "diagnostic": 1.0 if diagnostic else np.nan,
-                 "form": 1.0 if form else np.nan,
-                 "rhythm": 1.0 if rhythm else np.nan,
-                 "diagnostic_class": cls, "diagnostic_subclass": subclass})
-  return pd.DataFrame(rows).set_index("")
-
-
-def label_sizes() -> dict:
-  """Task -> number of labels that our scp_statements.csv defines."""
-  return {task: len(names) for task, names in ptbxl.ptbxl_label_names(
-      statements_table()).items()}
-
-
-# --------------------------------------------------------------------------- findings, codes
-
-
-def _choice(rng: np.random.Generator, probabilities: dict):
-  keys = list(probabilities)
-  return keys[rng.choice(len(keys), p=np.asarray(list(probabilities.values())))]
-
-
-def sample_findings(rng: np.random.Generator) -> synthetic_model.Findings:
-  """Draws the findings of one record (always the same number of draws, for stability)."""
-  rhythm = _choice(rng, _RHYTHM_P)
-  conduction = _choice(rng, _CONDUCTION_P)
-  structure = _choice(rng, _STRUCTURE_P)
-  repolarisation = _choice(rng, _REPOLARISATION_P)
-  low_voltage, strain, inferior_t, acute = rng.random(4)
-  if conduction == "1AVB" and rhythm == "AFIB":
-    conduction = None      # no P waves, so no PR interval to prolong
-  return synthetic_model.Findings(
-      rhythm=rhythm, conduction=conduction, structure=structure,
-      repolarisation=repolarisation,
-      low_voltage=bool(structure != "LVH" and low_voltage < _LOW_VOLTAGE_P),
-      lvh_strain=bool(structure == "LVH" and strain < 0.5),
-      inferior_t_inversion=bool(structure == "IMI" and inferior_t < 0.6),
-      acute_st_elevation=bool(structure == "ASMI" and acute < 0.6))
-
-
-def scp_codes(findings: synthetic_model.Findings, rng: np.random.Generator) -> dict:
-  """PTB-XL `scp_codes`: diagnostic statements with a likelihood, form/rhythm with 0."""
-  f = findings
-  diagnostic = [c for c in (f.conduction, f.structure, f.repolarisation) if c]
-  if not diagnostic and f.rhythm != "AFIB":
-    diagnostic = ["NORM"]
-  codes = {}
-  for code in diagnostic:
-    codes[code] = float(rng.choice([100.0, 100.0, 100.0, 80.0, 50.0]))
-  form = []
-  if f.acute_st_elevation:
-    form.append("STE_")
-  if f.repolarisation == "ISC_" or f.lvh_strain:
-    form.append("STD_")
-  if f.lvh_strain or f.inferior_t_inversion:
-    form.append("INVT")
-  if f.structure in ("IMI", "ASMI"):
-    form.append("QWAVE")
-  if f.low_voltage:
-    form.append("LVOLT")
-  for code in form:
-    codes[code] = 0.0
-  codes[f.rhythm] = 0.0
-  return codes
-
-
-# --------------------------------------------------------------------------- reports
-
-_RHYTHM_PHRASES = {
-    "SR": ["sinus rhythm", "normal sinus rhythm", "regular sinus rhythm",
-           "sinus rhythm at {hr} bpm", "rhythm: sinus, rate {hr}/min"],
-    "SBRAD": ["sinus bradycardia", "sinus bradycardia at {hr} bpm",
-              "slow sinus rhythm, rate {hr}/min", "bradycardic sinus rhythm"],
-    "STACH": ["sinus tachycardia", "sinus tachycardia at {hr} bpm",
-              "fast sinus rhythm, rate {hr}/min", "tachycardic sinus rhythm"],
-    "SARRH": ["sinus arrhythmia", "sinus rhythm with respiratory variation",
-              "sinus arrhythmia, mean rate {hr} bpm", "irregular sinus rhythm (sinus arrhythmia)"],
-    "AFIB": ["atrial fibrillation", "atrial fibrillation with {response} ventricular response",
-             "irregularly irregular rhythm without p waves, atrial fibrillation",
-             "atrial fibrillation, ventricular rate {hr}/min", "afib"],
-}
-_FINDING_PHRASES = {
-    "CLBBB": ["left bundle branch block", "complete left bundle branch block", "lbbb",
-              "broad qrs with left bundle branch block morphology"],
-    "CRBBB": ["right bundle branch block", "complete right bundle branch block",
-              "rbbb with rsr' pattern in v1", "complete rbbb"],
-    "LAFB": ["left anterior fascicular block", "left anterior hemiblock",
-             "left axis deviation, consistent with left anterior fascicular block"],
-    "1AVB": ["first degree av block", "first-degree atrioventricular block",
-             "prolonged pr interval (first degree av block)", "av block, first degree"],
-    "LVH": ["left ventricular hypertrophy", "lvh by voltage criteria",
-            "voltage criteria for left ventricular hypertrophy",
-            "signs of left ventricular hypertrophy"],
-    "LVH_STRAIN": ["with strain pattern", "with secondary st-t changes",
-                   "with lateral st depression and t inversion"],
-    "IMI": ["inferior myocardial infarction, age undetermined", "old inferior infarction",
-            "inferior infarct, possibly old",
-            "q waves in ii, iii, avf consistent with inferior infarction"],
-    "IMI_T": ["t wave inversion in inferior leads", "negative t waves in ii, iii and avf",
-              "inverted inferior t waves"],
-    "ASMI_ACUTE": ["acute anteroseptal myocardial infarction",
-                   "anteroseptal infarction with st elevation in v1-v4",
-                   "st elevation in v1-v4, consistent with acute anteroseptal infarction"],
-    "ASMI": ["anteroseptal infarction, age undetermined", "old anteroseptal infarct",
-             "qs complexes in v1-v3 suggesting anteroseptal infarction"],
-    "ISC_": ["st depression, consider ischaemia", "diffuse st depression",
-             "non-specific ischaemic st depression",
-             "st segment depression in i, ii, v4-v6, possibly ischemic"],
-    "NDT": ["t wave inversion in lateral leads", "negative t waves in i, avl, v5, v6",
-            "non-diagnostic t wave abnormality", "inverted t waves laterally"],
-    "NST_": ["non-specific st elevation", "st elevation in ii, avf and v2-v5, non-specific",
-             "mild diffuse st elevation, non-specific", "non-specific st changes"],
-    "LVOLT": ["low voltage", "low qrs voltages", "peripheral low voltage",
-              "low voltage in limb and chest leads"],
-}
-_NORMAL_CLOSINGS = ["normal ecg", "normal tracing", "within normal limits",
-                    "no abnormality detected"]
-_OTHERWISE_NORMAL = ["otherwise normal ecg", "otherwise within normal limits",
-                     "otherwise normal"]
-_ABNORMAL_CLOSINGS = ["abnormal ecg", "abnormal tracing"]
-_SEPARATORS = [". ", "; ", ", ", " - "]
-
-
-def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
-  return options[rng.integers(len(options))]
-
-
-def write_report(findings: synthetic_model.Findings, codes: dict, heart_rate: float,
-                 rng: np.random.Generator) -> str:
-  """An English report for `findings` with randomly chosen phrasing, order and connectors."""
-  f = findings
-  hr = int(round(heart_rate))
-  rhythm = _pick(rng, _RHYTHM_PHRASES[f.rhythm]).format(
-      hr=hr, response="rapid" if hr > 100 else "controlled")
-  findings_text = []
-  for slot in (f.conduction, f.structure, f.repolarisation):
-    if slot == "ASMI" and f.acute_st_elevation:
-      slot = "ASMI_ACUTE"
-    if slot:
-      text = _pick(rng, _FINDING_PHRASES[slot])
-      if slot == "LVH" and f.lvh_strain:
-        text += " " + _pick(rng, _FINDING_PHRASES["LVH_STRAIN"])
-      findings_text.append(text)
-  if f.inferior_t_inversion:
-    findings_text.append(_pick(rng, _FINDING_PHRASES["IMI_T"]))
-  if f.low_voltage:
-    findings_text.append(_pick(rng, _FINDING_PHRASES["LVOLT"]))
-  rng.shuffle(findings_text)
-  parts = [rhythm] + findings_text
-  if rng.random() < 0.15:          # rhythm last now and then
-    parts = parts[1:] + parts[:1]
-  if "NORM" in codes:
-    sinus_variant = f.rhythm in ("SBRAD", "STACH", "SARRH") or bool(findings_text)
-    parts.append(_pick(rng, _OTHERWISE_NORMAL if sinus_variant else _NORMAL_CLOSINGS))
-  elif rng.random() < 0.4:
-    parts.append(_pick(rng, _ABNORMAL_CLOSINGS))
-  if rng.random() < 0.1:
-    parts.append("unconfirmed report")
-  separator = _pick(rng, _SEPARATORS)
-  if rng.random() < 0.5:           # PTB-XL reports are lower case; half of ours are not
-    if separator == ". ":
-      parts = [p[0].upper() + p[1:] for p in parts]
-    text = separator.join(parts)
-    return text[0].upper() + text[1:] + "."
-  return separator.join(parts)
-
-
-# --------------------------------------------------------------------------- records
-
-
-def _rng(seed: int, index: int, stream: int, *extra) -> np.random.Generator:
-  return np.random.default_rng((int(seed), int(index), stream) + tuple(int(e) for e in extra))
-
-
-def _check_seed(seed) -> int:
-  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-    raise ValueError(f"synthetic_ecg: seed must be an integer >= 0, got {seed!r}")
-  return int(seed)
-
-
-def _check_rate(sample_rate) -> int:
-  if sample_rate not in SAMPLE_RATES:
-    raise ValueError(f"synthetic_ecg: sample rate {sample_rate!r} Hz not supported; "
-                     f"choose from {SAMPLE_RATES}")
-  return int(sample_rate)
-
-
-def _heart_axis_code(axis_deg: float) -> str:
-  """PTB-XL `heart_axis` code of a frontal QRS axis."""
-  if axis_deg < -45:
-    return "ALAD"
-  if axis_deg < -30:
-    return "LAD"
-  if axis_deg > 90:
-    return "RAD"
-  return "MID"
-
-
-def record_metadata(index: int, seed: int) -> dict:
-  """Everything about record `index` except its signal: findings, codes, report, demographics.
-
-  Returns a dict with 'ecg_id' (index + 1), 'findings', 'scp_codes', 'report', 'age', 'sex',
-  'heart_rate_bpm', 'heart_axis', 'r_peaks_s' (R-peak times inside the 10 s window) and
-  'params' (the `synthetic_model.RecordParams` to render it).
-  """
-  seed = _check_seed(seed)
-  findings = sample_findings(_rng(seed, index, _FINDINGS_STREAM))
-  params = synthetic_model.sample_params(_rng(seed, index, _PHYSIOLOGY_STREAM), findings,
-                                         duration_s=RECORD_SECONDS)
-  report_rng = _rng(seed, index, _REPORT_STREAM)
-  codes = scp_codes(findings, report_rng)
-  report = write_report(findings, codes, params.heart_rate_bpm, report_rng)
-  demo = _rng(seed, index, _DEMOGRAPHY_STREAM)
-  abnormal = "NORM" not in codes
-  age = float(np.clip(np.round(demo.normal(64.0 if abnormal else 50.0, 15.0)), 18, 95))
-  r = params.r_times
-  return {
-      "ecg_id": int(index) + 1,
-      "findings": findings,
-      "scp_codes": codes,
-      "report": report,
-      "age": age,
-      "sex": int(demo.random() < 0.48),
-      "recording_offset_s": int(demo.integers(0, 5 * 365 * 86400)),
-      "heart_rate_bpm": params.heart_rate_bpm,
-      "heart_axis": _heart_axis_code(params.qrs_axis_deg),
-      "r_peaks_s": r[(r >= 0) & (r < RECORD_SECONDS)],
-      "params": params,
-  }
-
-
-def render_records(metadata: Sequence[dict], seed: int, sample_rate: int = 100) -> np.ndarray:
-  """Signals float32 (records, 12, samples) in mV for `record_metadata` outputs."""
-  seed = _check_seed(seed)
-  sample_rate = _check_rate(sample_rate)
-  chunk = _CHUNK_RECORDS[sample_rate]
-  num_samples = RECORD_SECONDS * sample_rate
-  out = np.empty((len(metadata), len(synthetic_model.LEADS), num_samples), np.float32)
-  for start in range(0, len(metadata), chunk):
-    part = metadata[start:start + chunk]
-    out[start:start + len(part)] = synthetic_model.render(
-        [m["params"] for m in part], sample_rate, num_samples,
-        [_rng(seed, m["ecg_id"] - 1, _NOISE_STREAM, sample_rate) for m in part])
-  return out
-
-
-def generate_records(indices: Sequence[int], seed: int, sample_rate: int = 100):
-  """Signals (records, 12, samples) mV and metadata of the records at `indices` (0-based)."""
-  metadata = [record_metadata(i, seed) for i in indices]
-  return render_records(metadata, seed, sample_rate), metadata
-
-
-def generate_record(index: int, seed: int, sample_rate: int = 100):
-  """One record alone: (signal (12, samples) mV, metadata); identical to its batch version."""
-  signals, metadata = generate_records([index], seed, sample_rate)
-  return signals[0], metadata[0]
+# --------------------------------------------------------------------------- PTB-XL layout
 
 
 def write_wfdb_record(path_stem: str, signal: np.ndarray, sample_rate: int) -> None:
@@ -378,7 +83,7 @@ def _record_stem(ecg_id: int, sample_rate: int) -> str:
 
 def assign_folds(codes: Sequence[dict], seed: int) -> np.ndarray:
   """strat_fold 1-10 per record: balanced overall and within each label combination."""
-  rng = np.random.default_rng((_check_seed(seed), 2**31 - 1))
+  rng = np.random.default_rng((synthetic_records.check_seed(seed), 2**31 - 1))
   groups = {}
   for i, c in enumerate(codes):
     groups.setdefault(tuple(sorted(c)), []).append(i)
@@ -472,8 +177,8 @@ def generate_ptbxl_layout(out_dir, num_records: int, seed: int,
     raise ValueError(f"synthetic_ecg: num_records must be a positive integer, got "
                      f"{num_records!r}")
   num_records = int(num_records)
-  seed = _check_seed(seed)
-  sample_rates = sorted({_check_rate(r) for r in sample_rates})
+  seed = synthetic_records.check_seed(seed)
+  sample_rates = sorted({synthetic_records.check_rate(r) for r in sample_rates})
   if not sample_rates:
     raise ValueError("synthetic_ecg: sample_rates is empty; choose from (100, 500)")
 
@@ -495,21 +200,22 @@ def generate_ptbxl_layout(out_dir, num_records: int, seed: int,
   tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.tmp-{uuid.uuid4().hex[:8]}")
   os.makedirs(tmp)
   try:
-    metadata = [record_metadata(i, seed) for i in range(num_records)]
+    metadata = [synthetic_records.record_metadata(i, seed) for i in range(num_records)]
     for rate in sample_rates:
       folders = {os.path.dirname(_record_stem(m["ecg_id"], rate)) for m in metadata}
       for folder in folders:
         os.makedirs(os.path.join(tmp, folder), exist_ok=True)
-      chunk = _CHUNK_RECORDS[rate]
+      chunk = synthetic_records.CHUNK_RECORDS[rate]
       for lo in range(0, num_records, chunk):
         part = metadata[lo:lo + chunk]
-        signals = render_records(part, seed, rate)
+        signals = synthetic_records.render_records(part, seed, rate)
         for m, signal in zip(part, signals):
           write_wfdb_record(os.path.join(tmp, _record_stem(m["ecg_id"], rate)), signal, rate)
     codes = [m["scp_codes"] for m in metadata]
     folds = assign_folds(codes, seed)
-    _database_rows(metadata, folds).to_csv(os.path.join(tmp, ptbxl.DATABASE_CSV), index=False)
-    statements_table().to_csv(os.path.join(tmp, ptbxl.STATEMENTS_CSV))
+    _database_rows(metadata, folds).to_csv(os.path.join(tmp, ptbxl_tables.DATABASE_CSV),
+                                           index=False)
+    synthetic_records.statements_table().to_csv(os.path.join(tmp, ptbxl_tables.STATEMENTS_CSV))
     code_counts = {}
     for c in codes:
       for code in c:
@@ -520,7 +226,7 @@ def generate_ptbxl_layout(out_dir, num_records: int, seed: int,
         "num_records": num_records,
         "seed": seed,
         "sample_rates": sample_rates,
-        "record_seconds": RECORD_SECONDS,
+        "record_seconds": synthetic_records.RECORD_SECONDS,
         "code_counts": dict(sorted(code_counts.items())),
         "fold_counts": {str(k): int(v) for k, v in
                         zip(*np.unique(folds, return_counts=True))},
@@ -589,7 +295,7 @@ class SyntheticEcg(ptbxl.Ptbxl):
                          num_records=n, seed=s, sample_rate=r)
       for name, n, s, r in _PREDEFINED]
   DEFAULT_BUILDER_CONFIG_NAME = "default"
-  LABEL_SIZES = label_sizes()
+  LABEL_SIZES = synthetic_records.label_sizes()
 
   def __init__(self, *, num_records: Optional[int] = None, seed: Optional[int] = None,
                config=None, **kwargs):
@@ -613,7 +319,7 @@ class SyntheticEcg(ptbxl.Ptbxl):
     s = base.seed if seed is None else seed
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
       raise ValueError(f"synthetic_ecg: num_records must be a positive integer, got {n!r}")
-    s = _check_seed(s)
+    s = synthetic_records.check_seed(s)
     for c in cls.BUILDER_CONFIGS:
       if (c.num_records, c.seed, c.sample_rate) == (n, s, base.sample_rate):
         return c.name
@@ -625,7 +331,8 @@ class SyntheticEcg(ptbxl.Ptbxl):
     sample_rate = self.builder_config.sample_rate
     return self.dataset_info_from_configs(
         description=__doc__,
-        features=features.ecg_features(RECORD_SECONDS * sample_rate, self.LABEL_SIZES),
+        features=features.ecg_features(synthetic_records.RECORD_SECONDS * sample_rate,
+                                       self.LABEL_SIZES),
         supervised_keys=None,
         metadata=tfds.core.MetadataDict(),
     )
@@ -652,3 +359,4 @@ class SyntheticEcg(ptbxl.Ptbxl):
     verb = "reused" if summary["seconds"] == 0 else f"generated in {summary['seconds']:.1f} s"
     print(f"synthetic_ecg/{config.name}: PTB-XL layout {verb} at {out_dir}", flush=True)
     return out_dir
+

@@ -1,15 +1,16 @@
 """Fine-tuning: the whole ECG encoder plus a linear head, with choices made on validation.
 
-The protocol mirrors the linear probe (DESIGN §3): for each learning rate of the grid the
-encoder and a zero-initialised linear head are trained with AdamW on sigmoid/BCE; after every
+The protocol mirrors the linear probe (`linear_probe.py`): for each learning rate of the grid
+the encoder and a zero-initialised linear head are trained with AdamW on sigmoid/BCE; after every
 epoch the validation fold is scored and the parameters with the best validation macro AUROC
 are kept (early stopping after `patience` epochs without improvement). The learning rate with
 the best validation AUROC wins, F1 thresholds are fitted on validation with its parameters, and
 only then is the test fold scored, once. Test labels never influence any choice.
 
 Model-agnostic: the caller passes `embed_fn(encoder_params, ecg (B, leads, S)) -> (B, D)` and
-the initial `encoder_params`; `merit_embed_fn(model, params)` builds both for a MERIT model
-(only the `encoder` subtree is trained; the rest stays as given).
+the initial `encoder_params`; `encoder_embed_fn(encoder)` builds both for a MERIT `Encoder`
+from its un-jitted `apply_fn()` (only the `encoder` subtree is trained; the rest stays as
+given), and the train step below jits it.
 
 Public API:
 - `run_finetune(embed_fn, encoder_params, train=(ecg, Y), val=(ecg, Y), test=(ecg, Y),
@@ -19,7 +20,7 @@ Public API:
   `thresholds`, `grid_results`, `test_scores`, `val_scores`).
 - `run_finetune_fractions(embed_fn, encoder_params, train, val, test, fractions, seeds,
   **kwargs) -> dict` with the layout of `linear_probe.run_label_fractions`.
-- `merit_embed_fn(model, params) -> (embed_fn, encoder_params)`.
+- `encoder_embed_fn(encoder) -> (embed_fn, encoder_params)`.
 
 Everything is jitted with fixed batch shapes (the last partial training batch of an epoch is
 dropped; evaluation batches are padded), so one compilation serves every epoch and grid point.
@@ -52,15 +53,15 @@ class FinetuneResult:
   val_scores: np.ndarray
 
 
-def merit_embed_fn(model, params):
-  """(embed_fn, encoder_params) that fine-tune only the encoder of a MERIT model."""
-  frozen = {k: v for k, v in params.items() if k != "encoder"}
+def encoder_embed_fn(encoder):
+  """(embed_fn, encoder_params) that fine-tune only the `encoder` subtree of a MERIT Encoder."""
+  apply = encoder.apply_fn()
+  frozen = {k: v for k, v in encoder.params.items() if k != "encoder"}
 
   def embed_fn(encoder_params, ecg):
-    return model.apply({"params": {**frozen, "encoder": encoder_params}}, ecg,
-                       method=model.embed_ecg)["pooled"]
+    return apply({**frozen, "encoder": encoder_params}, ecg)
 
-  return embed_fn, params["encoder"]
+  return embed_fn, encoder.params["encoder"]
 
 
 def _check(split, name, num_classes=None):

@@ -4,7 +4,7 @@ Public API:
 
 - `run_linear_probe(train=(X, Y), val=(X, Y), test=(X, Y), grid=None, seed=0, ...)
   -> ProbeResult`. X: (N, D) float features, Y: (N, C) 0/1 labels.
-  Protocol (DESIGN §3): standardise with train statistics; train a linear multi-label head
+  Protocol: standardise with train statistics; train a linear multi-label head
   (sigmoid / BCE, L2 weight decay) with optax Adam in JAX, one run per grid point (the grid
   points train together under `jax.vmap`); every `eval_every` epochs score the validation fold;
   keep the parameters with the best validation macro AUROC (= early stopping, `patience`
@@ -26,6 +26,11 @@ Public API:
 `grid` is a dict of lists: `weight_decay` (L2 coefficient; default 0, 1e-4, 1e-3, 1e-2, 1e-1)
 and `learning_rate` (default 1e-2). The head starts at zero (the problem is convex), so with
 full-batch training the result does not depend on the seed.
+
+`Evaluator` (config `evals.linear_probe`): per task, probes at every label fraction on each
+feature kind of `probe.features`, the kind with the best mean validation macro AUROC reported
+per fraction; the 100 % probe's test scores are stored for paired comparisons
+(`probe_paired_difference`).
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from merit_jax.evaluators import registry
+from merit_jax.evaluators import tasks as tasks_lib
 from merit_jax.metrics import classification as metrics
 from merit_jax.metrics import stratify
 
@@ -254,3 +261,135 @@ def run_label_fractions(train, val, test, fractions: Sequence[float] = (0.01, 0.
       summary[name] = _mean_std([r.test_metrics[name]["value"] for r in runs])
     out[fraction] = summary
   return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The evaluator: config section `evals.linear_probe`.
+
+
+def probe_kwargs(probe_cfg, n_bootstrap: int) -> dict:
+  """`run_linear_probe` keyword arguments from a `probe` config section."""
+  return dict(grid={"weight_decay": tasks_lib.parse_list(probe_cfg.weight_decays, float),
+                    "learning_rate": [float(probe_cfg.learning_rate)]},
+              max_epochs=int(probe_cfg.max_epochs), eval_every=int(probe_cfg.eval_every),
+              patience=int(probe_cfg.patience), n_bootstrap=int(n_bootstrap))
+
+
+def fraction_results(fraction_runs: dict) -> dict:
+  """{str(fraction): macro means over seeds + every run's choices and metrics} (JSON-able)."""
+  out = {}
+  for fraction, summary in fraction_runs.items():
+    out[str(fraction)] = {
+        **{k: summary[k] for k in ("macro_auroc", "macro_auprc", "macro_f1")},
+        "runs": [{"seed": seed, "subset_size": size, "hparams": run.hparams,
+                  "val": tasks_lib.metric_summary(run.val_metrics),
+                  "test": tasks_lib.metric_summary(run.test_metrics),
+                  "per_class_test_auroc": run.test_metrics["per_class"]["auroc"],
+                  "grid": run.grid_results}
+                 for seed, size, run in zip(summary["seeds"], summary["subset_sizes"],
+                                            summary["runs"])]}
+  return out
+
+
+def full_probe(encoder, data: tasks_lib.TaskData, probe_cfg, n_bootstrap: int) -> ProbeResult:
+  """The 100 % probe on pooled features (what the shift suite scores corrupted inputs with)."""
+  splits = [(data.features(encoder, s), data.labels[s]) for s in tasks_lib.SPLITS]
+  return run_linear_probe(*splits, **probe_kwargs(probe_cfg, n_bootstrap))
+
+
+def shared_full_probe(context, encoder, data: tasks_lib.TaskData, probe_cfg,
+                      n_bootstrap: int) -> ProbeResult:
+  """The 100 % pooled probe of this encoder and task: the linear-probe evaluator's, if it ran."""
+  key = ("full_probe", encoder.cache_key, data.task)
+  if key not in context.shared:
+    context.shared[key] = full_probe(encoder, data, probe_cfg, n_bootstrap)
+  return context.shared[key]
+
+
+def probe_paired_difference(results: dict, encoder_a: str, encoder_b: str, task: str,
+                            n_bootstrap: int = 1000, seed: int = 0) -> dict:
+  """Encoder A minus encoder B, 100 % linear probe on the test records of `task`: macro AUROC
+  and macro F1 (each probe's validation thresholds), paired bootstrap CIs.
+
+  Reads the stored 100 % probe scores and test labels, so `results` may also be the JSON of an
+  earlier evaluation (or two of them merged, when they share the test records).
+  """
+  labels = np.asarray(results["meta"]["test_labels"][task])
+  runs = []
+  for name in (encoder_a, encoder_b):
+    entry = results["linear_probe"][name][task].get("1.0")
+    if entry is None or "test_scores" not in entry["runs"][0]:
+      raise ValueError(f"no stored 100 % probe scores for {name!r} on {task!r}")
+    runs.append(entry["runs"][0])
+  return metrics.paired_difference(
+      labels, np.asarray(runs[0]["test_scores"]), np.asarray(runs[1]["test_scores"]),
+      np.asarray(runs[0]["thresholds"]), np.asarray(runs[1]["thresholds"]),
+      n_bootstrap=n_bootstrap, seed=seed)
+
+
+class Evaluator(registry.EvaluatorBase):
+  """Linear probe at every label fraction per task, feature kind chosen on validation.
+
+  Config: tasks, fractions, seeds (subsets below 100 %), n_bootstrap, probe (weight_decays,
+  learning_rate, max_epochs, eval_every, patience, features).
+  """
+
+  def __init__(self, config, context):
+    super().__init__(config, context)
+    self.tasks = registry.eval_tasks(config, context)
+    self.fractions = tasks_lib.parse_list(config.fractions, float)
+    self.seeds = tasks_lib.parse_list(config.seeds, int)
+
+  def run(self, encoder) -> dict:
+    return {"linear_probe": {task: self.run_task(encoder, self.context.task_data(task))
+                             for task in self.tasks}}
+
+  def feature_kinds(self, encoder, data: tasks_lib.TaskData) -> list[str]:
+    """The feature kinds of `probe.features` that this encoder provides."""
+    kinds = tasks_lib.parse_list(self.config.probe.features)
+    available = data.store.features(encoder, data.index["train"][0][0]).keys()
+    kept = [k for k in kinds if k in available]
+    if not kept:
+      raise ValueError(f"config.probe.features={self.config.probe.features!r}: encoder "
+                       f"{encoder.name!r} provides none of them (it has {sorted(available)})")
+    return kept
+
+  def run_task(self, encoder, data: tasks_lib.TaskData) -> dict:
+    """Every label fraction of one task; with several `probe.features` every kind is probed
+    and, per fraction, the one with the best mean validation macro AUROC is reported
+    (`feature`; every kind's score in `val_by_feature`). The 100 % pooled probe is kept in
+    the context for the shift suite."""
+    runs_by_kind = {}
+    for kind in self.feature_kinds(encoder, data):
+      splits = [(data.features(encoder, s, kind), data.labels[s]) for s in tasks_lib.SPLITS]
+      runs_by_kind[kind] = run_label_fractions(
+          *splits, fractions=self.fractions, seeds=self.seeds,
+          **probe_kwargs(self.config.probe, self.config.n_bootstrap))
+    results = {}
+    for fraction in next(iter(runs_by_kind.values())):
+      scores = {kind: float(np.mean([r.val_metrics["macro_auroc"]["value"]
+                                     for r in runs[fraction]["runs"]]))
+                for kind, runs in runs_by_kind.items()}
+      chosen = max(scores, key=scores.get)
+      entry = fraction_results({fraction: runs_by_kind[chosen][fraction]})[str(fraction)]
+      if fraction == 1.0:  # One run: keep what a paired comparison of encoders needs.
+        run = runs_by_kind[chosen][fraction]["runs"][0]
+        # Rounded in float64: a float32 rounded to 5 decimals still prints 17 digits in JSON.
+        entry["runs"][0]["test_scores"] = np.round(np.asarray(run.test_scores, np.float64),
+                                                   5).tolist()
+        entry["runs"][0]["thresholds"] = np.asarray(run.thresholds, float).tolist()
+      entry["feature"] = chosen
+      entry["val_by_feature"] = scores
+      results[str(fraction)] = entry
+    pooled = runs_by_kind.get("pooled")
+    if pooled is not None and 1.0 in pooled:
+      self.context.shared[("full_probe", encoder.cache_key, data.task)] = (
+          pooled[1.0]["runs"][0])
+    return results
+
+  def scalars(self, results: dict) -> dict:
+    """{"linear_probe/<task>/<fraction>/<metric>": test value (mean over seeds)}."""
+    return {f"linear_probe/{task}/{fraction}/{metric}": float(entry[metric]["mean"])
+            for task, per_fraction in (results.get("linear_probe") or {}).items()
+            for fraction, entry in per_fraction.items()
+            for metric in ("macro_auroc", "macro_auprc", "macro_f1")}

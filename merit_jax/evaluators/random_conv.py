@@ -19,6 +19,9 @@ Public API:
   `transform(ecg, batch_size=64) -> (N, D)` for arrays of any size.
 - `num_features(num_kernels, num_leads)`.
 
+`encoder.Encoder.random_conv(num_kernels, seed, num_samples)` serves these features through
+the same calls as a MERIT encoder (its `cache_key` is `RandomConvFeatures.cache_key`).
+
 Feature layout: for each (length, dilation) group in sorted order, for each lead, the group's
 kernels' PPV then max. The layout only has to be fixed per seed; the probe standardises it.
 """

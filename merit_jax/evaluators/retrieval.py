@@ -22,6 +22,9 @@ best correct one ranks ahead of it), so degenerate constant embeddings score cha
 
 Chance level of a query with m correct items among N: 1 - C(N-m, K) / C(N, K), averaged over
 queries (K/N without duplicates).
+
+`Evaluator` (config `evals.retrieval`: ks, split): Recall@K on the records of `split` that
+have a report, for encoders with a text tower.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
+
+from merit_jax.evaluators import registry
+from merit_jax.evaluators import tasks as tasks_lib
 
 _QUERY_CHUNK = 1024
 
@@ -103,3 +109,29 @@ def recall_at_k(ecg_emb, text_emb, ks: Sequence[int] = (1, 5, 10), texts=None,
       out[f"chance/{direction}/R@{k}"] = _chance(group_sizes, num, int(k))
     out[f"{direction}/median_rank"] = float(np.median(ranks))
   return out
+
+
+class Evaluator(registry.EvaluatorBase):
+  """ECG↔report Recall@K on one split (config: ks, split); nothing without a text tower."""
+
+  def run(self, encoder) -> dict:
+    if not encoder.has_text:
+      return {}
+    store, split = self.context.store, self.config.split
+    data = store.split(split)
+    has_report = np.array([bool(str(r).strip()) for r in data.report])
+    if has_report.sum() < 2:
+      return {"retrieval": {"error": f"fewer than 2 records with a report in {split}"}}
+    ecg = store.features(encoder, split)["projected"][has_report]
+    text = store.text_features(encoder, split)[has_report]
+    ks = [k for k in tasks_lib.parse_list(self.config.ks, int) if k <= has_report.sum()]
+    texts = [r for r, h in zip(data.report, has_report) if h]
+    out = recall_at_k(ecg, text, ks=ks, texts=texts)
+    out["split"] = split
+    return {"retrieval": out}
+
+  def scalars(self, results: dict) -> dict:
+    """{"retrieval/<direction>/R@k": recall, ...} (chance levels and median ranks included)."""
+    out = results.get("retrieval") or {}
+    return {f"retrieval/{k}": float(v) for k, v in out.items()
+            if isinstance(v, (int, float, np.floating, np.integer)) and k != "num_queries"}

@@ -14,7 +14,7 @@ Public API:
   (severity = gain factor), `lead_dropout` (severity = number of leads zeroed, random per
   record), `reduced_leads` (severity = a `LEAD_SETS` name; here the leads outside the set
   are zeroed, but `features.FeatureStore` by default feeds encoders that accept lead subsets
-  (MERIT: `Encoder.embed_ecg_leads`) only the kept leads instead, see `reduce_leads`),
+  (MERIT: `Encoder.embed_ecg(ecg, leads=...)`) only the kept leads instead, see `reduce_leads`),
   `time_shift` (severity = seconds, circular, random direction per record), `time_shift_pad`
   (same, vacated samples zero).
 - `apply_corruption(signals, name, severity, sample_rate=100, seed=0) -> signals`.
@@ -32,6 +32,10 @@ Public API:
 
 Mains interference at 100 Hz sampling: 50 Hz sits at Nyquist and 60 Hz aliases to 40 Hz; the
 sampled artefact is what a 100 Hz recording of that interference would contain.
+
+`Evaluator` (config `evals.shift`: tasks, corruptions, reduced_leads_mode, seed, probe,
+n_bootstrap): per task, the fixed 100 % probe fitted on clean training features (the linear
+probe evaluator's when it ran) scored on the corrupted test split at every severity.
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ import zlib
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+
+from merit_jax.evaluators import registry
+from merit_jax.evaluators import tasks as tasks_lib
 
 STANDARD_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF",
                   "V1", "V2", "V3", "V4", "V5", "V6")
@@ -288,3 +295,61 @@ def plot_degradation(curves, path, metric: Optional[str] = None, title: Optional
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
+
+
+class Evaluator(registry.EvaluatorBase):
+  """Degradation curves of the fixed 100 % probe per task and corruption."""
+
+  def __init__(self, config, context):
+    super().__init__(config, context)
+    from merit_jax.evaluators import features  # pylint: disable=g-import-not-at-top
+    self.tasks = registry.eval_tasks(config, context)
+    # Checked here, before hours of probing, not when the suite starts.
+    self.mode = features.check_reduced_leads_mode(str(config.reduced_leads_mode))
+    self.corruptions = tasks_lib.parse_list(config.corruptions)
+    for name in self.corruptions:
+      if name not in CORRUPTIONS:
+        raise ValueError(f"config.shift.corruptions: unknown corruption {name!r}; known: "
+                         f"{sorted(CORRUPTIONS)}")
+
+  def run(self, encoder) -> dict:
+    from merit_jax.evaluators import linear_probe  # pylint: disable=g-import-not-at-top
+    out = {}
+    for task in self.tasks:
+      data = self.context.task_data(task)
+      probe = linear_probe.shared_full_probe(self.context, encoder, data, self.config.probe,
+                                             self.config.n_bootstrap)
+      out[task] = self.curves(encoder, data, probe)
+    return {"shift": out}
+
+  def curves(self, encoder, data, probe) -> list:
+    """Degradation curves (layout of `degradation_curve`) of the fixed probe on one task.
+
+    The `reduced_leads` curve also holds `reduced_leads_mode`: 'native' where the encoder saw
+    only the kept leads, 'zeros' where the missing leads were zero-filled.
+    """
+    from merit_jax.evaluators import features  # pylint: disable=g-import-not-at-top
+    labels = data.labels["test"]
+    clean = {"macro_auroc": probe.test_metrics["macro_auroc"]["value"]}
+    curves = []
+    for name in self.corruptions:
+      values = []
+      for severity in CORRUPTIONS[name].severities:
+        feats = data.features(encoder, "test", "pooled", (name, severity),
+                              int(self.config.seed), reduced_leads_mode=self.mode)
+        m = probe.evaluate(feats, labels, n_bootstrap=0)
+        values.append({"macro_auroc": m["macro_auroc"]["value"],
+                       "macro_f1": m.get("macro_f1", {}).get("value")})
+      curve = {"corruption": name, "unit": CORRUPTIONS[name].unit,
+               "severities": list(CORRUPTIONS[name].severities), "clean": clean,
+               "values": values}
+      if name == "reduced_leads":
+        curve["reduced_leads_mode"] = features.reduced_leads_path(encoder, self.mode)
+      curves.append(curve)
+    return curves
+
+  def scalars(self, results: dict) -> dict:
+    """{"shift/<task>/<corruption>/<severity>/macro_auroc": value}."""
+    return {f"shift/{task}/{c['corruption']}/{s}/macro_auroc": float(v["macro_auroc"])
+            for task, curves in (results.get("shift") or {}).items() for c in curves
+            for s, v in zip(c["severities"], c["values"])}

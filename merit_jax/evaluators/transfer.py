@@ -28,6 +28,11 @@ Public API:
   `score_target(probe, encoder, task) -> metrics`; `run_transfer(encoder, task, **probe_kwargs)
   -> dict` (JSON-ready: mapping, record counts, hyperparameters, target and in-domain metrics
   with bootstrap CIs, per-class AUROC, gap).
+
+`Evaluator` (config `evals.transfer`: targets, data_dir, source_task, min_positives, probe,
+n_bootstrap, seed): prepares every built target when it is built (a target that is built but
+unusable fails the run at once, before any probing; one that is not built is skipped with its
+build command, listed in `meta()`), then `run_transfer` per encoder and target.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ import numpy as np
 
 from merit_jax.evaluators import features as features_lib
 from merit_jax.evaluators import linear_probe
+from merit_jax.evaluators import registry
+from merit_jax.evaluators import tasks as tasks_lib
 
 SOURCE_SPLITS = ("train", "validation", "test")
 CHALLENGE_TASK = "challenge"
@@ -358,3 +365,49 @@ def run_transfer(encoder, task: TransferTask, *, n_bootstrap: int = 1000, seed: 
       "in_domain": _summary(probe.test_metrics, names),
       "gap": _gap(target_m, probe.test_metrics, names),
   }
+
+
+class Evaluator(registry.EvaluatorBase):
+  """Cross-dataset transfer to every built target of `targets`."""
+
+  def __init__(self, config, context):
+    super().__init__(config, context)
+    from merit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+    data_dir = config.data_dir or pipeline.primary_source(context.data_cfg).data_dir
+    self.targets = parse_targets(tasks_lib.parse_list(config.targets),
+                                 tasks_lib.expand(data_dir))
+    if not self.targets:
+      raise ValueError("config.transfer.targets is empty; name built datasets, e.g. "
+                       "physionet2021/cpsc2018,physionet2021/csn")
+    self.tasks, self.skipped = [], {}
+    for target in self.targets:
+      cache_dir = None if context.output_dir is None else os.path.join(
+          context.output_dir, "features", "transfer", target.cache_name)
+      try:
+        self.tasks.append(prepare_transfer(
+            context.store, target, source_task=config.source_task,
+            min_positives=int(config.min_positives), cache_dir=cache_dir))
+      except TargetNotBuilt as e:
+        # Transfer runs "when those datasets are present": an absent target is skipped.
+        print(f"transfer: skipping {target.label}: {e}", flush=True)
+        self.skipped[target.label] = str(e)
+
+  def meta(self) -> dict:
+    return {"transfer": {"targets": [t.label for t in self.targets], "skipped": self.skipped}}
+
+  def run(self, encoder) -> dict:
+    kwargs = linear_probe.probe_kwargs(self.config.probe, self.config.n_bootstrap)
+    return {"transfer": {task.target.label: run_transfer(encoder, task,
+                                                         seed=int(self.config.seed), **kwargs)
+                         for task in self.tasks}}
+
+  def scalars(self, results: dict) -> dict:
+    """{"transfer/<target>/<metric>": target value} and the gap to PTB-XL test."""
+    out = {}
+    for target, r in (results.get("transfer") or {}).items():
+      for metric in ("macro_auroc", "macro_auprc", "macro_f1"):
+        if metric in r["target_metrics"]:
+          out[f"transfer/{target}/{metric}"] = float(r["target_metrics"][metric]["value"])
+      if r["gap"]["delta"] is not None:
+        out[f"transfer/{target}/gap"] = float(r["gap"]["delta"])
+    return out

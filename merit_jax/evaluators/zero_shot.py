@@ -1,20 +1,8 @@
-"""Zero-shot classification from text prompts built on SCP statement descriptions.
+"""Zero-shot classification from text prompts, chosen on validation, with two diagnostics.
 
-Public API (model-free: text goes through a caller-supplied `embed_text(list[str]) -> (n, d)`):
+Model-free functions (text goes through a caller-supplied `embed_text(list[str]) -> (n, d)`;
+the prompts themselves come from `prompts.py`):
 
-- `DEFAULT_TEMPLATES`: prompt templates with a `{description}` slot.
-- `load_scp_descriptions(statements_csv) -> dict[str, str]`: SCP code → description.
-- `build_class_prompts(class_names, statements_csv=None, descriptions=None,
-  templates=DEFAULT_TEMPLATES, prompt_file=None, user_prompts="extend") -> dict[str, list[str]]`.
-  A class's description is looked up as an SCP code; PTB-XL superclass / subclass names that are
-  not codes (`MI`, `STTC`, `ISCA`, `LAO/LAE`, ...) use `GROUP_DESCRIPTIONS`, or else the member
-  codes' descriptions from `scp_statements.csv` joined with "or". `prompt_file` is JSON or YAML
-  `{class: [prompts]}`; its prompts extend (`user_prompts="extend"`) or replace
-  (`"replace"`) the template prompts of the classes it names. Its keys are matched to the task's
-  classes exactly, else without leading / trailing '_' (MERL's split files write `ISC`, `AVB`,
-  `NST` for PTB-XL's `ISC_`, `_AVB`, `NST_`). One file may serve several tasks: a key that is no
-  class of the task but an SCP code or diagnostic (sub)class of `statements_csv` is skipped;
-  any other key is an error (a typo would otherwise silently fall back to the templates).
 - `class_embeddings(prompts, class_names, embed_text) -> (C, d)`: prompt ensembling — each prompt
   embedding is L2-normalised, a class's prompts are averaged and the mean re-normalised.
 - `zero_shot_scores(ecg_emb, class_emb) -> (N, C)` cosine similarities.
@@ -22,23 +10,14 @@ Public API (model-free: text goes through a caller-supplied `embed_text(list[str
   val_labels=None, n_bootstrap=1000, seed=0, **prompt_kwargs) -> dict` with the
   `metrics.evaluate_multilabel` layout: macro AUROC / AUPRC, and macro F1 when a validation set
   is given (thresholds on cosine scores chosen on validation, then applied to the test set),
-  plus `"prompts"`, `"thresholds"` and `"val_macro_auroc"` (the prompts' macro AUROC on the
-  validation set, None without one: the number to choose a prompt set by, so that the test set
-  is scored once).
-
-Diagnosable zero-shot (what `merit_jax.evaluate` runs):
-
+  plus `"prompts"`, `"thresholds"` and `"val_macro_auroc"` (the number to choose a prompt set
+  by, so that the test set is scored once).
 - `normalize_scores(cosine, normalization, logit_scale=None)`: per record over the task's
   classes, `raw` (cosine), `centered` (minus the record's mean cosine over the class prompts:
   a record-level offset, e.g. short prompts sitting closer to short normal reports, otherwise
   works against every abnormal class when raw cosines are ranked across records) or `softmax`
   (softmax of cosine × the model's logit scale, or × `FIXED_SOFTMAX_SCALE` = 100 when unknown;
   `softmax_scale` says which).
-- `build_prompt_sets(names, class_names, ...)`: the named prompt sets `scp_en` (templates),
-  `report_de` (`configs/prompts/ptbxl_reports.yaml`), `knowledge`
-  (`configs/prompts/ptbxl_knowledge.yaml`, CKEPE-style clinical descriptions of all 71 SCP
-  statements and the PTB-XL group names), `all` (their union, ensembled) and `user`
-  (`prompt_file` / `user_prompts`).
 - `choose_on_validation(val_cosines, val_labels, normalizations, logit_scale)` and
   `run_zero_shot_selected(...)`: every (prompt set, normalisation) scored on validation, the
   best macro AUROC scored once on test.
@@ -49,201 +28,23 @@ Diagnosable zero-shot (what `merit_jax.evaluate` runs):
 - `text_only_ceiling(report_emb, labels, class_emb, has_report)`: the test reports themselves
   (no ECG) against the chosen prompts, by cosine: how far the text tower alone gets.
 
-Prompt files: `configs/prompts/ptbxl_reports.yaml` holds prompts for every class of the PTB-XL
-tasks superdiagnostic, subdiagnostic, form and rhythm, written in the style of the PTB-XL
-reports the text tower is trained on (German device statements such as "unvollstÄndiger
-rechtsschenkelblock", with the reports' upper-case umlauts, and English ones such as
-"incomplete right bundle branch block."), since the English SCP descriptions of the default
-templates are phrases a tokenizer trained on those reports has barely seen. Use it with
-
-  python -m merit_jax.evaluate --config=configs/evaluate.py ... \
-      --config.zero_shot.prompt_file=configs/prompts/ptbxl_reports.yaml \
-      --config.zero_shot.user_prompts=replace
-
-and compare prompt sets by `val_macro_auroc`, not by the test metrics.
+`Evaluator` (config `evals.zero_shot`): per task, the prompt set (`prompt_sets`) and score
+normalisation (`normalizations`) with the best validation macro AUROC, scored once on test, in
+the results section `zero_shot`; the two diagnostics in `prototype` and `text_ceiling`.
 """
 
 from __future__ import annotations
 
-import json
-import pathlib
 from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from merit_jax.evaluators import prompts as prompts_lib
+from merit_jax.evaluators import registry
+from merit_jax.evaluators import tasks as tasks_lib
 from merit_jax.metrics import classification as metrics
 
-DEFAULT_TEMPLATES = (
-    "an ECG showing {description}",
-    "electrocardiogram with {description}",
-    "12-lead ECG: {description}",
-    "{description}",
-)
-
-# PTB-XL diagnostic superclass / subclass names that are not SCP codes themselves.
-GROUP_DESCRIPTIONS = {
-    "NORM": "normal ECG",
-    "MI": "myocardial infarction",
-    "STTC": "ST/T change",
-    "CD": "conduction disturbance",
-    "HYP": "hypertrophy",
-    "ISCA": "ischemia in anterior leads",
-    "ISCI": "ischemia in inferior leads",
-    "ISC_": "non-specific ischemia",
-    "LAO/LAE": "left atrial overload or enlargement",
-    "RAO/RAE": "right atrial overload or enlargement",
-    "LAFB/LPFB": "left anterior or left posterior fascicular block",
-    "_AVB": "atrioventricular block",
-}
-
 EmbedText = Callable[[list], np.ndarray]
-
-
-def _read_statements(statements_csv):
-  import pandas as pd  # Local import: only prompt building needs pandas.
-  path = pathlib.Path(statements_csv)
-  if not path.exists():
-    raise FileNotFoundError(f"zero_shot: scp_statements.csv not found at {path}")
-  return pd.read_csv(path, index_col=0)
-
-
-def load_scp_descriptions(statements_csv) -> dict:
-  """SCP code → description from PTB-XL's `scp_statements.csv`."""
-  table = _read_statements(statements_csv)
-  if "description" not in table.columns:
-    raise ValueError(f"zero_shot: {statements_csv} has no 'description' column")
-  return {str(code): str(desc).strip() for code, desc in table["description"].items()}
-
-
-def _group_description(name: str, table) -> Optional[str]:
-  if name in GROUP_DESCRIPTIONS:
-    return GROUP_DESCRIPTIONS[name]
-  if table is None:
-    return None
-  for column in ("diagnostic_subclass", "diagnostic_class"):
-    if column in table.columns:
-      members = table.index[table[column] == name]
-      if len(members):
-        return " or ".join(str(table.loc[m, "description"]).strip() for m in members)
-  return None
-
-
-def _load_prompt_file(path) -> dict:
-  path = pathlib.Path(path)
-  if not path.exists():
-    raise FileNotFoundError(f"zero_shot: prompt file not found at {path}")
-  text = path.read_text(encoding="utf-8")
-  if path.suffix.lower() in (".yaml", ".yml"):
-    import yaml  # Local import: YAML prompt files are optional.
-    data = yaml.safe_load(text)
-  else:
-    data = json.loads(text)
-  if not isinstance(data, dict):
-    raise ValueError(f"zero_shot: {path} must map class names to lists of prompts")
-  out = {}
-  for name, prompts in data.items():
-    if isinstance(prompts, str):
-      prompts = [prompts]
-    if not isinstance(prompts, list) or not all(isinstance(p, str) and p.strip()
-                                                for p in prompts):
-      raise ValueError(f"zero_shot: {path}: prompts for class {name!r} must be a non-empty "
-                       "string or a list of non-empty strings")
-    out[str(name)] = list(prompts)
-  return out
-
-
-def build_class_prompts(class_names: Sequence[str], statements_csv=None,
-                        descriptions: Optional[Mapping[str, str]] = None,
-                        templates: Sequence[str] = DEFAULT_TEMPLATES, prompt_file=None,
-                        user_prompts: str = "extend", unknown_keys: str = "error") -> dict:
-  """Prompts per class from SCP descriptions × templates, plus optional user prompts.
-
-  Args:
-    class_names: the task's classes (PTB-XL names, or MERL's without the '_').
-    statements_csv: PTB-XL's `scp_statements.csv`, for descriptions and the label vocabulary.
-    descriptions: extra {class: description}, overriding the CSV's.
-    templates: formatted with each class's description.
-    prompt_file: JSON / YAML `{class: [prompts]}`, e.g. `configs/prompts/ptbxl_reports.yaml`;
-      it may name classes of other PTB-XL tasks (skipped here, see the module docstring).
-    user_prompts: "extend" appends the file's prompts to the template prompts, "replace" uses
-      only the file's prompts for the classes it names (templates for the others).
-    unknown_keys: "error" (default) refuses file keys that are neither a class of the task nor a
-      label of `statements_csv`; "skip" ignores them (the bundled prompt sets, whose keys are
-      PTB-XL labels, also serve datasets with another statements table).
-
-  Returns:
-    {class: [prompts]} in `class_names` order.
-  """
-  if user_prompts not in ("extend", "replace"):
-    raise ValueError(f"zero_shot: user_prompts must be 'extend' or 'replace', got "
-                     f"{user_prompts!r}")
-  for template in templates:
-    if "{description}" not in template:
-      raise ValueError(f"zero_shot: template {template!r} lacks a {{description}} slot")
-  table = _read_statements(statements_csv) if statements_csv is not None else None
-  known = dict(descriptions or {})
-  if table is not None:
-    known = {**{str(c): str(d).strip() for c, d in table["description"].items()}, **known}
-  user = _load_prompt_file(prompt_file) if prompt_file is not None else {}
-  user_key = _match_user_keys(class_names, user)
-  if unknown_keys not in ("error", "skip"):
-    raise ValueError(f"zero_shot: unknown_keys must be 'error' or 'skip', got {unknown_keys!r}")
-  unknown_user = set(user) - set(user_key.values()) if unknown_keys == "error" else set()
-  if unknown_user:
-    vocabulary = {_canonical(n) for n in _label_vocabulary(table, known)}
-    unknown_user = {k for k in unknown_user if _canonical(k) not in vocabulary}
-  if unknown_user:
-    raise ValueError(f"zero_shot: prompt file names classes not in the task nor in "
-                     f"scp_statements.csv: {sorted(unknown_user)}"
-                     + ("" if table is not None else " (pass statements_csv to allow the "
-                        "classes of other PTB-XL tasks)"))
-  prompts = {}
-  for name in class_names:
-    own = list(user[user_key[name]]) if name in user_key else []
-    if own and user_prompts == "replace":
-      prompts[name] = own
-      continue
-    description = known.get(name) or _group_description(name, table)
-    if description is None and not own:
-      raise ValueError(f"zero_shot: no description for class {name!r}: pass statements_csv, "
-                       "descriptions= or a prompt file that names it")
-    built = [t.format(description=description) for t in templates] if description else []
-    prompts[name] = built + own
-  return prompts
-
-
-def _canonical(name: str) -> str:
-  # PTB-XL pads some names with '_' (ISC_, NST_, _AVB); MERL's split files drop it.
-  return str(name).strip("_")
-
-
-def _match_user_keys(class_names: Sequence[str], user: Mapping) -> dict:
-  """Class name -> prompt-file key: the exact name, else the same name up to '_'."""
-  by_canonical = {}
-  for key in user:
-    by_canonical.setdefault(_canonical(key), []).append(key)
-  out = {}
-  for name in class_names:
-    if name in user:
-      out[name] = name
-      continue
-    keys = by_canonical.get(_canonical(name), [])
-    if len(keys) > 1:
-      raise ValueError(f"zero_shot: prompt file keys {sorted(keys)} all name class {name!r}")
-    if keys:
-      out[name] = keys[0]
-  return out
-
-
-def _label_vocabulary(table, known: Mapping) -> set:
-  """Every PTB-XL label name: SCP codes, diagnostic (sub)classes and the group names."""
-  names = set(known) | set(GROUP_DESCRIPTIONS)
-  if table is not None:
-    names |= {str(c) for c in table.index}
-    for column in ("diagnostic_class", "diagnostic_subclass"):
-      if column in table.columns:
-        names |= {str(v) for v in table[column].dropna()}
-  return names
 
 
 def _l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -293,7 +94,7 @@ def run_zero_shot(ecg_emb, labels, class_names: Sequence[str], embed_text: Embed
   if labels.ndim != 2 or labels.shape[1] != len(class_names):
     raise ValueError(f"zero_shot: labels {labels.shape} do not match {len(class_names)} classes")
   if prompts is None:
-    prompts = build_class_prompts(class_names, **prompt_kwargs)
+    prompts = prompts_lib.build_class_prompts(class_names, **prompt_kwargs)
   class_emb = class_embeddings(prompts, class_names, embed_text)
   thresholds = val_auroc = None
   if (val_ecg_emb is None) != (val_labels is None):
@@ -318,14 +119,6 @@ def run_zero_shot(ecg_emb, labels, class_names: Sequence[str], embed_text: Embed
 NORMALIZATIONS = ("raw", "centered", "softmax")
 # Softmax temperature when the encoder's own logit scale is unknown: CLIP's clipped maximum.
 FIXED_SOFTMAX_SCALE = 100.0
-PROMPT_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs" / "prompts"
-# Named prompt sets: None = the SCP-description templates, else a bundled prompt file (its
-# prompts replace the templates of the classes it names; the other classes keep the templates).
-PROMPT_SET_FILES = {"scp_en": None, "report_de": "ptbxl_reports.yaml",
-                    "knowledge": "ptbxl_knowledge.yaml"}
-# `all` is the union of the named sets, ensembled; `user` is `prompt_file` / `user_prompts`.
-PROMPT_SETS = tuple(PROMPT_SET_FILES) + ("all", "user")
-
 
 def softmax_scale(logit_scale: Optional[float]) -> tuple[float, str]:
   """(multiplier of the cosines in `softmax`, 'model' | 'fixed'): the model's logit scale
@@ -358,67 +151,10 @@ def normalize_scores(cosine, normalization: str = "raw",
                    f"{', '.join(NORMALIZATIONS)}")
 
 
-def _check_names(kind: str, names: Sequence[str], known: Sequence[str]) -> None:
-  if not names:
-    raise ValueError(f"zero_shot: no {kind} given; choose from {', '.join(known)}")
-  for name in names:
-    if name not in known:
-      raise ValueError(f"zero_shot: unknown {kind} {name!r}; choose from {', '.join(known)}")
-
-
 def check_options(prompt_sets: Sequence[str], normalizations: Sequence[str]) -> None:
   """Raises ValueError naming an unknown prompt set or normalisation (or an empty list)."""
-  _check_names("prompt set", prompt_sets, PROMPT_SETS)
-  _check_names("normalization", normalizations, NORMALIZATIONS)
-
-
-def build_prompt_sets(names: Sequence[str], class_names: Sequence[str], statements_csv=None,
-                      descriptions: Optional[Mapping[str, str]] = None, prompt_file=None,
-                      user_prompts: str = "extend", prompt_dir=None) -> dict:
-  """{set name: {"prompts": {class: [prompts]}, "file": path | None, "fallback": [classes]}}.
-
-  `scp_en`: the templates over SCP descriptions; `report_de` / `knowledge`: the bundled prompt
-  files (`PROMPT_SET_FILES` under `prompt_dir`, default `PROMPT_DIR`), templates for the classes
-  a file does not name (listed in "fallback"); `all`: per class the union of the three (in that
-  order, duplicates dropped), ensembled by `class_embeddings`; `user`: `prompt_file` with
-  `user_prompts` (the single prompt set of earlier versions).
-  """
-  _check_names("prompt set", list(names), PROMPT_SETS)
-  folder = pathlib.Path(prompt_dir) if prompt_dir else PROMPT_DIR
-  common = dict(statements_csv=statements_csv, descriptions=descriptions)
-  out = {}
-
-  def named(name):
-    if name in out:
-      return out[name]
-    if name == "user":
-      if prompt_file is None:
-        raise ValueError("zero_shot: prompt set 'user' needs zero_shot.prompt_file")
-      file, prompts = str(prompt_file), build_class_prompts(
-          class_names, prompt_file=prompt_file, user_prompts=user_prompts, **common)
-      named_classes = _match_user_keys(class_names, _load_prompt_file(prompt_file))
-    elif name == "all":
-      parts = [named(n) for n in PROMPT_SET_FILES]
-      prompts = {c: list(dict.fromkeys(p for part in parts for p in part["prompts"][c]))
-                 for c in class_names}
-      file = None
-      named_classes = {c: c for c in class_names
-                       if any(c not in part["fallback"] for part in parts if part["file"])}
-    elif PROMPT_SET_FILES[name] is None:
-      file, prompts = None, build_class_prompts(class_names, **common)
-      named_classes = {c: c for c in class_names}
-    else:
-      file = str(folder / PROMPT_SET_FILES[name])
-      prompts = build_class_prompts(class_names, prompt_file=file, user_prompts="replace",
-                                    unknown_keys="skip", **common)
-      named_classes = _match_user_keys(class_names, _load_prompt_file(file))
-    out[name] = {"prompts": prompts, "file": file,
-                 "fallback": [c for c in class_names if c not in named_classes]}
-    return out[name]
-
-  for name in names:
-    named(name)
-  return {name: out[name] for name in names}
+  prompts_lib.check_names("prompt set", prompt_sets, prompts_lib.PROMPT_SETS)
+  prompts_lib.check_names("normalization", normalizations, NORMALIZATIONS)
 
 
 def _memo_embed(embed_text: EmbedText) -> EmbedText:
@@ -457,7 +193,7 @@ def choose_on_validation(val_cosines: Mapping[str, np.ndarray], val_labels,
     {"validation": {candidate: {normalization: macro AUROC}}, "prompt_set", "normalization",
      "val_macro_auroc"}; ties go to the earlier candidate, then the earlier normalisation.
   """
-  _check_names("normalization", list(normalizations), NORMALIZATIONS)
+  prompts_lib.check_names("normalization", list(normalizations), NORMALIZATIONS)
   table, best, best_value = {}, None, -np.inf
   for candidate, cosine in val_cosines.items():
     table[candidate] = {}
@@ -612,3 +348,125 @@ def text_only_ceiling(report_emb, labels, class_emb, has_report=None,
   result["num_records"] = int(keep.sum())
   result["num_left_out"] = int((~keep).sum())
   return result
+
+
+# ----------------------------------------------------------------------------------------------
+# The evaluator: config section `evals.zero_shot`.
+
+
+def model_logit_scale(encoder) -> Optional[float]:
+  """exp of the encoder's learnt `logit_scale` parameter (1 / temperature), None if it has none.
+
+  Clipped as MERIT clips it in training (`models.merit.MAX_LOGIT_SCALE`: scale in [1, 100]).
+  """
+  params = getattr(encoder, "params", None)
+  try:
+    value = float(np.asarray(params["logit_scale"]))
+  except (KeyError, TypeError, IndexError, ValueError):
+    return None
+  return float(np.exp(np.clip(value, 0.0, np.log(100.0))))
+
+
+def options(config) -> tuple[list, list]:
+  """(prompt sets, normalisations) chosen between on validation; `prompt_file` adds `user`."""
+  sets = tasks_lib.parse_list(config.prompt_sets)
+  if config.prompt_file and "user" not in sets:
+    sets.append("user")
+  return sets, tasks_lib.parse_list(config.normalizations)
+
+
+class Evaluator(registry.EvaluatorBase):
+  """Zero-shot per task (prompt set and normalisation chosen on validation), diagnostics.
+
+  Config: tasks, prompt_sets, normalizations, prompt_file, user_prompts, prompt_dir,
+  statements_csv (None: <data.manual_dir>/scp_statements.csv), prototype, text_ceiling,
+  n_bootstrap, seed. Encoders without a text tower give no results.
+  """
+  sections = ("zero_shot", "prototype", "text_ceiling")
+
+  def __init__(self, config, context):
+    super().__init__(config, context)
+    self.tasks = registry.eval_tasks(config, context)
+    self.prompt_sets, self.normalizations = options(config)
+    check_options(self.prompt_sets, self.normalizations)
+    if "user" in self.prompt_sets and not config.prompt_file:
+      raise ValueError("config.zero_shot.prompt_sets names 'user' but zero_shot.prompt_file is "
+                       "not set")
+
+  def run(self, encoder) -> dict:
+    if not encoder.has_text:
+      return {}
+    out = {section: {} for section in self.sections}
+    for task in self.tasks:
+      for section, value in self.suite(encoder, self.context.task_data(task)).items():
+        out[section][task] = value
+    return out
+
+  def suite(self, encoder, data: tasks_lib.TaskData) -> dict:
+    """{"zero_shot": ..., ["prototype": ..., "text_ceiling": ...]} of one task."""
+    z = self.config
+    statements = tasks_lib.find_file(self.context.data_cfg, "scp_statements.csv",
+                                     z.statements_csv)
+    built = prompts_lib.build_prompt_sets(
+        self.prompt_sets, data.class_names, statements_csv=statements,
+        descriptions=prompts_lib.descriptions(statements, data.class_names),
+        prompt_file=z.prompt_file, user_prompts=z.user_prompts, prompt_dir=z.prompt_dir)
+    scale = model_logit_scale(encoder)
+    result = run_zero_shot_selected(
+        data.features(encoder, "test", "projected"), data.labels["test"], data.class_names,
+        encoder.embed_text, {name: b["prompts"] for name, b in built.items()},
+        data.features(encoder, "validation", "projected"), data.labels["validation"],
+        self.normalizations, scale, n_bootstrap=int(z.n_bootstrap), seed=int(z.seed))
+    class_emb = result.pop("class_embeddings")
+    out = tasks_lib.metric_summary(result)
+    out.update({
+        # Chosen on fold 9 (validation), never on test.
+        "prompt_set": result["prompt_set"], "normalization": result["normalization"],
+        "val_macro_auroc": result["val_macro_auroc"], "validation": result["validation"],
+        "per_class_auroc": result["per_class"]["auroc"],
+        "per_class_f1": result["per_class"].get("f1"), "thresholds": result["thresholds"],
+        "softmax_scale": result["softmax_scale"],
+        "softmax_scale_source": result["softmax_scale_source"],
+        "prompt_file": z.prompt_file, "user_prompts": z.user_prompts,
+        "prompt_sets": {name: {"file": b["file"], "fallback_classes": b["fallback"],
+                               "num_prompts": sum(len(p) for p in b["prompts"].values())}
+                        for name, b in built.items()},
+        "prompts": result["prompts"]})
+    suite = {"zero_shot": out}
+    if z.prototype:
+      suite["prototype"] = self.prototype(encoder, data, scale)
+    if z.text_ceiling:
+      suite["text_ceiling"] = self.text_ceiling(encoder, data, class_emb, scale)
+      suite["text_ceiling"]["prompt_set"] = result["prompt_set"]
+    return suite
+
+  def prototype(self, encoder, data: tasks_lib.TaskData, scale) -> dict:
+    """PROTOTYPE diagnostic (uses training labels, not zero-shot), normalisation on validation."""
+    result = run_prototype(
+        data.text_features(encoder, "train"), data.labels["train"],
+        data.features(encoder, "test", "projected"), data.labels["test"],
+        data.features(encoder, "validation", "projected"), data.labels["validation"],
+        data.class_names, train_valid=data.has_report("train"),
+        normalizations=self.normalizations, logit_scale=scale,
+        n_bootstrap=int(self.config.n_bootstrap), seed=int(self.config.seed))
+    out = tasks_lib.metric_summary(result)
+    out.update({k: result[k] for k in ("normalization", "validation", "val_macro_auroc",
+                                       "num_train_reports", "no_prototype")})
+    out["per_class_auroc"] = result["per_class"]["auroc"]
+    return out
+
+  def text_ceiling(self, encoder, data: tasks_lib.TaskData, class_emb, scale) -> dict:
+    """TEXT-ONLY CEILING: the test reports (no ECG) against the chosen prompts' class
+    embeddings; records with an empty report are left out ("num_left_out")."""
+    result = text_only_ceiling(
+        data.text_features(encoder, "test"), data.labels["test"], class_emb,
+        has_report=data.has_report("test"), normalizations=self.normalizations,
+        logit_scale=scale, n_bootstrap=int(self.config.n_bootstrap),
+        seed=int(self.config.seed))
+    out = tasks_lib.metric_summary(result)
+    out.update({k: result[k] for k in ("by_normalization", "num_records", "num_left_out")})
+    out["per_class_auroc"] = result["per_class"]["auroc"]
+    return out
+
+  def scalars(self, results: dict) -> dict:
+    return super().scalars({"zero_shot": results.get("zero_shot") or {}})

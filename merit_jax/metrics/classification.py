@@ -22,7 +22,7 @@ Public API (all arrays are numpy; `labels` is (N, C) in {0, 1}, `scores` is (N, 
     "per_class": {"auroc": [...], "auprc": [...], "f1": [...]}}` (no CI keys when
   `n_bootstrap=0`; no F1 without thresholds).
 - The resampler shared by every bootstrap of the package (this module's, and
-  `text_metrics.bootstrap_from_statistics` with its paired differences):
+  `generation.bootstrap_from_statistics` with its paired differences):
   `iter_resample_indices(num_records, n_bootstrap, seed, cover)` -> int64 (b, N) chunks,
   `resample_indices(...)` -> (n_bootstrap, N), `resample_weights(indices, N)` -> multiplicities,
   `bootstrap_strata(cover)` -> the strata.
@@ -67,7 +67,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 # Upper bound on resamples × records held in memory at once by the bootstrap.
-_BOOTSTRAP_CHUNK_ELEMENTS = 4_000_000
+BOOTSTRAP_CHUNK_ELEMENTS = 4_000_000
 # The bootstrap stratifies a class (column of `cover`) when a resample drawn without it would
 # miss all of the class's records with a probability above this (e^-n for n records of N: a
 # class with 4 or fewer positives, or negatives); rarer misses are redrawn. See the docstring.
@@ -257,12 +257,12 @@ def bootstrap_strata(cover, max_miss: float = MAX_MISS_PROBABILITY) -> np.ndarra
 
 
 def iter_resample_indices(num_records: int, n_bootstrap: int, seed: int = 0, cover=None,
-                          max_elements: int = _BOOTSTRAP_CHUNK_ELEMENTS,
+                          max_elements: int = BOOTSTRAP_CHUNK_ELEMENTS,
                           max_miss: float = MAX_MISS_PROBABILITY):
   """Yields the resamples' record indices in chunks, int64 (b, num_records), b resamples each.
 
   THE resampling of every bootstrap in merit_jax (`evaluate_multilabel`, `bootstrap_ci`,
-  `text_metrics.bootstrap_from_statistics` and the paired differences built on it). A resample
+  `generation.bootstrap_from_statistics` and the paired differences built on it). A resample
   draws num_records records with replacement: from each stratum of `bootstrap_strata(cover)` as
   many records as it holds, uniformly among its members (without `cover`: one stratum, the
   plain bootstrap). A resample that misses a column of `cover` anyway (a column the strata do

@@ -1,6 +1,6 @@
 """MERIT: one ECG encoder shared by a masked-reconstruction branch and an ECG-text branch.
 
-Forward pass (DESIGN §1.1): the ECG is patchified per lead; a per-sample random permutation
+Forward pass: the ECG is patchified per lead; a per-sample random permutation
 keeps the first round((1 - mask_ratio) * N) tokens (static shapes); the encoder sees the kept
 tokens; the decoder predicts all patches from the kept encodings plus mask tokens. The
 contrastive branch uses either the pooled visible-token encoding (`contrastive_view='masked'`,
@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from merit_jax import config_validation
 from merit_jax import objective
 from merit_jax.models import ecg_vit
 from merit_jax.models import text as text_lib
@@ -44,7 +45,7 @@ from merit_jax.models import text_tower
 
 # Temperature is clipped to [1/100, 1] as in CLIP: logit_scale in [0, log 100].
 MAX_LOGIT_SCALE = float(np.log(100.0))
-CONTRASTIVE_VIEWS = ("masked", "full")
+CONTRASTIVE_VIEWS = config_validation.CONTRASTIVE_VIEWS
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -178,77 +179,69 @@ class MERIT(nn.Module):
     return {"pooled": pooled, "projected": self._project(self.text_projection, pooled)}
 
 
-def _get(cfg, key, default=None):
-  value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-  return default if value is None else value
-
-
 def build_model(config) -> MERIT:
-  """Builds MERIT from the full config (needs `model` and `data.preprocess.num_samples`)."""
+  """Builds MERIT from the full config (needs `model` and `data.preprocess.num_samples`).
+
+  Every key is read as configs/pretrain.py defines it; config_validation.validate_config
+  checks the values (this only refuses what cannot be built at all).
+  """
   m = config.model
-  size = _get(m, "size", "tiny")
-  if size not in ecg_vit.SIZES:
-    raise ValueError(f"config.model.size must be one of {sorted(ecg_vit.SIZES)}, got {size!r}")
-  width, depth, heads = ecg_vit.SIZES[size]
-  width, depth, heads = _get(m, "width", width), _get(m, "depth", depth), _get(m, "heads", heads)
-  dtype_name = _get(m, "dtype", "float32")
-  if dtype_name not in DTYPES:
-    raise ValueError(f"config.model.dtype must be one of {sorted(DTYPES)}, got {dtype_name!r}")
-  dtype = DTYPES[dtype_name]
-  remat = bool(_get(m, "remat", False))
+  if m.size not in ecg_vit.SIZES:
+    raise ValueError(f"config.model.size={m.size!r} must be one of {sorted(ecg_vit.SIZES)}")
+  width, depth, heads = ecg_vit.SIZES[m.size]
+  # width/depth/heads None: the size preset's.
+  width = width if m.width is None else m.width
+  depth = depth if m.depth is None else m.depth
+  heads = heads if m.heads is None else m.heads
+  mlp_dim = 4 * width if m.mlp_dim is None else m.mlp_dim
+  if m.dtype not in DTYPES:
+    raise ValueError(f"config.model.dtype={m.dtype!r} must be one of {sorted(DTYPES)}")
+  dtype = DTYPES[m.dtype]
+  remat = bool(m.remat)
   num_samples = int(config.data.preprocess.num_samples)
-  patch = int(_get(m, "patch_size", 50))
+  patch = int(m.patch_size)
   if patch <= 0 or num_samples % patch:
     raise ValueError(f"config.model.patch_size={patch} must divide "
                      f"config.data.preprocess.num_samples={num_samples}")
-  mask_ratio = float(_get(m, "mask_ratio", 0.75))
-  if not 0.0 <= mask_ratio < 1.0:
-    raise ValueError(f"config.model.mask_ratio must be in [0, 1), got {mask_ratio}")
-  num_leads = int(_get(m, "num_leads", 12))
+  num_leads = int(m.num_leads)
   num_patches = num_samples // patch
   if width % heads:
     raise ValueError(f"config.model: width {width} not divisible by heads {heads}")
 
-  encoder = ecg_vit.ECGEncoder(width=width, depth=depth, num_heads=heads,
-                               mlp_dim=_get(m, "mlp_dim", 4 * width), num_leads=num_leads,
-                               max_patches=num_patches, dtype=dtype, remat=remat)
+  encoder = ecg_vit.ECGEncoder(width=width, depth=depth, num_heads=heads, mlp_dim=mlp_dim,
+                               num_leads=num_leads, max_patches=num_patches, dtype=dtype,
+                               remat=remat)
   d = m.decoder
   decoder = ecg_vit.ECGDecoder(patch_size=patch, width=d.width, depth=d.depth,
                                num_heads=d.heads, num_leads=num_leads,
                                max_patches=num_patches, dtype=dtype, remat=remat)
   t = m.text
-  kind = _get(t, "kind", "transformer")
   if text_tower.is_frozen(t):
     text_encoder = None  # Its embeddings come from the cache (data/text_cache.py).
-  elif kind == "transformer":
-    vocab = _get(t, "vocab_size")
-    if not vocab:
+  elif t.kind == "transformer":
+    if not t.vocab_size:
       raise ValueError("config.model.text.vocab_size must be set for kind='transformer' "
                        "(the tokenizer's vocab_size)")
-    max_len = int(_get(t, "max_len", 64))
-    text_encoder = text_lib.TextTransformer(int(vocab), t.width, t.depth, t.heads, max_len,
-                                            dtype=dtype, remat=remat)
-  elif kind == "hf_bert":
-    hf_dir = _get(t, "hf_dir")
-    if not hf_dir:
+    text_encoder = text_lib.TextTransformer(int(t.vocab_size), t.width, t.depth, t.heads,
+                                            int(t.max_len), dtype=dtype, remat=remat)
+  elif t.kind == "hf_bert":
+    if not t.hf_dir:
       raise ValueError("config.model.text.hf_dir must name a local Hugging Face folder for "
                        "kind='hf_bert'")
-    bert_config = text_lib.read_hf_bert_config(hf_dir)
+    bert_config = text_lib.read_hf_bert_config(t.hf_dir)
     text_encoder = text_lib.BertEncoder(bert_config, dtype=dtype, remat=remat,
-                                        pooling=_get(t, "pooling", "mean"))
+                                        pooling=t.pooling)
   else:
-    raise ValueError(f"config.model.text.kind must be 'transformer' or 'hf_bert' (or 'gemma3' "
-                     f"with model.text.frozen=True), got {kind!r}")
+    raise ValueError(f"config.model.text.kind={t.kind!r} must be 'transformer' or 'hf_bert' "
+                     "(or 'gemma3' with model.text.frozen=True)")
   return MERIT(encoder=encoder, decoder=decoder, text_encoder=text_encoder,
                num_leads=num_leads, num_samples=num_samples, patch_size=patch,
-               mask_ratio=mask_ratio, proj_dim=int(_get(m, "proj_dim", 256)),
-               temperature_init=float(_get(m, "temperature_init", 0.07)))
+               mask_ratio=float(m.mask_ratio), proj_dim=int(m.proj_dim),
+               temperature_init=float(m.temperature_init))
 
 
 def dummy_text_input(config, batch: int = 1) -> jax.Array:
   """A text input of the right kind for init / tracing: token ids, or frozen-tower embeddings."""
   if text_tower.is_frozen(config.model.text):
     return jnp.zeros((batch, text_tower.tower_dim(config.model.text)), jnp.float32)
-  length = (config.model.text.get("max_len", None) or config.data.get("max_text_len", None)
-            or 64)
-  return jnp.ones((batch, int(length)), jnp.int32)
+  return jnp.ones((batch, int(config.model.text.max_len)), jnp.int32)

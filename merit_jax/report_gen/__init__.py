@@ -1,0 +1,16 @@
+"""ECG-conditioned report generation: frozen ECG encoder → trainable projector → frozen LLM.
+
+`python -m merit_jax.generate` runs it; the pieces live here, one job per module:
+
+  data        ECG features of a split (through `merit_jax.encoder.Encoder`), the training
+              token sequences, and the ECGs of predict mode
+  projector   the LLM, the `Generator` (projector + LoRA adapters, the report-only loss) and
+              the Orbax save / load of a trained projector
+  training    the jitted train step and the loop over precomputed features
+  decoding    one report per ECG (greedy / beam / nucleus) and its scores
+  reporting   the comparison table (markdown + JSON, bootstrap CIs), samples and predictions
+"""
+
+
+class GenerateError(ValueError):
+  """A problem with the user's config or inputs, reported as one clear line."""

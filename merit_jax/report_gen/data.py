@@ -1,0 +1,253 @@
+"""The data of report generation: ECG features per split, token sequences, predict inputs.
+
+An arm's ECG features come from a `FeatureSource`: no ECG (all-zero features of width
+`NO_ECG_DIM`: the projector can only learn a constant soft prompt), a randomly initialised
+MERIT encoder, or a trained MERIT run; the two encoders embed through
+`merit_jax.encoder.Encoder`. Features are computed once per split (`split_features`) and saved
+in the workdir, so the encoder never runs inside the training loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import sys
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from merit_jax.report_gen import GenerateError
+
+NO_ECG_DIM = 16  # Feature width of the no-ECG arm (all zeros; the projector learns a constant).
+
+
+@dataclasses.dataclass
+class FeatureSource:
+  """Where an arm's ECG features come from, and how its ECGs are preprocessed."""
+  source: str  # 'none' | 'random' | the absolute path of a MERIT run dir
+  encoder: Any  # merit_jax.encoder.Encoder, None for 'none'
+  preprocess: dict  # the data.preprocess fields the encoder expects
+  run_config: dict | None = None  # the MERIT run's config (random: that of `encoder_like`)
+
+  def features(self, ecg: np.ndarray, kind: str) -> np.ndarray:
+    """Preprocessed ecg (B, 12, S) → float32 pooled (B, D) or tokens (B, N, D)."""
+    if self.encoder is None:
+      shape = (ecg.shape[0], NO_ECG_DIM) if kind == "pooled" else (ecg.shape[0], 1, NO_ECG_DIM)
+      return np.zeros(shape, np.float32)
+    return self.encoder.embed_ecg(ecg, tokens=kind == "tokens")[kind]
+
+
+def _read_run_config(run_dir: str) -> dict:
+  from merit_jax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
+  run_config = checkpoint_lib.read_run_config(os.path.expanduser(run_dir))
+  if run_config is None:
+    raise GenerateError(f"{run_dir!r} is not a MERIT run directory (no config.json); pass the "
+                        "--workdir of a `python -m merit_jax.train` run")
+  return run_config
+
+
+def _unbox_saved(tree):
+  """Params saved boxed (Flax partitioning metadata) come back as {'value': array} leaves."""
+  if isinstance(tree, dict):
+    if set(tree) == {"value"} and not isinstance(tree["value"], dict):
+      return tree["value"]
+    return {k: _unbox_saved(v) for k, v in tree.items()}
+  return tree
+
+
+def random_encoder(run_config: dict, seed: int, batch_size: int, params=None):
+  """The encoder of `run_config`, randomly initialised with `seed` (or given `params`).
+
+  The init runs the ECG path only, from PRNGKey(seed): the random arm's encoder of every
+  comparison table so far.
+  """
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from merit_jax import encoder as encoder_lib  # pylint: disable=g-import-not-at-top
+  from merit_jax.models import merit as merit_lib  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(run_config)
+  config.model.text.vocab_size = config.model.text.vocab_size or 8
+  model = merit_lib.build_model(config)
+  if params is None:
+    ecg = jnp.zeros((1, model.num_leads, model.num_samples), jnp.float32)
+    params = model.init(jax.random.PRNGKey(seed), ecg, method=model.embed_ecg)["params"]
+  params = nn.unbox(_unbox_saved(params))
+  return encoder_lib.Encoder.from_params(model, params, config, None, name="random",
+                                         batch_size=batch_size)
+
+
+def load_feature_source(checkpoint: str | None, encoder_like: str | None, seed: int,
+                        default_preprocess: dict, batch_size: int) -> FeatureSource:
+  """An arm's features: None → no ECG; 'random' → fresh init; else a MERIT run dir."""
+  if checkpoint in (None, "", "none"):
+    return FeatureSource("none", None, dict(default_preprocess))
+  if checkpoint == "random":
+    if not encoder_like:
+      raise GenerateError("checkpoint='random' needs config.encoder_like: a MERIT run dir whose "
+                          "encoder config the random encoder copies")
+    encoder = random_encoder(_read_run_config(encoder_like), seed, batch_size)
+    return FeatureSource("random", encoder, encoder.config.data.preprocess.to_dict(),
+                         encoder.config.to_dict())
+  from merit_jax import encoder as encoder_lib  # pylint: disable=g-import-not-at-top
+  try:
+    encoder = encoder_lib.Encoder.from_checkpoint(checkpoint, batch_size=batch_size)
+  except FileNotFoundError as e:
+    raise GenerateError(f"config.checkpoint: {e}") from e
+  return FeatureSource(os.path.abspath(os.path.expanduser(checkpoint)), encoder,
+                       encoder.config.data.preprocess.to_dict(), encoder.config.to_dict())
+
+
+# ------------------------------------------------------------------------------ split features
+
+def split_features(data_cfg, split: str, source: FeatureSource, kind: str, batch_size: int,
+                   max_records: int | None = None, progress: bool = True) -> dict:
+  """Frozen features of every record with a report in a split, once.
+
+  Returns {'features' float32 (N, D) | (N, T, D), 'reports' [str], 'codes' [[SCP code]],
+  'ecg_id' int64 (N,)}. Records whose report is empty are left out (nothing to learn or score).
+  """
+  from merit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  data_cfg = ml_collections.ConfigDict(data_cfg.to_dict())
+  data_cfg.preprocess = ml_collections.ConfigDict(source.preprocess)
+  names = pipeline.label_names(data_cfg).get("all", [])
+  total = pipeline.split_size(data_cfg, split)
+  bar = None
+  if progress:
+    from tqdm import auto as tqdm_auto  # pylint: disable=g-import-not-at-top
+    bar = tqdm_auto.tqdm(total=total, desc=f"features {split}", unit="ecg", file=sys.stderr)
+  feats, reports, codes, ids = [], [], [], []
+  for batch in pipeline.iterate_split(data_cfg, split, batch_size):
+    keep = np.asarray(batch["valid"]) & np.array([bool(r.strip()) for r in batch["report"]])
+    if bar is not None:
+      bar.update(int(np.sum(batch["valid"])))
+    if not keep.any():
+      continue
+    feats.append(source.features(batch["ecg"], kind)[keep])
+    reports += [r for r, k in zip(batch["report"], keep) if k]
+    ids.append(np.asarray(batch["ecg_id"])[keep])
+    if "labels/all" in batch:
+      for row in np.asarray(batch["labels/all"])[keep]:
+        codes.append([names[i] for i in np.flatnonzero(row)])
+    else:
+      codes += [[] for _ in range(int(keep.sum()))]
+    if max_records and len(reports) >= max_records:
+      break
+  if bar is not None:
+    bar.close()
+  if not reports:
+    raise GenerateError(f"split {split!r} of {data_cfg.name} has no record with a report")
+  n = min(len(reports), max_records or len(reports))
+  return {"features": np.concatenate(feats)[:n], "reports": reports[:n], "codes": codes[:n],
+          "ecg_id": np.concatenate(ids)[:n]}
+
+
+def save_features(path: str, feats: dict) -> None:
+  np.savez(path, features=feats["features"], ecg_id=feats["ecg_id"],
+           reports=np.asarray(feats["reports"], dtype=object),
+           codes=np.asarray([" ".join(c) for c in feats["codes"]], dtype=object))
+
+
+def compute_features(workdir: str, config, source: FeatureSource, split: str, kind: str,
+                     max_records: int | None = None) -> dict:
+  """`split_features` of `split`, also saved as workdir/features_<split>.npz."""
+  feats = split_features(config.data, split, source, kind, int(config.feature_batch_size),
+                         max_records, bool(config.progress))
+  save_features(os.path.join(workdir, f"features_{split}.npz"), feats)
+  return feats
+
+
+# ---------------------------------------------------------------------------- token sequences
+
+def prompt_ids(tokenizer, prompt: str) -> list[int]:
+  """BOS + prompt text: the fixed context between the soft prefix and the report."""
+  return tokenizer.encode(prompt, add_bos=True)
+
+
+def training_sequences(tokenizer, prompt: Sequence[int], reports: Sequence[str],
+                       max_report_tokens: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Right-padded [prompt | report tokens + EOS] rows.
+
+  Returns:
+    tokens int32 (N, P + R), input_mask bool (N, P + R) (False at pads), loss_mask bool
+    (N, P + R): True exactly at the report tokens and their EOS, the only loss targets.
+  """
+  if max_report_tokens <= 1:
+    raise GenerateError(f"max_report_tokens must be > 1, got {max_report_tokens}")
+  p = len(prompt)
+  width = p + max_report_tokens
+  tokens = np.full((len(reports), width), tokenizer.pad_id, np.int32)
+  input_mask = np.zeros((len(reports), width), bool)
+  loss_mask = np.zeros((len(reports), width), bool)
+  for row, report in enumerate(reports):
+    ids = tokenizer.encode(report, add_bos=False)[:max_report_tokens - 1] + [tokenizer.eos_id]
+    tokens[row, :p] = prompt
+    tokens[row, p:p + len(ids)] = ids
+    input_mask[row, :p + len(ids)] = True
+    loss_mask[row, p:p + len(ids)] = True
+  return tokens, input_mask, loss_mask
+
+
+# ----------------------------------------------------------------------------- predict inputs
+
+def read_inputs(path: str, sample_rate: float | None) -> tuple[list[str], list]:
+  """ECGs to report on: ([ids], [(signal (12, S) mV, rate)]) from a folder or one .npy.
+
+  A folder holds WFDB records (searched recursively) or .npy files, each (samples, 12) for one
+  ECG or (N, samples, 12) for several; `sample_rate` is the rate of .npy inputs (None = the
+  model's).
+  """
+  from merit_jax import embed  # pylint: disable=g-import-not-at-top
+  src = os.path.expanduser(path)
+  if not os.path.exists(src):
+    raise GenerateError(f"config.input {path!r} does not exist")
+  p = pathlib.Path(src)
+  if p.is_dir() and any(p.rglob("*.hea")):
+    try:
+      records, names = embed.read_wfdb_folder(src)
+    except (ValueError, FileNotFoundError) as e:
+      raise GenerateError(str(e)) from e
+    return names, records
+  files = sorted(p.rglob("*.npy")) if p.is_dir() else [p]
+  if not files or any(f.suffix != ".npy" for f in files):
+    raise GenerateError(f"config.input {path!r}: expected a folder of WFDB records (*.hea) or "
+                        ".npy files, or one .npy file")
+  ids, records = [], []
+  for f in files:
+    try:
+      arr = np.load(f, allow_pickle=False)
+    except ValueError as e:
+      raise GenerateError(f"cannot read {f}: {e}") from e
+    single = arr.ndim == 2
+    try:
+      leads_major = embed.check_signals(arr[None] if single else arr, where=str(f))
+    except ValueError as e:
+      raise GenerateError(str(e)) from e
+    name = os.path.relpath(f, src) if p.is_dir() else f.name
+    name = name[:-4]
+    for i, sig in enumerate(leads_major):
+      ids.append(name if single else f"{name}:{i}")
+      records.append((sig, sample_rate))
+  return ids, records
+
+
+def record_features(source: FeatureSource, records: Sequence, kind: str,
+                    batch_size: int) -> np.ndarray:
+  """Features of raw recordings [(signal (12, S) mV, rate or None)], each preprocessed as
+  the source's encoder expects (a recording longer than the model window: its centre)."""
+  from merit_jax.data import preprocess as preprocess_lib  # pylint: disable=g-import-not-at-top
+  pre_cfg = preprocess_lib.PreprocessConfig.from_config(
+      ml_collections.ConfigDict(source.preprocess))
+  rate_default = float(pre_cfg.sample_rate)
+  feats = []
+  for start in range(0, len(records), batch_size):
+    chunk = records[start:start + batch_size]
+    try:
+      ecg = np.stack([preprocess_lib.preprocess(sig, rate or rate_default, pre_cfg)
+                      for sig, rate in chunk])
+    except ValueError as e:
+      raise GenerateError(f"cannot preprocess input ECGs: {e}") from e
+    feats.append(source.features(ecg, kind))
+  return np.concatenate(feats)

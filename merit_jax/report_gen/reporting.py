@@ -1,0 +1,195 @@
+"""What report generation writes: the comparison table (markdown, JSON), samples, predictions.
+
+The comparison table has one row per arm with each metric's 95 % percentile bootstrap CI over
+the test records, and for arms after the first the paired bootstrap difference from the first
+arm (`bootstrap_arms`, `config.eval.n_bootstrap` resamples; `metrics.generation` does the
+scoring and resampling).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from typing import Sequence
+
+import jax
+
+from merit_jax.report_gen import projector as projector_lib
+
+ARM_TITLES = {"none": "no ECG (LLM prior, same training)",
+              "random": "randomly initialised encoder",
+              "merit": "MERIT encoder"}
+# (metrics key, column title) of the comparison tables, scores in %.
+TABLE_COLUMNS = (("bleu1", "BLEU-1"), ("bleu4", "BLEU-4"), ("rouge_l", "ROUGE-L"),
+                 ("meteor", "METEOR"), ("clinical_micro_f1", "statement F1 micro"),
+                 ("clinical_macro_f1", "statement F1 macro"))
+CONFIDENCE = 0.95  # Of the bootstrap intervals in the comparison table.
+
+
+def _cell(stat: dict | None, value: float | None) -> str:
+  """'12.3 [10.1, 14.5]' (%) from a bootstrap entry; the bare value (or –) without one."""
+  if stat is None:
+    return "–" if value is None else f"{100 * value:.1f}"
+  return f"{100 * stat['value']:.1f} [{100 * stat['ci_low']:.1f}, {100 * stat['ci_high']:.1f}]"
+
+
+def _diff_cell(stat: dict | None) -> str:
+  """'+1.2 [-0.5, +2.9]' in percentage points."""
+  if stat is None or "diff" not in stat:
+    return "–"
+  return (f"{100 * stat['diff']:+.1f} [{100 * stat['diff_ci_low']:+.1f}, "
+          f"{100 * stat['diff_ci_high']:+.1f}]")
+
+
+def bootstrap_arms(config, results: dict) -> dict:
+  """Per arm, `generation.bootstrap_from_statistics` over its test records.
+
+  Every arm is resampled with the same seed, so resample b holds the same records for all arms;
+  arms after the first also get the paired difference from the first arm (the no-ECG arm in
+  the default `config.arms`). An arm scored on other records than the first gets no
+  difference (it cannot be paired).
+  """
+  from merit_jax.metrics import generation  # pylint: disable=g-import-not-at-top
+  arms = list(results)
+  stats = {}
+  for arm, r in results.items():
+    # Each record is scored once (METEOR included); resamples re-sum these rows.
+    stats[arm] = generation.record_statistics(
+        r["generated"], r["test"]["reports"], labels=r["test"]["codes"],
+        with_meteor=bool(config.eval.meteor))
+  base = arms[0]
+  out = {}
+  for arm in arms:
+    paired = arm != base and results[arm]["test"]["ecg_id"] == results[base]["test"]["ecg_id"]
+    if arm != base and not paired:
+      print(f"    {arm}: test records differ from arm {base}'s; no paired difference",
+            flush=True)
+    out[arm] = generation.bootstrap_from_statistics(
+        stats[arm], stats[base] if paired else None, n_bootstrap=int(config.eval.n_bootstrap),
+        seed=int(config.seed), alpha=1.0 - CONFIDENCE)
+  return out
+
+
+def comparison_markdown(config, results: dict, command: str) -> str:
+  """The comparison table (with bootstrap CIs), the paired differences, a few examples."""
+  lines = ["# ECG-conditioned report generation on PTB-XL", "",
+           f"Command: `{command}`", ""]
+  first = next(iter(results.values()))
+  base_arm = next(iter(results))
+  num_records = first["metrics"]["num_records"]
+  lines += [
+      f"Data: {config.data.name} ({config.data.config}) from `{config.data.manual_dir}`; "
+      f"trained on split `{config.train_split}` ({first['train_records']} records with a "
+      f"report), scored on split `{config.eval.split}` ({num_records} "
+      "records). LLM: " + ("Gemma 3 270M (Q4_K_M GGUF, dequantised), frozen"
+                           if config.llm == "gemma3_270m" else f"{config.llm}")
+      + (f" + LoRA rank {config.lora_rank}" if config.lora_rank else "") + "; projector "
+      f"`{config.projector_kind}` → {config.num_prefix_tokens} soft tokens; prompt "
+      f"`{config.prompt}`; {config.decoding.method} decoding, max {config.max_report_tokens} "
+      "tokens.",
+      f"Budget: **{config.total_steps} steps × batch {config.batch_size}** per arm, AdamW lr "
+      f"{config.optim.lr}, on {jax.devices()[0].platform.upper()} "
+      f"({jax.device_count()} device(s)) — a small budget: absolute scores are low. One "
+      "training run per arm: the intervals below cover the sampling of test records, not "
+      "the variation between training runs.", "",
+      "| arm | encoder | " + " | ".join(title for _, title in TABLE_COLUMNS)
+      + " | final train loss | train s |",
+      "|---|---|" + "---|" * len(TABLE_COLUMNS) + "---|---|"]
+  for arm, r in results.items():
+    m, ci = r["metrics"], r.get("bootstrap") or {}
+    cells = [_cell(ci.get(key), m.get(key)) for key, _ in TABLE_COLUMNS]
+    lines.append(f"| {ARM_TITLES.get(arm, arm)} | `{r['encoder']}` | " + " | ".join(cells)
+                 + f" | {r['final_loss']:.3f} | {r['train_seconds']:.0f} |")
+  n_bootstrap = config.eval.n_bootstrap
+  pct = f"{100 * CONFIDENCE:g} %"
+  lines += ["", f"Scores in %, as `value [low, high]`: the {pct} percentile bootstrap "
+            f"confidence interval over the {num_records} test records ({n_bootstrap} "
+            f"resamples of the {num_records} records drawn with replacement, each keeping "
+            "a record of every labelled statement (`metrics.classification."
+            f"iter_resample_indices`), seed {config.seed}; low and high are the "
+            f"{50 * (1 - CONFIDENCE):g}th and "
+            f"{100 - 50 * (1 - CONFIDENCE):g}th percentiles of the metric over the "
+            "resamples). Statement F1: SCP statements recovered from the generated text "
+            "by `metrics.clinical.ScpMatcher` against each record's PTB-XL `scp_codes`."]
+  others = list(results.items())[1:]
+  if others:
+    base = "no-ECG arm" if base_arm == "none" else f"`{base_arm}` arm"
+    lines += ["", f"## Difference from the {base} (paired bootstrap, {pct} CI)", "",
+              "| arm | " + " | ".join(title for _, title in TABLE_COLUMNS) + " |",
+              "|---|" + "---|" * len(TABLE_COLUMNS)]
+    for arm, r in others:
+      ci = r.get("bootstrap") or {}
+      lines.append(f"| {ARM_TITLES.get(arm, arm)} | "
+                   + " | ".join(_diff_cell(ci.get(key)) for key, _ in TABLE_COLUMNS) + " |")
+    lines += ["", f"Percentage points, arm minus {base}: `difference [low, high]`. Paired: "
+              "each resample draws the same test records for both arms and the difference "
+              f"is taken within it; low and high are its {50 * (1 - CONFIDENCE):g}th and "
+              f"{100 - 50 * (1 - CONFIDENCE):g}th percentiles over the {n_bootstrap} "
+              "resamples. An interval that excludes 0 is a difference beyond test-record "
+              "sampling noise."]
+  lines += ["", "## Examples", ""]
+  test = first["test"]
+  for i in range(min(int(config.eval.num_examples), len(test["reports"]))):
+    lines.append(f"**ecg_id {test['ecg_id'][i]}** (labels: {' '.join(test['codes'][i])})")
+    lines.append("")
+    lines.append(f"- reference: {test['reports'][i]}")
+    for arm, r in results.items():
+      lines.append(f"- {arm}: {r['generated'][i] or '(empty)'}")
+    lines.append("")
+  return "\n".join(lines) + "\n"
+
+
+def write_comparison(config, results: dict, workdir: str, command: str) -> str:
+  """workdir/report_generation.{md,json} (and config.results_path); returns the markdown.
+
+  The JSON holds every arm's summary and generated reports, the references once, and the
+  bootstrap's settings; `results[arm]['bootstrap']` must be set (`bootstrap_arms`).
+  """
+  arms = list(results)
+  table = comparison_markdown(config, results, command)
+  with open(os.path.join(workdir, "report_generation.md"), "w", encoding="utf-8") as f:
+    f.write(table)
+  payload = {"config": projector_lib.config_json(config), "command": command,
+             "device": f"{jax.devices()[0].platform} x{jax.device_count()}",
+             "arms": {arm: {k: v for k, v in r.items() if k != "test"}
+                      for arm, r in results.items()},
+             "references": results[arms[0]]["test"],
+             # Each arm's "bootstrap": {metric: {value, ci_low, ci_high[, diff, diff_ci_low,
+             # diff_ci_high]}}, differences against `baseline_arm`.
+             "bootstrap": {"n_bootstrap": int(config.eval.n_bootstrap),
+                           "seed": int(config.seed), "confidence": CONFIDENCE,
+                           "baseline_arm": arms[0],
+                           "method": "percentile bootstrap over test records, resampled "
+                                     "with replacement keeping a record of every labelled "
+                                     "statement (metrics.classification."
+                                     "iter_resample_indices); paired (same resamples) for "
+                                     "differences"}}
+  with open(os.path.join(workdir, "report_generation.json"), "w", encoding="utf-8") as f:
+    json.dump(payload, f, indent=2, default=str)
+  if config.results_path:
+    out = os.path.expanduser(config.results_path)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w", encoding="utf-8") as f:
+      f.write(table)
+  return table
+
+
+def write_samples(path: str, test: dict, generated: Sequence[str]) -> None:
+  """CSV (ecg_id, reference, generated, scp_codes) of a scored split."""
+  with open(path, "w", newline="", encoding="utf-8") as f:
+    w = csv.writer(f)
+    w.writerow(["ecg_id", "reference", "generated", "scp_codes"])
+    for i, g in enumerate(generated):
+      w.writerow([int(test["ecg_id"][i]), test["reports"][i], g, " ".join(test["codes"][i])])
+
+
+def write_predictions(path: str, ids: Sequence[str], reports: Sequence[str]) -> str:
+  """CSV (id, report) of predict mode; returns its absolute path."""
+  out = os.path.abspath(os.path.expanduser(path))
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  with open(out, "w", newline="", encoding="utf-8") as f:
+    w = csv.writer(f)
+    w.writerow(["id", "report"])
+    w.writerows(zip(ids, reports))
+  return out

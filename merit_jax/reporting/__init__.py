@@ -1,0 +1,1 @@
+"""Evaluation reporting: markdown tables, result JSON and figures."""

@@ -1,0 +1,62 @@
+"""merit_jax.reporting: the markdown of checked-in results and the pixels of the figures."""
+
+import json
+import pathlib
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from merit_jax.reporting import markdown
+from merit_jax.reporting import plots
+from merit_jax.reporting import writer
+
+RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
+# Result files written by the current markdown writer (older ones predate its last sections).
+CURRENT = ("ablations_minilm_seed0", "ablations_minilm_seed1", "capacity_w192_d6",
+           "merit_gemma_l9_zero_shot")
+ABLATIONS_TITLE = "Ablations: MERIT vs its ablations vs baselines"
+C0, C1 = np.array([0x1f, 0x77, 0xb4]) / 255, np.array([0xff, 0x7f, 0x0e]) / 255
+
+
+@pytest.mark.parametrize("name", CURRENT)
+def test_markdown_regenerates_the_checked_in_tables(name):
+  results = json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
+  command = results["meta"]["command"]
+  ablation = command.startswith("python -m merit_jax.ablations")
+  extra = ""
+  if "paired_vs_contrastive_only" in results:
+    extra += markdown.paired_markdown(results["paired_vs_contrastive_only"])
+  if "lambda_selection" in results["meta"]:
+    extra += markdown.selection_markdown(results["meta"]["lambda_selection"])
+  text = markdown.results_markdown(results, ABLATIONS_TITLE if ablation else name, command)
+  assert text + extra == (RESULTS / f"{name}.md").read_text(encoding="utf-8")
+
+
+def _pixels(path, colour):
+  image = matplotlib.image.imread(str(path))[..., :3]
+  return np.all(np.abs(image - colour) < 0.08, axis=-1)
+
+
+def _probe_entry(values):
+  return {f: {"macro_auroc": {"mean": v, "std": 0.0}} for f, v in values.items()}
+
+
+def test_fraction_plot_draws_each_encoder_at_its_auroc(tmp_path):
+  results = {"meta": {"tasks": ["rhythm"]}, "linear_probe": {
+      "high": {"rhythm": _probe_entry({"0.01": 0.80, "0.1": 0.85, "1.0": 0.90})},
+      "low": {"rhythm": _probe_entry({"0.01": 0.55, "0.1": 0.60, "1.0": 0.65})}}}
+  path = plots.plot_fractions(results, tmp_path / "f.png")
+  high, low = _pixels(path, C0), _pixels(path, C1)
+  assert high.sum() > 50 and low.sum() > 50
+  # Image rows grow downwards: the higher AUROC is drawn above, and both lines rise.
+  assert np.flatnonzero(high.any(1)).mean() < np.flatnonzero(low.any(1)).mean()
+  cols = np.flatnonzero(high.any(0))
+  assert np.flatnonzero(high[:, cols[:4]].any(1)).mean() > \
+      np.flatnonzero(high[:, cols[-4:]].any(1)).mean()
+  assert plots.plot_fractions({"meta": {"tasks": []}}, tmp_path / "none.png") is None
+
+
+def test_results_json_keeps_number_lists_on_one_line():
+  text = writer.results_json({"a": {"b": [1, 2.5, float("nan")], "c": [{"d": 1}]}})
+  assert "\"b\": [1, 2.5, NaN]" in text and json.loads(text)["a"]["c"] == [{"d": 1}]
