@@ -6,11 +6,11 @@
   # Reports for a folder of ECGs (WFDB records or .npy files) into a CSV:
   python -m merit_jax.generate --config=configs/generate.py --config.mode=predict \
       --config.projector=DIR --config.input=FOLDER --config.output=reports.csv
-  # The comparison table (no ECG / random encoder / MERIT encoder), CPU budget:
+  # The comparison table (no ECG / random encoder / MERIT encoder / most frequent report):
   python -m merit_jax.generate --config=configs/generate.py:compare \
       --config.merit_checkpoint=RUN_DIR --workdir=DIR
 
-Variants (after the colon, `VARIANTS` below): (none) the defaults; `compare` the three-arm table
+Variants (after the colon, `VARIANTS` below): (none) the defaults; `compare` the four-arm table
 with the small CPU budget; `quick` a short single-arm run; `test` the tiny random LLM (byte
 tokenizer) used by the unit tests.
 
@@ -38,6 +38,11 @@ VARIANTS = {
         "total_steps": 80,
         "optim.warmup_steps": 8,
         "log_every": 10,
+        # Non-degenerate decoding (issue 15); placeholders until chosen on validation.
+        "decoding.repetition_penalty": 1.2,
+        "decoding.no_repeat_ngram": 4,
+        "decoding.min_new_tokens": 4,
+        "decoding.ban_markup": True,
     },
     "quick": {
         "total_steps": 40,
@@ -75,7 +80,9 @@ def _defaults() -> ml_collections.ConfigDict:
   c.checkpoint = config_dict.placeholder(str)  # MERIT run dir | None (no ECG) | 'random'
   c.encoder_like = config_dict.placeholder(str)  # run dir whose encoder config 'random' copies
   c.merit_checkpoint = config_dict.placeholder(str)  # compare mode: the MERIT arm's run dir
-  c.arms = ("none", "random", "merit")  # compare mode, run one after the other
+  # Compare mode, run one after the other; 'most_frequent' writes the training split's most
+  # common report for every record (no ECG, no training: the floor a model must beat).
+  c.arms = ("none", "random", "merit", "most_frequent")
 
   # --- LLM and conditioning -------------------------------------------------------------------
   c.llm = "gemma3_270m"  # 'gemma3_270m' (the packaged GGUF) | 'tiny' (random, byte tokenizer)
@@ -85,6 +92,9 @@ def _defaults() -> ml_collections.ConfigDict:
   c.resampler = ml_collections.ConfigDict(dict(width=256, depth=2, num_heads=4))
   c.num_prefix_tokens = 8
   c.lora_rank = 0  # 0 = frozen LLM
+  # What the adapters adapt (with lora_rank > 0): 'attn' (q/k/v/o projections) and/or 'mlp'
+  # (the GeGLU gate/up/down projections) of every block.
+  c.lora_targets = ("attn", "mlp")
   c.lora_alpha = 16.0
   c.prompt = "12-lead ECG report:"
   c.max_report_tokens = 64
@@ -102,7 +112,11 @@ def _defaults() -> ml_collections.ConfigDict:
 
   # --- decoding and evaluation ----------------------------------------------------------------
   c.decoding = ml_collections.ConfigDict(dict(
-      method="greedy", beam_width=4, length_penalty=0.0, top_p=0.9, temperature=1.0))
+      method="greedy", beam_width=4, length_penalty=0.0, top_p=0.9, temperature=1.0,
+      # Rules against empty, markup and looping reports (`models/llm/decode.py`); 1.0 / 0 /
+      # False = off. stop_at_end_of_turn: Gemma's <end_of_turn> ends a report like EOS.
+      repetition_penalty=1.0, no_repeat_ngram=0, min_new_tokens=0, ban_markup=False,
+      stop_at_end_of_turn=True))
   c.eval = ml_collections.ConfigDict(dict(
       split="test", batch_size=16, max_records=config_dict.placeholder(int), num_examples=5,
       meteor=True,
@@ -110,14 +124,24 @@ def _defaults() -> ml_collections.ConfigDict:
       # paired differences (cheap: each record is scored once, resamples re-sum statistics).
       n_bootstrap=1000))
 
-  # --- data (PTB-XL build; built on first use from manual_dir) ---------------------------------
+  # --- data: both shared PTB-XL folders, each its own build (made on first use from its
+  # manual_dir), as configs/pretrain.py:ptbxl_shared reads them ----------------------------------
   c.data = ml_collections.ConfigDict()
+  # data.name/data_dir: the first folder; its label names, and the only dataset read with
+  # --config.data.sources=None.
   c.data.name = "ptbxl"
   c.data.config = "100hz"
   c.data.data_dir = "~/tensorflow_datasets/merit_shared/ptbxl"
   c.data.manual_dir = os.path.join(SHARED_DATA, "ptbxl")
   c.data.build_kwargs = ml_collections.ConfigDict()  # extra arguments of the dataset build
-  c.data.sources = config_dict.placeholder(tuple)  # one dataset here: data.name
+  # Every report-bearing record of a split of both folders (raw and upstream-normalised
+  # records), concatenated: 541 + 571 = 1,112 training reports. Weights are unused here (each
+  # record is read once); they keep the entries in pretrain.py's data.sources form.
+  c.data.sources = config_dict.FieldReference(tuple(
+      dict(name="ptbxl", config="100hz", weight=1.0, reports=True,
+           data_dir=f"~/tensorflow_datasets/merit_shared/{folder}",
+           manual_dir=os.path.join(SHARED_DATA, folder))
+      for folder in ("ptbxl", "ptbxl_derived")), field_type=tuple)
   c.data.num_threads = 0  # Grain read threads (0 = min(8, cores))
   c.data.preprocess = ml_collections.ConfigDict(dict(
       sample_rate=100, num_samples=1000, bandpass=config_dict.placeholder(tuple),
@@ -131,6 +155,9 @@ def _defaults() -> ml_collections.ConfigDict:
 
   # --- compare mode ---------------------------------------------------------------------------
   c.results_path = "results/report_generation.md"  # also written: <workdir>/report_generation.*
+  # 12 test records side by side + MERIT's statement confusion (report_gen/samples.py); also
+  # written: <workdir>/report_generation_samples.md. None: the workdir copy only.
+  c.samples_path = "results/report_generation_samples.md"
   c.progress = True
   return c
 

@@ -381,6 +381,21 @@ def validate_generate_config(config: ml_collections.ConfigDict) -> None:
   one_of("llm", config.llm, projector.LLMS)
   one_of("projector_kind", config.projector_kind, conditioning.PROJECTOR_KINDS)
   one_of("decoding.method", config.decoding.method, decoding.METHODS)
+  # The decoding rules against degenerate reports (models/llm/decode.py).
+  penalty = config.decoding.repetition_penalty
+  if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not penalty > 0:
+    errors.append(f"config.decoding.repetition_penalty={penalty!r} must be a number > 0 "
+                  "(1.0 = off, > 1 discourages repeats)")
+  positive_int("decoding.no_repeat_ngram", config.decoding.no_repeat_ngram, minimum=0)
+  min_new = config.decoding.min_new_tokens
+  positive_int("decoding.min_new_tokens", min_new, minimum=0)
+  max_new = config.max_report_tokens
+  if isinstance(min_new, int) and isinstance(max_new, int) and min_new > max_new:
+    errors.append(f"config.decoding.min_new_tokens={min_new!r} must be an integer in "
+                  f"[0, max_report_tokens={max_new}]")
+  for key in ("ban_markup", "stop_at_end_of_turn"):
+    if not isinstance(config.decoding[key], bool):
+      errors.append(f"config.decoding.{key}={config.decoding[key]!r} must be one of True, False")
   for key, value in (("total_steps", config.total_steps), ("batch_size", config.batch_size),
                      ("log_every", config.log_every),
                      ("feature_batch_size", config.feature_batch_size),
@@ -394,6 +409,22 @@ def validate_generate_config(config: ml_collections.ConfigDict) -> None:
     positive_int("eval.max_records", config.eval.max_records)
   if float(config.optim.lr) <= 0:
     errors.append(f"config.optim.lr={config.optim.lr} must be > 0")
+  targets = config.lora_targets
+  groups = tuple(conditioning.LORA_TARGET_GROUPS)
+  if (not isinstance(targets, (tuple, list)) or not targets
+      or any(t not in groups for t in targets)):
+    errors.append(f"config.lora_targets={targets!r} must be a non-empty tuple of "
+                  f"{', '.join(map(repr, groups))}")
+  if config.data.sources:
+    entries = [dict(src) if isinstance(src, (dict, ml_collections.ConfigDict)) else src
+               for src in config.data.sources]
+    bad = [src for src in entries if not isinstance(src, dict) or not src.get("name")
+           or not src.get("data_dir")]
+    if bad:
+      errors.append(f"config.data.sources: entries {bad!r} need a name and a data_dir")
+    elif not any(src.get("reports", True) for src in entries):
+      errors.append("config.data.sources: every source is marked reports=False; report "
+                    "generation needs at least one with reports")
 
   if config.mode == "train" and config.checkpoint == "random" and not config.encoder_like:
     errors.append("config.checkpoint='random' needs config.encoder_like: a MERIT run dir whose "

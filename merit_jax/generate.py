@@ -61,8 +61,8 @@ def run_train(config, workdir: str, checkpoint: str | None = None, llm=None,
 
   Returns:
     {encoder, train_records, steps, batch_size, train_seconds, first_loss, final_loss,
-    trainable_params[, metrics, eval_seconds, generated, test]}; summary.json holds all but
-    the generated reports and the test references.
+    trainable_params[, eval_split, eval_loss, metrics, eval_seconds, generated, test]};
+    summary.json holds all but the generated reports and the test references.
   """
   if not workdir:
     raise GenerateError("--workdir is required in train mode")
@@ -90,7 +90,14 @@ def run_train(config, workdir: str, checkpoint: str | None = None, llm=None,
     test = data_lib.compute_features(workdir, config, source, config.eval.split, kind,
                                      config.eval.max_records)
     t0 = time.time()
+    # Teacher-forced loss on the eval split (validation when choosing a recipe).
+    summary.update(eval_split=config.eval.split,
+                   eval_loss=training.eval_loss(config, gen, trainable, test)["loss"])
     metrics, generated = decoding.evaluate(config, gen, trainable, test, bool(config.progress))
+    print(f"{config.eval.split}: loss {summary['eval_loss']:.4f}, statement F1 micro "
+          f"{metrics.get('clinical_micro_f1', float('nan')):.4f} macro "
+          f"{metrics.get('clinical_macro_f1', float('nan')):.4f} ({len(generated)} records)",
+          flush=True)
     summary.update(metrics=metrics, eval_seconds=time.time() - t0)
     reporting.write_samples(os.path.join(workdir, "samples.csv"), test, generated)
     summary["generated"] = generated
@@ -118,16 +125,21 @@ def run_predict(config) -> str:
 
 
 def run_compare(config, workdir: str, command: str = "") -> dict:
-  """Trains and scores the arms one after another; writes the table.
+  """Trains (or, for 'most_frequent', just writes) and scores the arms one after another;
+  writes the table and the samples page.
 
   Each arm's summary (see `run_train`) gains "bootstrap": `reporting.bootstrap_arms`'s CIs
   over the test records, and for arms after the first the paired difference from the first
-  arm.
+  arm; "degeneracy": its degenerate-output counts; the MERIT arm "versus": its paired
+  difference from every other arm (`reporting.score_arms`).
   """
+  # pylint: disable-next=g-import-not-at-top
+  from merit_jax.report_gen import baselines, samples
   if not workdir:
     raise GenerateError("--workdir is required in compare mode")
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  llm = projector_lib.load_llm(config.llm, config.llm_path, int(config.seed))
+  llm = (projector_lib.load_llm(config.llm, config.llm_path, int(config.seed))
+         if set(config.arms) - {baselines.MOST_FREQUENT} else None)
   checkpoints = {"none": "none", "random": "random", "merit": config.merit_checkpoint}
   results = {}
   for arm in config.arms:
@@ -135,14 +147,17 @@ def run_compare(config, workdir: str, command: str = "") -> dict:
     arm_cfg = ml_collections.ConfigDict(config.to_dict())
     if arm == "random":
       arm_cfg.encoder_like = config.merit_checkpoint
-    results[arm] = run_train(arm_cfg, os.path.join(workdir, arm), checkpoints[arm], llm=llm)
+    if arm == baselines.MOST_FREQUENT:  # No features, no training: nothing for the LLM.
+      results[arm] = baselines.run_most_frequent(arm_cfg, os.path.join(workdir, arm))
+    else:
+      results[arm] = run_train(arm_cfg, os.path.join(workdir, arm), checkpoints[arm], llm=llm)
     m = results[arm]["metrics"]
     print(f"    {arm}: BLEU-4 {m['bleu4']:.4f} ROUGE-L {m['rouge_l']:.4f} "
           f"METEOR {m.get('meteor', float('nan')):.4f} F1 {m['clinical_micro_f1']:.4f}",
           flush=True)
-  for arm, ci in reporting.bootstrap_arms(config, results).items():
-    results[arm]["bootstrap"] = ci
+  reporting.score_arms(config, results)
   print(reporting.write_comparison(config, results, workdir, command))
+  print(f"samples page: {samples.write_samples_page(config, results, workdir, command)}")
   return results
 
 

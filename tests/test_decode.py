@@ -140,3 +140,64 @@ def test_top_p_filter_and_sampling(tiny):
   with pytest.raises(ValueError, match="top_p"):
     decode.sample_decode(model, params, prompts, jax.random.PRNGKey(1),
                          max_new_tokens=2, eos_id=EOS, top_p=0.0)
+
+
+# ------------------------------------------------------------------------ decoding rules
+
+@functools.partial(jax.jit, static_argnums=0)
+def _last_logits(model, params, seq, length):
+  logits, _ = model.apply(params, seq, input_mask=jnp.arange(seq.shape[1])[None] < length)
+  return logits[0, length - 1]
+
+
+def _greedy_with_rules_reference(model, params, prompt, max_new, penalty, ngram, min_new,
+                                 banned, stop):
+  """The rules in plain numpy on full recomputation: the independent reference."""
+  seq, out = list(prompt), []
+  for step in range(max_new):
+    padded = jnp.asarray([seq + [PAD] * (len(prompt) + max_new - len(seq))])
+    logits = np.asarray(_last_logits(model, params, padded, len(seq)), np.float64)
+    for tok in set(out):
+      logits[tok] = logits[tok] / penalty if logits[tok] > 0 else logits[tok] * penalty
+    if ngram and len(out) >= ngram - 1:
+      context = tuple(out[len(out) - ngram + 1:]) if ngram > 1 else ()
+      for s in range(len(out) - ngram + 1):
+        if tuple(out[s:s + ngram - 1]) == context:
+          logits[out[s + ngram - 1]] = -np.inf
+    if step < min_new:
+      logits[[EOS, stop]] = -np.inf
+    logits[banned] = -np.inf
+    tok = int(np.argmax(logits))
+    out.append(tok)
+    if tok in (EOS, stop):
+      break
+    seq.append(tok)
+  return out + [PAD] * (max_new - len(out))
+
+
+def test_rules_match_numpy_reference(tiny):
+  model, params = tiny
+  prompts = [[2, 17, 33, 9, 41], [2, 5, 60, 12, 7]]
+  banned = np.asarray([3, 8, 13, 21], np.int32)
+  stop = 7
+  for penalty, ngram, min_new in ((1.0, 2, 0), (1.5, 0, 3), (2.0, 3, 2)):
+    got = decode.greedy_decode(model, params, jnp.asarray(prompts), max_new_tokens=MAX_NEW,
+                               eos_id=EOS, pad_id=PAD, repetition_penalty=penalty,
+                               no_repeat_ngram=ngram, min_new_tokens=min_new,
+                               banned_ids=banned, stop_ids=(stop,))
+    for row, prompt in zip(np.asarray(got).tolist(), prompts):
+      assert row == _greedy_with_rules_reference(model, params, prompt, MAX_NEW, penalty,
+                                                 ngram, min_new, banned, stop), (penalty, ngram)
+
+
+def test_rules_off_keep_todays_outputs(tiny):
+  model, params = tiny
+  prompts = jnp.asarray([[2, 17, 33, 9, 41], [2, 5, 60, 12, 7]])
+  off = dict(repetition_penalty=1.0, no_repeat_ngram=0, min_new_tokens=0, stop_ids=())
+  np.testing.assert_array_equal(
+      decode.greedy_decode(model, params, prompts, max_new_tokens=MAX_NEW, eos_id=7, **off),
+      decode.greedy_decode(model, params, prompts, max_new_tokens=MAX_NEW, eos_id=7))
+  a = decode.beam_search(model, params, prompts, max_new_tokens=MAX_NEW, eos_id=7, **off)
+  b = decode.beam_search(model, params, prompts, max_new_tokens=MAX_NEW, eos_id=7)
+  np.testing.assert_array_equal(a[0], b[0])
+  np.testing.assert_array_equal(a[1], b[1])

@@ -311,6 +311,7 @@ def test_train_on_ptbxl_records(ptbxl_dir, tmp_path, merit_run):
   cfg = generate_config.get_config("test")
   cfg.data.data_dir = str(tmp_path / "tfds")
   cfg.data.manual_dir = str(ptbxl_dir)
+  cfg.data.sources = None  # This one build, not the default mixture of both shared folders.
   cfg.checkpoint = "random"
   cfg.encoder_like = merit_run
   summary = generate.run_train(cfg, str(tmp_path / "run"))

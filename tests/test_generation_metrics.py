@@ -6,6 +6,8 @@ rescored from scratch on the records of each resample.
 
 import numpy as np
 import pytest
+from rouge_score import rouge_scorer
+from sacrebleu.metrics import BLEU
 
 from merit_jax.metrics import clinical
 from merit_jax.metrics import generation as gen
@@ -27,6 +29,34 @@ def test_report_generation_metrics_combines_the_separate_metrics():
   assert out["clinical_macro_f1"] == pytest.approx(4 / 5)
   assert set(gen.report_generation_metrics(generated, refs, with_meteor=False)) == {
       "bleu1", "bleu2", "bleu3", "bleu4", "rouge_l"}
+  # BLEU: sacrebleu itself (default settings), reference streams padded with None; / 100.
+  streams = [["sinus rhythm, normal ecg.", "atrial fibrillation"],
+             [None, "left bundle branch block"]]
+  for n in (1, 4):
+    assert out[f"bleu{n}"] == BLEU(max_ngram_order=n).corpus_score(generated, streams).score / 100
+  # ROUGE-L: rouge-score itself, its best reference per record, mean over records.
+  scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+  assert out["rouge_l"] == pytest.approx(np.mean(
+      [scorer.score_multi(r if isinstance(r, list) else [r], h)["rougeL"].fmeasure
+       for h, r in zip(generated, refs)]), abs=1e-15)
+
+
+def test_resampled_bleu_equals_sacrebleu_corpus_score_of_the_resample():
+  """Each resample's BLEU is sacrebleu's corpus_score on the resampled records, exactly."""
+  good, _, refs, labels = _generation_case(n=30, seed=5)
+  refs[3] = refs[3].replace("sinus", "Sinusrhythmus, unvollständiger")  # Non-ASCII, case.
+  stats = gen.record_statistics(good, refs, labels, with_meteor=False)
+  indices = gen.resample_indices(len(good), 20, seed=1, stats=stats)
+  fast = gen.resampled_metrics(stats, indices)
+  scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False,
+                                    tokenizer=text.UnicodeWordTokenizer())
+  for b, idx in enumerate(indices):
+    hyps, rs = [good[i] for i in idx], [refs[i] for i in idx]
+    for n in (1, 2, 3, 4):
+      assert fast[f"bleu{n}"][b] == BLEU(max_ngram_order=n).corpus_score(
+          hyps, [rs]).score / 100, (b, n)
+    want = np.mean([scorer.score(r, h)["rougeL"].fmeasure for h, r in zip(hyps, rs)])
+    assert fast["rouge_l"][b] == pytest.approx(want, abs=1e-12), b
 
 
 # ------------------------------------------------------------------------------- bootstrap

@@ -1,13 +1,16 @@
-"""BLEU, ROUGE-L and METEOR against hand-worked values and the reference packages.
+"""BLEU (sacrebleu), ROUGE-L (rouge-score) and METEOR (nltk) of `metrics.text`, against the
+libraries called directly and against hand-worked values.
 
-sacrebleu, nltk and rouge-score score whitespace-split text here, so the texts are lowercase
-words separated by single spaces: every tokenizer splits them the same way.
+The BLEU and ROUGE-L tests call sacrebleu and rouge-score themselves on hand examples, so a
+change of library version or of our wrapper (reference layout, tokenizer, scaling) shows up.
 """
 
 import math
 
 import numpy as np
 import pytest
+from rouge_score import rouge_scorer
+from sacrebleu.metrics import BLEU
 
 from merit_jax.metrics import text as tm
 
@@ -30,6 +33,17 @@ def _random_corpus(seed, n=30):
   return hyps, refs
 
 
+_REPORTS = [  # PTB-XL-like: German with umlauts, punctuation, English, mixed case.
+    ("Sinusrhythmus. Unvollständiger Rechtsschenkelblock. Sonst normales EKG.",
+     "Sinusrhythmus. Unvollständiger Rechtsschenkelblock, sonst normales EKG."),
+    ("Sinusrhythmus. Überdrehter Linkstyp. Linksanteriorer Hemiblock.",
+     "Sinusrhythmus. Linkstyp. Linksanteriorer Hemiblock. Erregungsrückbildungsstörung."),
+    ("sinus rhythm. normal ecg.", "Sinus rhythm, left axis deviation."),
+    ("Vorhofflimmern.", "Vorhofflimmern mit schneller Überleitung. Periphere Niederspannung."),
+    ("", "Sinusrhythmus. Normales EKG."),
+]
+
+
 def _meteor_reader():
   pytest.importorskip("nltk")
   try:
@@ -45,66 +59,97 @@ def test_tokenize():
 
 # ------------------------------------------------------------------------------------- BLEU
 
-def test_bleu_identical_is_one():
-  scores = tm.corpus_bleu(["sinus rhythm, normal ecg."], ["Sinus rhythm. Normal ECG"])
-  assert all(math.isclose(v, 1.0) for v in scores.values()), scores
-
-
-def test_bleu_hand_worked():
-  # hyp: the cat sat on the mat / ref: the cat is on the mat (equal length: BP = 1).
-  # clipped matches: 1-grams 5/6, 2-grams 3/5 (the cat, on the, the mat), 3-grams 1/4, 4-grams 0.
-  scores = tm.corpus_bleu(["the cat sat on the mat"], ["the cat is on the mat"])
-  assert scores["bleu1"] == pytest.approx(5 / 6)
-  assert scores["bleu2"] == pytest.approx(math.sqrt(5 / 6 * 3 / 5))
-  assert scores["bleu3"] == pytest.approx((5 / 6 * 3 / 5 * 1 / 4) ** (1 / 3))
-  assert scores["bleu4"] == 0.0
-  # Brevity penalty: 2 tokens against 6: exp(1 - 6/2).
-  short = tm.corpus_bleu(["the cat"], ["the cat sat on the mat"], max_n=2)
-  assert short["bleu2"] == pytest.approx(math.exp(-2))
-  # Clipping: 'the' four times, at most twice in the reference: 1-gram precision 2/4;
-  # corpus brevity: hypothesis 4 tokens, reference 3 -> no penalty.
-  assert tm.corpus_bleu(["the the the the"], ["the cat the"], max_n=1)["bleu1"] == 0.5
-  # Closest reference length, the shorter on a tie: 4 tokens against 3 and 5 -> r = 3, BP 1;
-  # against 6 and 8 -> r = 6, BP = exp(1 - 6/4).
-  assert tm.corpus_bleu(["a b c d"], [["a b c", "a b c d e"]], max_n=1)["bleu1"] == 1.0
-  assert tm.corpus_bleu(["a b c d"], [["a b c d x y", "a b c d x y z w"]],
-                        max_n=1)["bleu1"] == pytest.approx(math.exp(1 - 6 / 4))
+def test_bleu_equals_sacrebleu_corpus_score_on_reports():
+  hyps = [h for h, _ in _REPORTS]
+  refs = [r for _, r in _REPORTS]
+  ours = tm.corpus_bleu(hyps, refs)
+  for n in range(1, 5):
+    want = BLEU(max_ngram_order=n).corpus_score(hyps, [refs]).score / 100
+    assert ours[f"bleu{n}"] == want, n  # Exactly: the same library call underneath.
+  assert 0 < ours["bleu4"] < ours["bleu1"] < 1
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_bleu_matches_sacrebleu(seed):
-  sacrebleu = pytest.importorskip("sacrebleu.metrics")
+def test_bleu_equals_sacrebleu_with_several_references(seed):
   hyps, refs = _random_corpus(seed)
   # sacrebleu takes reference streams; a record with fewer references gets None in the rest.
   streams = [[r[k] if k < len(r) else None for r in refs] for k in range(3)]
   ours = tm.corpus_bleu(hyps, refs)
   for n in range(1, 5):
-    bleu = sacrebleu.BLEU(max_ngram_order=n, smooth_method="none", tokenize="none",
-                          force=True)
-    assert ours[f"bleu{n}"] == pytest.approx(bleu.corpus_score(hyps, streams).score / 100,
-                                             abs=1e-12), n
+    assert ours[f"bleu{n}"] == BLEU(max_ngram_order=n).corpus_score(hyps, streams).score / 100
 
 
-def test_bleu_matches_nltk_corpus_bleu():
-  bleu_score = pytest.importorskip("nltk.translate.bleu_score")
-  hyps = ["sinus rhythm with left axis deviation and left anterior fascicular block",
-          "atrial fibrillation with rapid ventricular response",
-          "sinus bradycardia otherwise normal ecg"]
-  refs = [["sinus rhythm left axis deviation left anterior fascicular block",
-           "sinus rhythm with left anterior fascicular block"],
-          ["atrial fibrillation with a rapid ventricular response noted"],
-          ["sinus bradycardia otherwise normal ecg"]]
-  ours = tm.corpus_bleu(hyps, refs)
-  for n in range(1, 5):
-    want = bleu_score.corpus_bleu([[r.split() for r in rs] for rs in refs],
-                                  [h.split() for h in hyps], weights=tuple([1 / n] * n))
-    assert ours[f"bleu{n}"] == pytest.approx(want, abs=1e-12), n
+def test_bleu_hand_worked():
+  # hyp: the cat sat on the mat / ref: the cat is on the mat (equal length: BP = 1).
+  # 13a keeps these words; clipped matches: 1-grams 5/6, 2-grams 3/5, 3-grams 1/4, 4-grams
+  # 0/3, which sacrebleu's default 'exp' smoothing replaces by 1 / (2 * 3).
+  scores = tm.corpus_bleu(["the cat sat on the mat"], ["the cat is on the mat"])
+  assert scores["bleu1"] == pytest.approx(5 / 6)
+  assert scores["bleu2"] == pytest.approx(math.sqrt(5 / 6 * 3 / 5))
+  assert scores["bleu3"] == pytest.approx((5 / 6 * 3 / 5 * 1 / 4) ** (1 / 3))
+  assert scores["bleu4"] == pytest.approx((5 / 6 * 3 / 5 * 1 / 4 * 1 / 6) ** (1 / 4))
+  # Brevity penalty: 2 tokens against 6: exp(1 - 6/2).
+  assert tm.corpus_bleu(["the cat"], ["the cat sat on the mat"])["bleu1"] == pytest.approx(
+      math.exp(-2))
+  # Case counts (sacrebleu's default, case:mixed) and '13a' splits punctuation off.
+  assert tm.corpus_bleu(["Sinus rhythm."], ["sinus rhythm."])["bleu1"] == pytest.approx(2 / 3)
+  # No match at all: 0, not a smoothed value.
+  assert tm.corpus_bleu(["x y z"], ["a b c"])["bleu4"] == 0.0
+
+
+def test_bleu_statistics_are_sacrebleus_segment_rows():
+  hyps = [h for h, _ in _REPORTS]
+  refs = [r for _, r in _REPORTS]
+  bleu = BLEU()
+  # pylint: disable-next=protected-access
+  want = bleu._extract_corpus_statistics(hyps, [refs])
+  np.testing.assert_array_equal(tm.bleu_statistics(hyps, refs), want)
+  # Sums of rows of any multiset of records give corpus_score on those records.
+  pick = [4, 0, 0, 2, 3, 3, 3]
+  sums = tm.bleu_statistics(hyps, refs)[pick].sum(axis=0)
+  assert tm.bleu_from_statistics(sums)["bleu4"] == BLEU().corpus_score(
+      [hyps[i] for i in pick], [[refs[i] for i in pick]]).score / 100
+
+
+def test_bleu_signature():
+  hyps = [h for h, _ in _REPORTS]
+  refs = [r for _, r in _REPORTS]
+  bleu = BLEU()
+  bleu.corpus_score(hyps, [refs])
+  assert tm.bleu_signature() == str(bleu.get_signature())
+  assert tm.bleu_signature().startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|")
 
 
 # ---------------------------------------------------------------------------------- ROUGE-L
 
-def test_rouge_l_known_lcs():
-  assert tm.lcs_length(list("abcde"), list("axcyez")) == 3
+def test_rouge_default_tokenizer_destroys_umlauts_ours_keeps_them():
+  default = rouge_scorer.RougeScorer(["rougeL"])._tokenizer  # pylint: disable=protected-access
+  assert default.tokenize("Unvollständiger Rechtsschenkelblock") == [
+      "unvollst", "ndiger", "rechtsschenkelblock"]
+  assert tm.UnicodeWordTokenizer().tokenize("Unvollständiger Rechtsschenkelblock, QT-Zeit") == [
+      "unvollständiger", "rechtsschenkelblock", "qt", "zeit"]
+  # On ASCII text both tokenizers agree (so English scores equal rouge-score's defaults).
+  text = "Sinus rhythm. Left axis-deviation, QT 0.44 s; V1_V2"
+  assert tm.UnicodeWordTokenizer().tokenize(text) == default.tokenize(text)
+
+
+def test_rouge_l_equals_rouge_score_on_reports():
+  hyps = [h for h, _ in _REPORTS]
+  refs = [r for _, r in _REPORTS]
+  scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False,
+                                    tokenizer=tm.UnicodeWordTokenizer())
+  want = [scorer.score(r, h)["rougeL"].fmeasure for h, r in zip(hyps, refs)]
+  assert tm.rouge_l_scores(hyps, refs) == want
+  assert tm.rouge_l(hyps, refs) == pytest.approx(np.mean(want), abs=1e-15)
+  # The first pair differs only in punctuation and case: 1. The second shares 4 of 5 and 5
+  # words in order: F = 2·4 / (5 + 5). rouge-score's default tokenizer would cut
+  # 'erregungsrückbildungsstörung' into 3 tokens: F = 2·4 / (5 + 7).
+  assert want[0] == 1.0 and want[1] == pytest.approx(8 / 10) and want[4] == 0.0
+  default = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+  assert default.score(refs[1], hyps[1])["rougeL"].fmeasure == pytest.approx(8 / 12)
+
+
+def test_rouge_l_hand_worked():
   # LCS(a b c d e, a x c y e z) = a c e: P = 3/5, R = 3/6.
   p, r = 3 / 5, 3 / 6
   assert tm.rouge_l(["a b c d e"], ["a x c y e z"]) == pytest.approx(2 * p * r / (p + r))
@@ -115,13 +160,12 @@ def test_rouge_l_known_lcs():
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_rouge_l_matches_rouge_score(seed):
-  rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
+def test_rouge_l_matches_rouge_score_multi(seed):
   hyps, refs = _random_corpus(seed)
   scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-  # score_multi keeps the reference with the best F-measure, as rouge_l does.
+  # ASCII text: rouge-score's default tokenizer; score_multi keeps the best reference.
   want = [scorer.score_multi(rs, h)["rougeL"].fmeasure for h, rs in zip(hyps, refs)]
-  np.testing.assert_allclose(tm.rouge_l_scores(hyps, refs), want, rtol=0, atol=1e-12)
+  np.testing.assert_allclose(tm.rouge_l_scores(hyps, refs), want, rtol=0, atol=0)
   assert tm.rouge_l(hyps, refs) == pytest.approx(np.mean(want), abs=1e-12)
 
 
@@ -167,3 +211,5 @@ def test_input_validation():
     tm.corpus_bleu(["a", "b"], ["a"])
   with pytest.raises(ValueError, match="no reference"):
     tm.rouge_l(["a"], [[]])
+  with pytest.raises(ValueError, match="no reference"):
+    tm.corpus_bleu(["a"], [[]])

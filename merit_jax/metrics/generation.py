@@ -1,16 +1,19 @@
 """All metrics of generated ECG reports at once, per-record statistics and bootstrap intervals.
 
-`report_generation_metrics(generated, references, labels, with_meteor)` gives BLEU-1..4,
-ROUGE-L, METEOR (`metrics.text`) and clinical micro/macro F1 (`metrics.clinical`) as one flat
-dict. Confidence intervals: `bootstrap_generation_metrics(generated, references, labels,
-with_meteor, n_bootstrap, seed, alpha, baseline_generated)` -> {metric: {'value', 'ci_low',
+`report_generation_metrics(generated, references, labels, with_meteor)` gives BLEU-1..4
+(sacrebleu), ROUGE-L (rouge-score), METEOR (nltk; all three through `metrics.text`) and
+clinical micro/macro F1 (`metrics.clinical`) as one flat dict. Confidence intervals:
+`bootstrap_generation_metrics(generated, references, labels, with_meteor, n_bootstrap, seed,
+alpha, baseline_generated)` -> {metric: {'value', 'ci_low',
 'ci_high'[, 'diff', 'diff_ci_low', 'diff_ci_high']}}: percentile bootstrap over records (drawn
 with replacement by the package's one resampler, `classification.iter_resample_indices`, which
 keeps a record of every labelled SCP code in every resample, so the resamples' macro F1
 averages the same codes as the point estimate), and with a baseline the paired difference on
-the same resampled records. Each record is scored once (`record_statistics`: BLEU n-gram
-counts and lengths, ROUGE-L and METEOR scores, per-code clinical tp/fp/fn); a resample only
-re-sums those rows (`bootstrap_from_statistics`, `resampled_metrics`, `resample_indices`).
+the same resampled records. Each record is scored once (`record_statistics`: sacrebleu's
+per-segment BLEU statistics, ROUGE-L and METEOR scores, per-code clinical tp/fp/fn); a
+resample only re-sums those rows (`bootstrap_from_statistics`, `resampled_metrics`,
+`resample_indices`), and its BLEU is sacrebleu's corpus score of the summed statistics, i.e.
+exactly `corpus_score` on the resampled records.
 """
 
 import dataclasses
@@ -29,7 +32,8 @@ def report_generation_metrics(
     labels: Sequence[Iterable[str]] | None = None,
     with_meteor: bool = True,
 ) -> dict[str, float]:
-  """BLEU-1..4, ROUGE-L, METEOR and (given labels) clinical micro/macro F1, flat dict."""
+  """BLEU-1..4, ROUGE-L, METEOR and (given labels) clinical micro/macro F1, flat dict, each in
+  [0, 1] (sacrebleu's BLEU / 100)."""
   out = dict(text.corpus_bleu(generated, references))
   out["rouge_l"] = text.rouge_l(generated, references)
   if with_meteor:
@@ -45,7 +49,7 @@ def report_generation_metrics(
 
 GENERATION_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "meteor",
                       "clinical_micro_f1", "clinical_macro_f1")
-_BLEU_MAX_N = 4
+_BLEU_MAX_N = text.BLEU_MAX_N
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,10 +61,8 @@ class RecordStatistics:
   text (METEOR, the slow one, runs once per record).
 
   Attributes:
-    bleu_matched: int64 (N, 4), clipped n-gram matches for n = 1..4.
-    bleu_total: int64 (N, 4), the hypothesis's n-gram counts.
-    hyp_len: int64 (N,), hypothesis tokens.
-    ref_len: int64 (N,), closest reference length.
+    bleu: int64 (N, 10), sacrebleu's per-segment BLEU statistics (`text.bleu_statistics`):
+      hypothesis length, closest reference length, matched and total n-grams for n = 1..4.
     rouge_l: float64 (N,), per-record ROUGE-L.
     meteor: float64 (N,), per-record METEOR; None when not computed.
     codes: the SCP codes predicted or labelled in at least one record (sorted); None without
@@ -68,10 +70,7 @@ class RecordStatistics:
       never enter the macro average.
     tp, fp, fn: int64 (N, len(codes)) per record and code; None without labels.
   """
-  bleu_matched: np.ndarray
-  bleu_total: np.ndarray
-  hyp_len: np.ndarray
-  ref_len: np.ndarray
+  bleu: np.ndarray
   rouge_l: np.ndarray
   meteor: np.ndarray | None = None
   codes: tuple[str, ...] | None = None
@@ -81,7 +80,7 @@ class RecordStatistics:
 
   @property
   def num_records(self) -> int:
-    return int(self.hyp_len.shape[0])
+    return int(self.rouge_l.shape[0])
 
   @property
   def metric_names(self) -> tuple[str, ...]:
@@ -113,13 +112,9 @@ def record_statistics(
   """
   refs_lists = text.reference_lists(generated, references)
   records = None if labels is None else clinical.clinical_records(generated, labels)
-  bleu = [text.bleu_statistics(h, refs, _BLEU_MAX_N) for h, refs in zip(generated, refs_lists)]
   n = len(generated)
   stats = dict(
-      bleu_matched=np.asarray([b[0] for b in bleu], np.int64).reshape(n, _BLEU_MAX_N),
-      bleu_total=np.asarray([b[1] for b in bleu], np.int64).reshape(n, _BLEU_MAX_N),
-      hyp_len=np.asarray([b[2] for b in bleu], np.int64).reshape(n),
-      ref_len=np.asarray([b[3] for b in bleu], np.int64).reshape(n),
+      bleu=text.bleu_statistics(generated, refs_lists),
       rouge_l=np.asarray(text.rouge_l_scores(generated, refs_lists), np.float64).reshape(n))
   if with_meteor:
     stats["meteor"] = np.asarray(text.meteor_scores(generated, refs_lists), np.float64).reshape(n)
@@ -138,10 +133,7 @@ def metrics_from_statistics(stats: RecordStatistics) -> dict[str, float]:
   """The metrics of all records: exactly `report_generation_metrics` on the same inputs."""
   # Same scalar arithmetic, in the same order, as corpus_bleu / rouge_l / meteor / clinical_f1
   # (integer sums are exact), so the values agree to the last bit, not just closely.
-  out = text.bleu_from_statistics([int(x) for x in stats.bleu_matched.sum(axis=0)],
-                                  [int(x) for x in stats.bleu_total.sum(axis=0)],
-                                  int(stats.hyp_len.sum()), int(stats.ref_len.sum()),
-                                  _BLEU_MAX_N)
+  out = text.bleu_from_statistics(stats.bleu.sum(axis=0))
   rouge = stats.rouge_l.tolist()
   out["rouge_l"] = sum(rouge) / len(rouge) if rouge else 0.0
   if stats.meteor is not None:
@@ -186,20 +178,12 @@ def resample_indices(num_records: int, n_bootstrap: int, seed: int = 0,
 
 def _metrics_of_weights(stats: RecordStatistics, w: np.ndarray) -> dict[str, np.ndarray]:
   """Every metric (B,) of B weighted record multisets (rows of w, each summing to N)."""
-  m = w @ stats.bleu_matched.astype(np.float64)
-  t = w @ stats.bleu_total.astype(np.float64)
-  h = w @ stats.hyp_len.astype(np.float64)
-  r = w @ stats.ref_len.astype(np.float64)
-  # corpus_bleu vectorised: a zero precision at n zeroes BLEU-n and every higher order.
-  bp = np.where(h > r, 1.0, np.exp(1.0 - r / np.maximum(h, 1.0)))
-  ok = (m > 0) & (t > 0)
-  log_p = np.where(ok, np.log(np.where(ok, m, 1.0) / np.maximum(t, 1.0)), -np.inf)
-  log_sum = np.cumsum(log_p, axis=1)
-  out = {}
-  for n in range(1, _BLEU_MAX_N + 1):
-    finite = np.isfinite(log_sum[:, n - 1]) & (h > 0)
-    out[f"bleu{n}"] = np.where(finite, bp * np.exp(np.where(finite, log_sum[:, n - 1], 0.0) / n),
-                               0.0)
+  # Summed statistics are integers (w holds counts; float64 sums are exact below 2**53); each
+  # resample's BLEU is sacrebleu's own score of them, not a re-implementation of its smoothing.
+  sums = np.rint(w @ stats.bleu.astype(np.float64)).astype(np.int64)
+  bleu = [text.bleu_from_statistics(row) for row in sums.tolist()]
+  out = {f"bleu{n}": np.asarray([b[f"bleu{n}"] for b in bleu], np.float64)
+         for n in range(1, _BLEU_MAX_N + 1)}
   num = stats.num_records
   out["rouge_l"] = w @ stats.rouge_l / num
   if stats.meteor is not None:

@@ -1,24 +1,34 @@
-"""Word-overlap metrics for generated ECG reports: BLEU-1..4, ROUGE-L and METEOR.
+"""Word-overlap metrics for generated ECG reports: BLEU-1..4 (sacrebleu), ROUGE-L (rouge-score)
+and METEOR (nltk).
 
 All metrics score lists of hypothesis strings against references (one string, or several, per
-hypothesis) and are deterministic. Text is lowercased and split into word tokens (`tokenize`).
+hypothesis) and are deterministic. They come from the libraries that published figures use,
+so the numbers are comparable with them:
 
-- BLEU-n: corpus-level (Papineni et al. 2002): clipped n-gram counts summed over the corpus,
-  uniform weights over 1..n, brevity penalty exp(1 - r/c) with r the summed closest reference
-  lengths (ties: the shorter). No smoothing: a zero n-gram precision gives 0 (as nltk).
-- ROUGE-L: per hypothesis, LCS-based F-measure (β = 1 by default, as Google's rouge-score;
-  pycocoevalcap uses β = 1.2); max over its references; mean over the corpus.
+- BLEU-n: sacrebleu's corpus BLEU (`sacrebleu.metrics.BLEU(max_ngram_order=n)`, every other
+  argument its default: '13a' tokenization, mixed case, 'exp' smoothing, no effective order);
+  the signature is `bleu_signature()` (BLEU-4: `nrefs:1|case:mixed|eff:no|tok:13a|
+  smooth:exp|version:2.6.0`; sacrebleu's signature does not name the order). Per-record
+  sufficient statistics (`bleu_statistics`, sacrebleu's own per-segment rows) summed over
+  any multiset of records give exactly `corpus_score` on those records
+  (`bleu_from_statistics`), which the bootstrap over records relies on.
+- ROUGE-L: rouge-score's `RougeScorer(['rougeL'], use_stemmer=False)` F-measure per
+  hypothesis (its best reference: `score_multi`), mean over the corpus. The tokenizer is
+  rouge-score's default except that it keeps non-ASCII letters (`UnicodeWordTokenizer`): the
+  default drops every character outside [a-z0-9], which splits most German words of PTB-XL
+  ('unvollständiger' → 'unvollst', 'ndiger'). No stemming: the Porter stemmer is English and
+  most PTB-XL reports are German.
 - METEOR: nltk's `meteor_score` (exact, Porter-stem and WordNet-synonym matching) per
-  hypothesis, mean over the corpus. WordNet is read from local files only (`wordnet_reader`):
-  nltk's own data if installed, else Debian's `wordnet-base` package (/usr/share/wordnet).
+  hypothesis over `tokenize`'s lowercased word tokens, mean over the corpus. WordNet is read
+  from local files only (`wordnet_reader`): nltk's own data if installed, else Debian's
+  `wordnet-base` package (/usr/share/wordnet).
 
 Clinical (SCP statement) F1 is in `metrics.clinical`; all metrics together, per-record
 statistics and bootstrap intervals over records in `metrics.generation`.
 """
 
-import collections
+import functools
 import importlib
-import math
 import os
 import pathlib
 import re
@@ -27,13 +37,16 @@ import tempfile
 import warnings
 from typing import Sequence
 
+import numpy as np
+from rouge_score import tokenizers as rouge_tokenizers
+
 Refs = Sequence[str | Sequence[str]]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
 def tokenize(text: str) -> list[str]:
-  """Lowercased word tokens (punctuation dropped)."""
+  """Lowercased word tokens (punctuation dropped): METEOR's tokens."""
   return _WORD.findall(text.lower())
 
 
@@ -52,98 +65,102 @@ def reference_lists(hypotheses: Sequence[str], references: Refs) -> list[list[st
 
 # ------------------------------------------------------------------------------------- BLEU
 
-def _ngrams(tokens: Sequence[str], n: int) -> collections.Counter:
-  return collections.Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+BLEU_MAX_N = 4
 
 
-def bleu_statistics(hypothesis: str, references: Sequence[str],
-                    max_n: int) -> tuple[list[int], list[int], int, int]:
-  """One hypothesis's BLEU sufficient statistics; corpus BLEU sums them over hypotheses.
+@functools.lru_cache(maxsize=None)
+def _bleu(max_n: int):
+  """sacrebleu's BLEU of order max_n with its default settings (one per order, reused)."""
+  from sacrebleu.metrics import BLEU  # pylint: disable=g-import-not-at-top
+  return BLEU(max_ngram_order=max_n)
 
-  Returns:
-    (clipped matches per n, n-gram counts per n, hypothesis length, closest reference length).
+
+def _reference_streams(refs_lists: Sequence[Sequence[str]]) -> list[list[str | None]]:
+  """sacrebleu's layout: one stream per reference slot; None where a record has fewer."""
+  width = max(len(r) for r in refs_lists)
+  return [[r[k] if k < len(r) else None for r in refs_lists] for k in range(width)]
+
+
+def bleu_statistics(hypotheses: Sequence[str], references: Refs) -> np.ndarray:
+  """int64 (N, 2 + 2 * BLEU_MAX_N): sacrebleu's per-segment BLEU statistics, one row per
+  hypothesis: [hypothesis length, closest reference length, matched 1..4-grams, 1..4-grams].
+
+  Rows summed over any multiset of hypotheses are that corpus's sufficient statistics
+  (`bleu_from_statistics`). An order n < 4 uses columns [0, 1, 2 .. 2+n, 6 .. 6+n]: the
+  counts of one order do not depend on the highest order.
   """
-  h = tokenize(hypothesis)
-  rs = [tokenize(r) for r in references]
-  # Closest reference length; on a tie the shorter one (as nltk and sacrebleu).
-  ref_len = min((abs(len(r) - len(h)), len(r)) for r in rs)[1]
-  matched, total = [], []
-  for n in range(1, max_n + 1):
-    counts = _ngrams(h, n)
-    max_ref = collections.Counter()
-    for r in rs:
-      max_ref |= _ngrams(r, n)
-    matched.append(sum(min(c, max_ref[g]) for g, c in counts.items()))
-    total.append(max(len(h) - n + 1, 0))
-  return matched, total, len(h), ref_len
-
-
-def bleu_from_statistics(matched: Sequence[int], total: Sequence[int], hyp_len: int,
-                         ref_len: int, max_n: int) -> dict[str, float]:
-  """BLEU-1..max_n from corpus sums of `bleu_statistics`."""
-  if hyp_len == 0:
-    return {f"bleu{n}": 0.0 for n in range(1, max_n + 1)}
-  bp = 1.0 if hyp_len > ref_len else math.exp(1.0 - ref_len / hyp_len)
-  scores = {}
-  log_sum = 0.0
-  for n in range(1, max_n + 1):
-    if matched[n - 1] == 0 or total[n - 1] == 0:
-      log_sum = -math.inf
-    else:
-      log_sum += math.log(matched[n - 1] / total[n - 1])
-    scores[f"bleu{n}"] = 0.0 if log_sum == -math.inf else bp * math.exp(log_sum / n)
-  return scores
-
-
-def corpus_bleu(hypotheses: Sequence[str], references: Refs, max_n: int = 4) -> dict[str, float]:
-  """Corpus BLEU-1..max_n: {'bleu1': ..., ..., 'bleu{max_n}': ...} in [0, 1]."""
   refs_lists = reference_lists(hypotheses, references)
-  matched = [0] * max_n
-  total = [0] * max_n
-  hyp_len = ref_len = 0
-  for hyp, refs in zip(hypotheses, refs_lists):
-    m, t, h, r = bleu_statistics(hyp, refs, max_n)
-    matched = [a + b for a, b in zip(matched, m)]
-    total = [a + b for a, b in zip(total, t)]
-    hyp_len += h
-    ref_len += r
-  return bleu_from_statistics(matched, total, hyp_len, ref_len, max_n)
+  if not hypotheses:
+    return np.zeros((0, 2 + 2 * BLEU_MAX_N), np.int64)
+  # sacrebleu's own statistics extraction (what `corpus_score` sums), not a re-implementation.
+  # pylint: disable-next=protected-access
+  rows = _bleu(BLEU_MAX_N)._extract_corpus_statistics(list(hypotheses),
+                                                      _reference_streams(refs_lists))
+  return np.asarray(rows, np.int64).reshape(len(hypotheses), 2 + 2 * BLEU_MAX_N)
+
+
+def bleu_from_statistics(sums: Sequence[int]) -> dict[str, float]:
+  """BLEU-1..4 in [0, 1] from summed `bleu_statistics` rows: sacrebleu's score / 100."""
+  sums = [int(x) for x in sums]
+  hyp_len, ref_len = sums[:2]
+  correct, total = sums[2:2 + BLEU_MAX_N], sums[2 + BLEU_MAX_N:]
+  out = {}
+  for n in range(1, BLEU_MAX_N + 1):
+    # pylint: disable-next=protected-access
+    score = _bleu(n)._compute_score_from_stats([hyp_len, ref_len] + correct[:n] + total[:n])
+    out[f"bleu{n}"] = score.score / 100.0
+  return out
+
+
+def corpus_bleu(hypotheses: Sequence[str], references: Refs) -> dict[str, float]:
+  """Corpus BLEU-1..4 (sacrebleu, default settings): {'bleu1', ..., 'bleu4'} in [0, 1]."""
+  stats = bleu_statistics(hypotheses, references)
+  return bleu_from_statistics(stats.sum(axis=0))
+
+
+def bleu_signature(num_refs: int = 1) -> str:
+  """sacrebleu's signature of the BLEU scores here (BLEU-4's; the other orders differ only in
+  `max_ngram_order`, which the signature does not show)."""
+  from sacrebleu.metrics import BLEU  # pylint: disable=g-import-not-at-top
+  bleu = BLEU(max_ngram_order=BLEU_MAX_N)
+  bleu.num_refs = num_refs  # Set by sacrebleu when it reads references; the signature shows it.
+  return str(bleu.get_signature())
 
 
 # ---------------------------------------------------------------------------------- ROUGE-L
 
-def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-  """Length of the longest common subsequence (O(len(a)·len(b)) dynamic programme)."""
-  if len(a) < len(b):
-    a, b = b, a
-  prev = [0] * (len(b) + 1)
-  for x in a:
-    cur = [0]
-    for j, y in enumerate(b):
-      cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-    prev = cur
-  return prev[-1]
+ROUGE_USE_STEMMER = False
+_ROUGE_WORD = re.compile(r"[^\W_]+")  # Unicode letters and digits; '_' separates, as [a-z0-9].
 
 
-def rouge_l_pair(hypothesis: str, reference: str, beta: float = 1.0) -> float:
-  h, r = tokenize(hypothesis), tokenize(reference)
-  lcs = lcs_length(h, r)
-  if lcs == 0:
-    return 0.0
-  precision, recall = lcs / len(h), lcs / len(r)
-  return (1 + beta ** 2) * precision * recall / (recall + beta ** 2 * precision)
+class UnicodeWordTokenizer(rouge_tokenizers.Tokenizer):
+  """rouge-score's default tokenizer (lowercase, split at every non-alphanumeric character)
+  with Unicode letters kept: the default's [a-z0-9] would cut 'unvollständiger' into
+  'unvollst' + 'ndiger' and 'störung' into 'st' + 'rung'."""
+
+  def tokenize(self, text):
+    return _ROUGE_WORD.findall(text.lower())
 
 
-def rouge_l_scores(hypotheses: Sequence[str], references: Refs,
-                   beta: float = 1.0) -> list[float]:
-  """Per hypothesis, the best LCS F-measure against its references."""
+@functools.lru_cache(maxsize=None)
+def rouge_scorer():
+  """The ROUGE-L scorer: rouge-score, no stemming, `UnicodeWordTokenizer`."""
+  from rouge_score import rouge_scorer as rs  # pylint: disable=g-import-not-at-top
+  return rs.RougeScorer(["rougeL"], use_stemmer=ROUGE_USE_STEMMER,
+                        tokenizer=UnicodeWordTokenizer())
+
+
+def rouge_l_scores(hypotheses: Sequence[str], references: Refs) -> list[float]:
+  """Per hypothesis, rouge-score's ROUGE-L F-measure against its best reference."""
   refs_lists = reference_lists(hypotheses, references)
-  return [max(rouge_l_pair(h, r, beta) for r in refs) for h, refs in zip(hypotheses, refs_lists)]
+  scorer = rouge_scorer()
+  return [float(scorer.score_multi(refs, hyp)["rougeL"].fmeasure)
+          for hyp, refs in zip(hypotheses, refs_lists)]
 
 
-def rouge_l(hypotheses: Sequence[str], references: Refs, beta: float = 1.0) -> float:
-  """Mean over hypotheses of the best LCS F-measure against its references."""
-  scores = rouge_l_scores(hypotheses, references, beta)
+def rouge_l(hypotheses: Sequence[str], references: Refs) -> float:
+  """Mean over hypotheses of rouge-score's ROUGE-L F-measure (best reference each)."""
+  scores = rouge_l_scores(hypotheses, references)
   return sum(scores) / len(scores) if scores else 0.0
 
 

@@ -4,7 +4,9 @@ An arm's ECG features come from a `FeatureSource`: no ECG (all-zero features of 
 `NO_ECG_DIM`: the projector can only learn a constant soft prompt), a randomly initialised
 MERIT encoder, or a trained MERIT run; the two encoders embed through
 `merit_jax.encoder.Encoder`. Features are computed once per split (`split_features`) and saved
-in the workdir, so the encoder never runs inside the training loop.
+in the workdir, so the encoder never runs inside the training loop. A split is the
+concatenation of that split of every source with reports in `config.data.sources` (the
+default: both shared PTB-XL folders, raw and upstream-normalised), or of data.name alone.
 """
 
 from __future__ import annotations
@@ -102,50 +104,75 @@ def load_feature_source(checkpoint: str | None, encoder_like: str | None, seed: 
 
 # ------------------------------------------------------------------------------ split features
 
+def report_sources(data_cfg) -> list:
+  """The builds report generation reads: every source with reports of `data.sources` (a
+  mixture, e.g. the `ptbxl` and `ptbxl_derived` shared folders), else the one dataset
+  data.name. ECG-only sources (`reports=False`) have nothing to train on or score."""
+  from merit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  if data_cfg.get("sources"):
+    specs = [spec for spec in pipeline.data_sources(data_cfg) if spec.reports]
+    if not specs:
+      raise GenerateError("config.data.sources: every source is marked reports=False; report "
+                          "generation needs at least one with reports")
+    return specs
+  return [pipeline.primary_source(data_cfg)]
+
+
 def split_features(data_cfg, split: str, source: FeatureSource, kind: str, batch_size: int,
                    max_records: int | None = None, progress: bool = True) -> dict:
-  """Frozen features of every record with a report in a split, once.
+  """Frozen features of every record with a report in a split of every source, once.
+
+  The sources (`report_sources`) are read one after the other and their records concatenated
+  in that order (with `max_records`, the first that many of the concatenation).
 
   Returns {'features' float32 (N, D) | (N, T, D), 'reports' [str], 'codes' [[SCP code]],
-  'ecg_id' int64 (N,)}. Records whose report is empty are left out (nothing to learn or score).
+  'ecg_id' int64 (N,), 'source' int32 (N,) (index into the sources)}. Records whose report is
+  empty are left out (nothing to learn or score).
   """
   from merit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   data_cfg = ml_collections.ConfigDict(data_cfg.to_dict())
   data_cfg.preprocess = ml_collections.ConfigDict(source.preprocess)
-  names = pipeline.label_names(data_cfg).get("all", [])
-  total = pipeline.split_size(data_cfg, split)
+  specs = report_sources(data_cfg)
   bar = None
   if progress:
     from tqdm import auto as tqdm_auto  # pylint: disable=g-import-not-at-top
+    total = sum(pipeline.split_size(data_cfg, split, source=spec) for spec in specs)
     bar = tqdm_auto.tqdm(total=total, desc=f"features {split}", unit="ecg", file=sys.stderr)
-  feats, reports, codes, ids = [], [], [], []
-  for batch in pipeline.iterate_split(data_cfg, split, batch_size):
-    keep = np.asarray(batch["valid"]) & np.array([bool(r.strip()) for r in batch["report"]])
-    if bar is not None:
-      bar.update(int(np.sum(batch["valid"])))
-    if not keep.any():
-      continue
-    feats.append(source.features(batch["ecg"], kind)[keep])
-    reports += [r for r, k in zip(batch["report"], keep) if k]
-    ids.append(np.asarray(batch["ecg_id"])[keep])
-    if "labels/all" in batch:
-      for row in np.asarray(batch["labels/all"])[keep]:
-        codes.append([names[i] for i in np.flatnonzero(row)])
-    else:
-      codes += [[] for _ in range(int(keep.sum()))]
+  feats, reports, codes, ids, origin = [], [], [], [], []
+  for index, spec in enumerate(specs):
     if max_records and len(reports) >= max_records:
       break
+    # Label names per build: each source's own metadata names its multi-hot columns.
+    names = dict(pipeline.open_builder(spec).info.metadata.get("label_names", {})).get("all", [])
+    for batch in pipeline.iterate_split(data_cfg, split, batch_size, source=spec):
+      keep = np.asarray(batch["valid"]) & np.array([bool(r.strip()) for r in batch["report"]])
+      if bar is not None:
+        bar.update(int(np.sum(batch["valid"])))
+      if not keep.any():
+        continue
+      feats.append(source.features(batch["ecg"], kind)[keep])
+      reports += [r for r, k in zip(batch["report"], keep) if k]
+      ids.append(np.asarray(batch["ecg_id"])[keep])
+      origin.append(np.full(int(keep.sum()), index, np.int32))
+      if "labels/all" in batch:
+        for row in np.asarray(batch["labels/all"])[keep]:
+          codes.append([names[i] for i in np.flatnonzero(row)])
+      else:
+        codes += [[] for _ in range(int(keep.sum()))]
+      if max_records and len(reports) >= max_records:
+        break
   if bar is not None:
     bar.close()
   if not reports:
-    raise GenerateError(f"split {split!r} of {data_cfg.name} has no record with a report")
+    where = ", ".join(f"{s.name}/{s.config} at {s.data_dir}" for s in specs)
+    raise GenerateError(f"split {split!r} of {where} has no record with a report")
   n = min(len(reports), max_records or len(reports))
   return {"features": np.concatenate(feats)[:n], "reports": reports[:n], "codes": codes[:n],
-          "ecg_id": np.concatenate(ids)[:n]}
+          "ecg_id": np.concatenate(ids)[:n], "source": np.concatenate(origin)[:n]}
 
 
 def save_features(path: str, feats: dict) -> None:
-  np.savez(path, features=feats["features"], ecg_id=feats["ecg_id"],
+  np.savez(path, features=feats["features"], ecg_id=feats["ecg_id"], source=feats["source"],
            reports=np.asarray(feats["reports"], dtype=object),
            codes=np.asarray([" ".join(c) for c in feats["codes"]], dtype=object))
 
@@ -155,6 +182,9 @@ def compute_features(workdir: str, config, source: FeatureSource, split: str, ki
   """`split_features` of `split`, also saved as workdir/features_<split>.npz."""
   feats = split_features(config.data, split, source, kind, int(config.feature_batch_size),
                          max_records, bool(config.progress))
+  # The count the run trains or scores on, every source together (the issue's 1,112).
+  print(f"{split}: {len(feats['reports'])} records with a report from "
+        f"{len(report_sources(config.data))} source(s)", flush=True)
   save_features(os.path.join(workdir, f"features_{split}.npz"), feats)
   return feats
 

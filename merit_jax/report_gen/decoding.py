@@ -3,10 +3,19 @@
 Every batch has the shape (config.eval.batch_size, ...) (the last one is padded with zero
 features), so each decoder compiles once. The decoding method, beam width, length penalty,
 temperature and top-p come from `config.decoding`; `models/llm/decode.py` does the decoding.
+
+So that no report comes out empty, as markup or as a loop, `config.decoding` also sets the
+decoding rules of `models/llm/decode.py` (`decode_rules`): repetition_penalty, no_repeat_ngram,
+min_new_tokens, stop_at_end_of_turn (Gemma's `<end_of_turn>` ends a report like EOS; the byte
+tokenizer has none) and ban_markup (every token whose text holds '<', '>' or an '&name'
+entity start is never generated; computed once per tokenizer from its vocabulary).
+`evaluate` counts the reports that still break a rule (`metrics/degeneracy.py`).
 """
 
 from __future__ import annotations
 
+import functools
+import re
 import sys
 
 import jax
@@ -17,12 +26,65 @@ from merit_jax.models.llm import decode
 from merit_jax.report_gen import projector as projector_lib
 
 METHODS = ("greedy", "beam", "nucleus")
+END_OF_TURN = "<end_of_turn>"  # Gemma's end of a chat turn: a control token of the GGUF vocab.
+_BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")  # SentencePiece byte-fallback pieces.
+_ENTITY_START = re.compile(r"&[A-Za-z#]")
 
 
-def _decode_batch(config, gen: projector_lib.Generator, params, prefix, tokens, rng):
+@functools.lru_cache(maxsize=4)
+def _token_texts(tokenizer) -> tuple[str, ...]:
+  """The text of every token id: GGUF pieces (byte pieces as their character), else decoded."""
+  if not hasattr(tokenizer, "id_to_piece"):  # The byte tokenizer: one byte per id.
+    return tuple(tokenizer.decode([i]) for i in range(tokenizer.vocab_size))
+  texts = []
+  for i in range(tokenizer.vocab_size):
+    piece = tokenizer.id_to_piece(i)
+    byte = _BYTE_PIECE.match(piece)
+    if byte:  # A lone byte >= 0x80 is part of a multi-byte character, never markup.
+      value = int(byte.group(1), 16)
+      piece = chr(value) if value < 0x80 else ""
+    texts.append(piece)
+  return tuple(texts)
+
+
+def end_of_turn_id(tokenizer) -> int | None:
+  """The id of `<end_of_turn>` in a GGUF vocabulary (Gemma 3: 106), None for the byte one."""
+  if not hasattr(tokenizer, "id_to_piece"):
+    return None
+  texts = _token_texts(tokenizer)
+  return texts.index(END_OF_TURN) if END_OF_TURN in texts else None
+
+
+def markup_token_ids(tokenizer, keep: tuple[int, ...] = ()) -> np.ndarray:
+  """int32 ids of every token whose text holds '<', '>' or an entity start ('&lt', '&#'), but
+  `keep` (the end ids: '<eos>' and '<end_of_turn>' are such tokens)."""
+  ids = [i for i, text in enumerate(_token_texts(tokenizer))
+         if ("<" in text or ">" in text or _ENTITY_START.search(text)) and i not in keep]
+  return np.asarray(ids, np.int32)
+
+
+def decode_rules(config, tokenizer) -> dict:
+  """The decoding-rule kwargs of `models/llm/decode.py` from `config.decoding`.
+
+  Keys missing from an older run's config (predict mode reloads one) mean "off".
+  """
+  dec = config.decoding
+  eot = end_of_turn_id(tokenizer) if dec.get("stop_at_end_of_turn", False) else None
+  stop_ids = () if eot is None else (int(eot),)
+  rules = dict(stop_ids=stop_ids,
+               repetition_penalty=float(dec.get("repetition_penalty", 1.0)),
+               no_repeat_ngram=int(dec.get("no_repeat_ngram", 0)),
+               min_new_tokens=int(dec.get("min_new_tokens", 0)), banned_ids=None)
+  if dec.get("ban_markup", False):
+    rules["banned_ids"] = jnp.asarray(
+        markup_token_ids(tokenizer, keep=(int(tokenizer.eos_id),) + stop_ids))
+  return rules
+
+
+def _decode_batch(config, gen: projector_lib.Generator, params, prefix, tokens, rng, rules):
   dec = config.decoding
   kwargs = dict(max_new_tokens=int(config.max_report_tokens), eos_id=gen.tokenizer.eos_id,
-                pad_id=gen.tokenizer.pad_id, prefix_embeddings=prefix)
+                pad_id=gen.tokenizer.pad_id, prefix_embeddings=prefix, **rules)
   if dec.method == "greedy":
     return decode.greedy_decode(gen.llm, params, tokens, **kwargs)
   if dec.method == "beam":
@@ -44,6 +106,8 @@ def generate_reports(config, gen: projector_lib.Generator, trainable, features: 
   prefix_fn = jax.jit(gen.prefix)
   prompt = np.asarray(gen.prompt, np.int32)
   rng = jax.random.PRNGKey(int(config.seed))
+  rules = decode_rules(config, gen.tokenizer)
+  ends = {int(gen.tokenizer.eos_id), *rules["stop_ids"]}
   out: list[str] = []
   starts = range(0, len(features), bs)
   if progress:
@@ -59,15 +123,18 @@ def generate_reports(config, gen: projector_lib.Generator, trainable, features: 
     sub = None
     if method == "nucleus":  # Only sampling draws: greedy and beam leave the key alone.
       rng, sub = jax.random.split(rng)
-    ids = _decode_batch(config, gen, params, prefix, tokens, sub)
-    for row in np.asarray(ids)[:real]:
-      out.append(gen.tokenizer.decode(row).strip())
+    ids = _decode_batch(config, gen, params, prefix, tokens, sub, rules)
+    for row in np.asarray(ids)[:real].tolist():
+      # Cut at the first end id: a stop id (<end_of_turn>) ends the report like eos.
+      end = next((i for i, t in enumerate(row) if t in ends), len(row))
+      out.append(gen.tokenizer.decode(row[:end]).strip())
   return out
 
 
 def evaluate(config, gen: projector_lib.Generator, trainable, test: dict,
              progress: bool = True) -> tuple[dict, list[str]]:
   """(metrics dict, generated reports) on precomputed test features."""
+  from merit_jax.metrics import degeneracy  # pylint: disable=g-import-not-at-top
   from merit_jax.metrics import generation  # pylint: disable=g-import-not-at-top
   generated = generate_reports(config, gen, trainable, test["features"], progress)
   # An empty generation (EOS first) is scored as the empty string, i.e. as a miss.
@@ -75,4 +142,8 @@ def evaluate(config, gen: projector_lib.Generator, trainable, test: dict,
       generated, test["reports"], labels=test["codes"], with_meteor=bool(config.eval.meteor))
   metrics["num_records"] = len(generated)
   metrics["empty_generations"] = sum(1 for g in generated if not g)
+  # Reports breaking each rule of `metrics/degeneracy.py` (the run prints and writes them).
+  counts = degeneracy.degeneracy_counts(generated)
+  for rule in degeneracy.RULES:
+    metrics[f"degenerate_{rule}"] = counts[rule]
   return metrics, generated

@@ -1,14 +1,15 @@
 """The model of report generation: the LLM, the trainable projector and LoRA adapters.
 
 Frozen ECG features → trainable projector (`models/llm/conditioning.py`) → k soft prefix tokens
-→ [prefix | BOS prompt | report EOS] → frozen Gemma 3 (optionally LoRA on its attention
-projections). The loss is next-token cross-entropy on the report tokens (and their EOS) only:
-the prefix and the prompt are context.
+→ [prefix | BOS prompt | report EOS] → frozen Gemma 3 (optionally LoRA adapters on its
+attention and/or MLP projections, `config.lora_targets`). The loss is next-token cross-entropy
+on the report tokens (and their EOS) only: the prefix and the prompt are context.
 
-The trainable params are one tree {'projector': ..., 'lora': ...}; `save_projector` writes it
-with Orbax under <workdir>/projector/ (plus the random encoder's params for
-checkpoint='random'), and <workdir>/generate_config.json holds the run's config, the encoder's
-source and the feature shape: all `load_projector` (predict mode) needs besides the LLM.
+The trainable params are one tree {'projector': ..., 'lora': ...} (the frozen LLM is never in
+it, so only these train); `save_projector` writes it with Orbax under <workdir>/projector/ (plus
+the random encoder's params for checkpoint='random'), and <workdir>/generate_config.json holds
+the run's config, the encoder's source and the feature shape: all `load_projector` (predict
+mode) needs besides the LLM.
 """
 
 from __future__ import annotations
@@ -129,12 +130,17 @@ def build_generator(config, llm=None) -> Generator:
                    data_lib.prompt_ids(tokenizer, config.prompt), float(config.lora_alpha))
 
 
-def init_trainable(gen: Generator, feature_shape: Sequence[int], lora_rank: int, seed: int):
-  """{'projector': fresh projector params, 'lora': adapters (B = 0; {} for rank 0)}."""
+def init_trainable(gen: Generator, feature_shape: Sequence[int], lora_rank: int, seed: int,
+                   lora_targets: Sequence[str] = ("attn",)):
+  """{'projector': fresh projector params, 'lora': adapters (B = 0; {} for rank 0)}.
+
+  `lora_targets`: `conditioning.LORA_TARGET_GROUPS` names ('attn', 'mlp').
+  """
   rng_p, rng_l = jax.random.split(jax.random.PRNGKey(seed))
   dummy = jnp.zeros((1,) + tuple(feature_shape), jnp.float32)
   return {"projector": gen.projector.init(rng_p, dummy)["params"],
-          "lora": conditioning.init_lora(gen.llm_params, lora_rank, rng_l)}
+          "lora": conditioning.init_lora(gen.llm_params, lora_rank, rng_l,
+                                         tuple(lora_targets))}
 
 
 # ---------------------------------------------------------------------------- save / restore

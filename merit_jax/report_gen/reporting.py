@@ -1,14 +1,18 @@
 """What report generation writes: the comparison table (markdown, JSON), samples, predictions.
 
 The comparison table has one row per arm with each metric's 95 % percentile bootstrap CI over
-the test records, and for arms after the first the paired bootstrap difference from the first
+the test records, for arms after the first the paired bootstrap difference from the first
 arm (`bootstrap_arms`, `config.eval.n_bootstrap` resamples; `metrics.generation` does the
-scoring and resampling).
+scoring and resampling), the MERIT arm's paired difference from every other arm
+(`versus_arms`), and each arm's count of degenerate outputs (`metrics.degeneracy`).
+`score_arms` computes all three for compare mode. The samples page is `report_gen.samples`.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib
+import importlib.util
 import json
 import os
 from typing import Sequence
@@ -19,7 +23,10 @@ from merit_jax.report_gen import projector as projector_lib
 
 ARM_TITLES = {"none": "no ECG (LLM prior, same training)",
               "random": "randomly initialised encoder",
-              "merit": "MERIT encoder"}
+              "merit": "MERIT encoder",
+              "most_frequent": "most frequent training report (no ECG, no training)"}
+# The arm every other arm is compared with in `versus_arms` (when it ran).
+TARGET_ARM = "merit"
 # (metrics key, column title) of the comparison tables, scores in %.
 TABLE_COLUMNS = (("bleu1", "BLEU-1"), ("bleu4", "BLEU-4"), ("rouge_l", "ROUGE-L"),
                  ("meteor", "METEOR"), ("clinical_micro_f1", "statement F1 micro"),
@@ -42,22 +49,27 @@ def _diff_cell(stat: dict | None) -> str:
           f"{100 * stat['diff_ci_high']:+.1f}]")
 
 
-def bootstrap_arms(config, results: dict) -> dict:
+def arm_statistics(config, results: dict) -> dict:
+  """Per arm, `generation.record_statistics` of its test records (each scored once, METEOR
+  included; every bootstrap below only re-sums these rows)."""
+  from merit_jax.metrics import generation  # pylint: disable=g-import-not-at-top
+  return {arm: generation.record_statistics(r["generated"], r["test"]["reports"],
+                                            labels=r["test"]["codes"],
+                                            with_meteor=bool(config.eval.meteor))
+          for arm, r in results.items()}
+
+
+def bootstrap_arms(config, results: dict, stats: dict | None = None) -> dict:
   """Per arm, `generation.bootstrap_from_statistics` over its test records.
 
   Every arm is resampled with the same seed, so resample b holds the same records for all arms;
   arms after the first also get the paired difference from the first arm (the no-ECG arm in
   the default `config.arms`). An arm scored on other records than the first gets no
-  difference (it cannot be paired).
+  difference (it cannot be paired). `stats`: `arm_statistics`, computed here when None.
   """
   from merit_jax.metrics import generation  # pylint: disable=g-import-not-at-top
   arms = list(results)
-  stats = {}
-  for arm, r in results.items():
-    # Each record is scored once (METEOR included); resamples re-sum these rows.
-    stats[arm] = generation.record_statistics(
-        r["generated"], r["test"]["reports"], labels=r["test"]["codes"],
-        with_meteor=bool(config.eval.meteor))
+  stats = arm_statistics(config, results) if stats is None else stats
   base = arms[0]
   out = {}
   for arm in arms:
@@ -69,6 +81,101 @@ def bootstrap_arms(config, results: dict) -> dict:
         stats[arm], stats[base] if paired else None, n_bootstrap=int(config.eval.n_bootstrap),
         seed=int(config.seed), alpha=1.0 - CONFIDENCE)
   return out
+
+
+def versus_arms(config, results: dict, stats: dict | None = None,
+                target: str = TARGET_ARM) -> dict:
+  """{other arm: {metric: {diff, diff_ci_low, diff_ci_high}}}: `target` minus each other arm.
+
+  Paired bootstrap differences on the same resamples as `bootstrap_arms` (same seed, same
+  records), so "MERIT beats arm X" is read from one interval per metric. Arms scored on other
+  records than `target` are left out; {} when `target` did not run.
+  """
+  from merit_jax.metrics import generation  # pylint: disable=g-import-not-at-top
+  if target not in results:
+    return {}
+  stats = arm_statistics(config, results) if stats is None else stats
+  out = {}
+  for arm, r in results.items():
+    if arm == target or r["test"]["ecg_id"] != results[target]["test"]["ecg_id"]:
+      continue
+    boot = generation.bootstrap_from_statistics(
+        stats[target], stats[arm], n_bootstrap=int(config.eval.n_bootstrap),
+        seed=int(config.seed), alpha=1.0 - CONFIDENCE)
+    out[arm] = {k: {d: v[d] for d in ("diff", "diff_ci_low", "diff_ci_high")}
+                for k, v in boot.items()}
+  return out
+
+
+def degeneracy_of(generated: Sequence[str]) -> dict | None:
+  """`metrics.degeneracy.degeneracy_counts(generated)`; None while that module is missing."""
+  name = "merit_jax.metrics.degeneracy"
+  if importlib.util.find_spec(name) is None:
+    return None
+  return dict(importlib.import_module(name).degeneracy_counts(list(generated)))
+
+
+def score_arms(config, results: dict) -> dict:
+  """Adds to each arm's summary 'bootstrap' (`bootstrap_arms`) and 'degeneracy'
+  (`degeneracy_of`), and to the MERIT arm's 'versus' (`versus_arms`); returns `results`."""
+  stats = arm_statistics(config, results)
+  for arm, ci in bootstrap_arms(config, results, stats).items():
+    results[arm]["bootstrap"] = ci
+  versus = versus_arms(config, results, stats)
+  if versus:
+    results[TARGET_ARM]["versus"] = versus
+  for r in results.values():
+    r["degeneracy"] = degeneracy_of(r["generated"])
+  return results
+
+
+def _metric_settings() -> str:
+  from merit_jax.metrics import text  # pylint: disable=g-import-not-at-top
+  return (f"BLEU: sacrebleu corpus BLEU, signature `{text.bleu_signature()}` (BLEU-1: the same "
+          "with max_ngram_order=1). ROUGE-L: rouge-score `RougeScorer(['rougeL'], "
+          f"use_stemmer={text.ROUGE_USE_STEMMER})` F-measure with a tokenizer that keeps "
+          "non-ASCII letters (`metrics.text.UnicodeWordTokenizer`: the default drops "
+          "umlauts), mean over records. METEOR: nltk `meteor_score`, mean over records.")
+
+
+def _loss_cell(value) -> str:
+  return "–" if value is None else f"{value:.3f}"
+
+
+def _versus_lines(results: dict, pct: str, n_bootstrap: int) -> list[str]:
+  versus = results.get(TARGET_ARM, {}).get("versus") or {}
+  if not versus:
+    return []
+  target = ARM_TITLES[TARGET_ARM]
+  lines = ["", f"## {target} minus each other arm (paired bootstrap, {pct} CI)", "",
+           "| comparison | " + " | ".join(title for _, title in TABLE_COLUMNS) + " |",
+           "|---|" + "---|" * len(TABLE_COLUMNS)]
+  for arm, ci in versus.items():
+    # Row label "MERIT − <arm key>": arm titles stay unique to the main table's rows.
+    lines.append(f"| MERIT − `{arm}` | "
+                 + " | ".join(_diff_cell(ci.get(key)) for key, _ in TABLE_COLUMNS) + " |")
+  lines += ["", f"Percentage points, {target} minus the arm named, on the same {n_bootstrap} "
+            "resamples of the test records: an interval above 0 is a win beyond test-record "
+            "sampling noise."]
+  return lines
+
+
+def _degeneracy_lines(results: dict) -> list[str]:
+  rows = {arm: r.get("degeneracy") for arm, r in results.items()}
+  if not any(rows.values()):
+    return []
+  keys = list(next(d for d in rows.values() if d))
+  lines = ["", "## Degenerate outputs (test records)", "",
+           "| arm | " + " | ".join(k.replace("_", " ") for k in keys) + " |",
+           "|---|" + "---|" * len(keys)]
+  for arm, counts in rows.items():
+    # Arm keys, not titles: each title names exactly one row of the score table.
+    lines.append(f"| `{arm}` | "
+                 + " | ".join(str(counts.get(k, "–")) if counts else "–" for k in keys) + " |")
+  lines += ["", "Outputs breaking each rule (`metrics.degeneracy.degeneracy_counts`): empty, "
+            "holding markup, repeating a word n-gram (n ≥ 4) more than twice; total = "
+            "outputs scored. Every rule should count 0."]
+  return lines
 
 
 def comparison_markdown(config, results: dict, command: str) -> str:
@@ -100,7 +207,7 @@ def comparison_markdown(config, results: dict, command: str) -> str:
     m, ci = r["metrics"], r.get("bootstrap") or {}
     cells = [_cell(ci.get(key), m.get(key)) for key, _ in TABLE_COLUMNS]
     lines.append(f"| {ARM_TITLES.get(arm, arm)} | `{r['encoder']}` | " + " | ".join(cells)
-                 + f" | {r['final_loss']:.3f} | {r['train_seconds']:.0f} |")
+                 + f" | {_loss_cell(r['final_loss'])} | {r['train_seconds']:.0f} |")
   n_bootstrap = config.eval.n_bootstrap
   pct = f"{100 * CONFIDENCE:g} %"
   lines += ["", f"Scores in %, as `value [low, high]`: the {pct} percentile bootstrap "
@@ -111,7 +218,8 @@ def comparison_markdown(config, results: dict, command: str) -> str:
             f"{50 * (1 - CONFIDENCE):g}th and "
             f"{100 - 50 * (1 - CONFIDENCE):g}th percentiles of the metric over the "
             "resamples). Statement F1: SCP statements recovered from the generated text "
-            "by `metrics.clinical.ScpMatcher` against each record's PTB-XL `scp_codes`."]
+            "by `metrics.clinical.ScpMatcher` against each record's PTB-XL `scp_codes`. "
+            + _metric_settings()]
   others = list(results.items())[1:]
   if others:
     base = "no-ECG arm" if base_arm == "none" else f"`{base_arm}` arm"
@@ -128,6 +236,8 @@ def comparison_markdown(config, results: dict, command: str) -> str:
               f"{100 - 50 * (1 - CONFIDENCE):g}th percentiles over the {n_bootstrap} "
               "resamples. An interval that excludes 0 is a difference beyond test-record "
               "sampling noise."]
+  lines += _versus_lines(results, pct, n_bootstrap)
+  lines += _degeneracy_lines(results)
   lines += ["", "## Examples", ""]
   test = first["test"]
   for i in range(min(int(config.eval.num_examples), len(test["reports"]))):
@@ -164,7 +274,10 @@ def write_comparison(config, results: dict, workdir: str, command: str) -> str:
                                      "with replacement keeping a record of every labelled "
                                      "statement (metrics.classification."
                                      "iter_resample_indices); paired (same resamples) for "
-                                     "differences"}}
+                                     "differences",
+                           # Each arm's "versus" (the MERIT arm): MERIT minus that arm.
+                           "versus_arm": TARGET_ARM},
+             "metric_settings": _metric_settings()}
   with open(os.path.join(workdir, "report_generation.json"), "w", encoding="utf-8") as f:
     json.dump(payload, f, indent=2, default=str)
   if config.results_path:

@@ -1,9 +1,13 @@
-"""Training the projector (and LoRA adapters) on precomputed ECG features.
+"""Training the projector (and LoRA adapters) on precomputed ECG features, and its held-out loss.
 
 One jitted step with the batch sharded over the mesh's ('data', 'fsdp') axes and the (frozen)
 LLM and the trainable params replicated; Optax AdamW with warm-up and cosine decay from
 `config.optim`. Batches are drawn from a per-epoch permutation, reshuffled at each epoch
-boundary, so every batch has one static shape.
+boundary, so every batch has one static shape. Gradients are taken w.r.t. the trainable tree
+{'projector', 'lora'} only; the LLM's params are an argument of the step, never updated.
+
+`eval_loss` is the same report-token cross-entropy on another split (validation when choosing
+a recipe), so recipes are compared on the quantity they train.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ def train_projector(config, gen: projector_lib.Generator, train: dict, mesh=None
   tokens, input_mask, loss_mask = data_lib.training_sequences(
       gen.tokenizer, gen.prompt, train["reports"], int(config.max_report_tokens))
   trainable = projector_lib.init_trainable(gen, feats.shape[1:], int(config.lora_rank),
-                                           int(config.seed))
+                                           int(config.seed), tuple(config.lora_targets))
   rep = parallel.replicated(mesh)
   trainable = jax.device_put(trainable, rep)
   llm_params = jax.device_put(gen.llm_params, rep)
@@ -98,3 +102,29 @@ def train_projector(config, gen: projector_lib.Generator, train: dict, mesh=None
   if writer:
     writer.close()
   return jax.device_get(trainable), history
+
+
+def eval_loss(config, gen: projector_lib.Generator, trainable, split: dict) -> dict:
+  """Teacher-forced report-token cross-entropy on `split` = {'features', 'reports'}.
+
+  Batches of config.eval.batch_size (the last padded with rows that score no token, so one
+  compile); the mean is over every report token of the split, as the training loss is.
+  Returns {'loss', 'tokens'}.
+  """
+  feats = np.asarray(split["features"], np.float32)
+  tokens, input_mask, loss_mask = data_lib.training_sequences(
+      gen.tokenizer, gen.prompt, split["reports"], int(config.max_report_tokens))
+  bs = int(config.eval.batch_size)
+  loss_fn = jax.jit(gen.loss)
+  total, count = 0.0, 0.0
+  for start in range(0, len(feats), bs):
+    idx = np.arange(start, min(start + bs, len(feats)))
+    pad = bs - len(idx)
+    rows = np.concatenate([idx, np.full(pad, idx[-1])]) if pad else idx
+    mask = loss_mask[rows].copy()
+    mask[len(idx):] = False  # Padding rows: context only, no targets.
+    mean, n = loss_fn(trainable, gen.llm_params, feats[rows], tokens[rows], input_mask[rows],
+                      mask)
+    total += float(mean) * float(n)
+    count += float(n)
+  return {"loss": total / max(count, 1.0), "tokens": int(count)}

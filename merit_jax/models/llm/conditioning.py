@@ -10,10 +10,13 @@ Both end in an RMS normalisation times a learnable per-channel scale initialised
 the LLM's own (sqrt(d)-scaled) token embeddings, so soft tokens enter the frozen LLM at the
 magnitude its first layer expects, whatever the encoder's feature scale.
 
-LoRA (Hu et al. 2021) on the LLM's attention projections, without touching the LLM module: the
-adapters live in their own tree, and `apply_lora(llm_params, lora, alpha)` returns the LLM
-params with W + (alpha / r) · A·B merged in, differentiable w.r.t. A and B. B starts at zero,
-so a fresh adapter leaves the model unchanged. rank 0 = no adapters (frozen LLM).
+LoRA (Hu et al. 2021) on the LLM's attention projections (q/k/v/o) and/or its MLP projections
+(GeGLU gate/up/down), chosen by target groups `("attn", "mlp")`, without touching the LLM
+module: the adapters live in their own tree {layer: {projection: {'a', 'b'}}}, and
+`apply_lora(llm_params, lora, alpha)` returns the LLM params with W + (alpha / r) · A·B merged
+in, differentiable w.r.t. A and B. The tree names its projections, so `apply_lora` needs no
+target list (adapters saved before MLP targets existed load unchanged). B starts at zero, so a
+fresh adapter leaves the model exactly unchanged. rank 0 = no adapters (frozen LLM).
 """
 
 from typing import Any, Mapping, Sequence
@@ -24,7 +27,14 @@ import jax.numpy as jnp
 import numpy as np
 
 PROJECTOR_KINDS = ("mlp", "resampler")
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+# LoRA target groups → the projections they adapt; names as in models/llm/gemma3.py, where
+# they are unique across a block's 'attn' and 'mlp' modules.
+LORA_TARGET_GROUPS = {
+    "attn": ("q_proj", "k_proj", "v_proj", "o_proj"),
+    "mlp": ("gate", "up", "down"),
+}
+LORA_TARGETS = LORA_TARGET_GROUPS["attn"]  # init_lora's default: attention only, as before.
+_MODULE_OF = {proj: group for group, projs in LORA_TARGET_GROUPS.items() for proj in projs}
 
 
 def _rms_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
@@ -126,31 +136,48 @@ def token_embedding_rms(llm_params: Mapping[str, Any], d_model: int) -> float:
 
 # --------------------------------------------------------------------------------------- LoRA
 
-def _attention_kernels(llm_params: Mapping[str, Any], targets: Sequence[str]):
-  """Yields (layer name, projection name, kernel) for the targeted attention projections."""
+def lora_projections(targets: Sequence[str]) -> tuple[str, ...]:
+  """Target groups ('attn', 'mlp') and/or projection names → projection names, in order."""
+  if isinstance(targets, str):
+    targets = (targets,)
+  out: list[str] = []
+  for target in targets:
+    names = LORA_TARGET_GROUPS.get(target, (target,) if target in _MODULE_OF else None)
+    if names is None:
+      raise ValueError(f"LoRA target {target!r} must be one of "
+                       f"{', '.join(map(repr, list(LORA_TARGET_GROUPS) + list(_MODULE_OF)))}")
+    out += [n for n in names if n not in out]
+  if not out:
+    raise ValueError("lora_targets is empty: name 'attn' and/or 'mlp'")
+  return tuple(out)
+
+
+def _target_kernels(llm_params: Mapping[str, Any], targets: Sequence[str]):
+  """Yields (layer name, projection name, kernel) for the targeted projections."""
   params = llm_params["params"]
   layers = sorted((k for k in params if k.startswith("layer_")), key=lambda s: int(s[6:]))
   for layer in layers:
-    attn = params[layer]["attn"]
-    for name in targets:
-      if name not in attn:
-        raise KeyError(f"LoRA target {name!r} not in {layer}/attn (has {sorted(attn)})")
-      yield layer, name, attn[name]["kernel"]
+    for name in lora_projections(targets):
+      module = params[layer][_MODULE_OF[name]]
+      if name not in module:
+        raise KeyError(f"LoRA target {name!r} not in {layer}/{_MODULE_OF[name]} "
+                       f"(has {sorted(module)})")
+      yield layer, name, module[name]["kernel"]
 
 
 def init_lora(llm_params: Mapping[str, Any], rank: int, rng: jax.Array,
-              targets: Sequence[str] = LORA_TARGETS) -> dict:
+              targets: Sequence[str] = ("attn",)) -> dict:
   """LoRA factors {layer: {proj: {'a': (in, r), 'b': (r, out)}}}; empty dict for rank 0.
 
-  A ~ N(0, 1/in) (a unit-gain random projection), B = 0: the adapted model starts as the
-  frozen one.
+  `targets`: groups of `LORA_TARGET_GROUPS` ('attn', 'mlp') or projection names. A ~ N(0, 1/in)
+  (a unit-gain random projection), B = 0: the adapted model starts as the frozen one.
   """
   if rank < 0:
     raise ValueError(f"lora_rank must be >= 0, got {rank}")
   if rank == 0:
     return {}
   lora: dict[str, dict] = {}
-  kernels = list(_attention_kernels(llm_params, targets))
+  kernels = list(_target_kernels(llm_params, targets))
   for rng_i, (layer, name, kernel) in zip(jax.random.split(rng, len(kernels)), kernels):
     d_in, d_out = kernel.shape
     a = jax.random.normal(rng_i, (d_in, rank), jnp.float32) / np.sqrt(d_in)
@@ -166,13 +193,13 @@ def apply_lora(llm_params: Mapping[str, Any], lora: Mapping[str, Any],
   params = dict(llm_params["params"])
   for layer, projections in lora.items():
     block = dict(params[layer])
-    attn = dict(block["attn"])
     for name, factors in projections.items():
-      kernel = attn[name]["kernel"]
+      module = dict(block[_MODULE_OF[name]])
+      kernel = module[name]["kernel"]
       rank = factors["a"].shape[1]
       delta = (alpha / rank) * (factors["a"] @ factors["b"])
-      attn[name] = {**attn[name], "kernel": kernel + delta.astype(kernel.dtype)}
-    block["attn"] = attn
+      module[name] = {**module[name], "kernel": kernel + delta.astype(kernel.dtype)}
+      block[_MODULE_OF[name]] = module
     params[layer] = block
   return {**llm_params, "params": params}
 
