@@ -142,7 +142,7 @@ def _loss_cell(value) -> str:
   return "–" if value is None else f"{value:.3f}"
 
 
-def _versus_lines(results: dict, pct: str, n_bootstrap: int) -> list[str]:
+def _versus_lines(results: dict, pct: str, n_bootstrap: int, split: str) -> list[str]:
   versus = results.get(TARGET_ARM, {}).get("versus") or {}
   if not versus:
     return []
@@ -155,17 +155,17 @@ def _versus_lines(results: dict, pct: str, n_bootstrap: int) -> list[str]:
     lines.append(f"| MERIT − `{arm}` | "
                  + " | ".join(_diff_cell(ci.get(key)) for key, _ in TABLE_COLUMNS) + " |")
   lines += ["", f"Percentage points, {target} minus the arm named, on the same {n_bootstrap} "
-            "resamples of the test records: an interval above 0 is a win beyond test-record "
+            f"resamples of the {split} records: an interval above 0 is a win beyond record "
             "sampling noise."]
   return lines
 
 
-def _degeneracy_lines(results: dict) -> list[str]:
+def _degeneracy_lines(results: dict, split: str) -> list[str]:
   rows = {arm: r.get("degeneracy") for arm, r in results.items()}
   if not any(rows.values()):
     return []
   keys = list(next(d for d in rows.values() if d))
-  lines = ["", "## Degenerate outputs (test records)", "",
+  lines = ["", f"## Degenerate outputs ({split} records)", "",
            "| arm | " + " | ".join(k.replace("_", " ") for k in keys) + " |",
            "|---|" + "---|" * len(keys)]
   for arm, counts in rows.items():
@@ -198,8 +198,8 @@ def comparison_markdown(config, results: dict, command: str) -> str:
       f"Budget: **{config.total_steps} steps × batch {config.batch_size}** per arm, AdamW lr "
       f"{config.optim.lr}, on {jax.devices()[0].platform.upper()} "
       f"({jax.device_count()} device(s)) — a small budget: absolute scores are low. One "
-      "training run per arm: the intervals below cover the sampling of test records, not "
-      "the variation between training runs.", "",
+      "training run per arm: the intervals below cover the sampling of "
+      f"{config.eval.split} records, not the variation between training runs.", "",
       "| arm | encoder | " + " | ".join(title for _, title in TABLE_COLUMNS)
       + " | final train loss | train s |",
       "|---|---|" + "---|" * len(TABLE_COLUMNS) + "---|---|"]
@@ -211,9 +211,9 @@ def comparison_markdown(config, results: dict, command: str) -> str:
   n_bootstrap = config.eval.n_bootstrap
   pct = f"{100 * CONFIDENCE:g} %"
   lines += ["", f"Scores in %, as `value [low, high]`: the {pct} percentile bootstrap "
-            f"confidence interval over the {num_records} test records ({n_bootstrap} "
-            f"resamples of the {num_records} records drawn with replacement, each keeping "
-            "a record of every labelled statement (`metrics.classification."
+            f"confidence interval over the {num_records} {config.eval.split} records "
+            f"({n_bootstrap} resamples of the {num_records} records drawn with replacement, "
+            "each keeping a record of every labelled statement (`metrics.classification."
             f"iter_resample_indices`), seed {config.seed}; low and high are the "
             f"{50 * (1 - CONFIDENCE):g}th and "
             f"{100 - 50 * (1 - CONFIDENCE):g}th percentiles of the metric over the "
@@ -231,13 +231,14 @@ def comparison_markdown(config, results: dict, command: str) -> str:
       lines.append(f"| {ARM_TITLES.get(arm, arm)} | "
                    + " | ".join(_diff_cell(ci.get(key)) for key, _ in TABLE_COLUMNS) + " |")
     lines += ["", f"Percentage points, arm minus {base}: `difference [low, high]`. Paired: "
-              "each resample draws the same test records for both arms and the difference "
+              f"each resample draws the same {config.eval.split} records for both arms and "
+              "the difference "
               f"is taken within it; low and high are its {50 * (1 - CONFIDENCE):g}th and "
               f"{100 - 50 * (1 - CONFIDENCE):g}th percentiles over the {n_bootstrap} "
-              "resamples. An interval that excludes 0 is a difference beyond test-record "
+              "resamples. An interval that excludes 0 is a difference beyond record "
               "sampling noise."]
-  lines += _versus_lines(results, pct, n_bootstrap)
-  lines += _degeneracy_lines(results)
+  lines += _versus_lines(results, pct, n_bootstrap, config.eval.split)
+  lines += _degeneracy_lines(results, config.eval.split)
   lines += ["", "## Examples", ""]
   test = first["test"]
   for i in range(min(int(config.eval.num_examples), len(test["reports"]))):
@@ -270,11 +271,11 @@ def write_comparison(config, results: dict, workdir: str, command: str) -> str:
              "bootstrap": {"n_bootstrap": int(config.eval.n_bootstrap),
                            "seed": int(config.seed), "confidence": CONFIDENCE,
                            "baseline_arm": arms[0],
-                           "method": "percentile bootstrap over test records, resampled "
-                                     "with replacement keeping a record of every labelled "
-                                     "statement (metrics.classification."
-                                     "iter_resample_indices); paired (same resamples) for "
-                                     "differences",
+                           "method": (f"percentile bootstrap over {config.eval.split} "
+                                      "records, resampled with replacement keeping a record "
+                                      "of every labelled statement (metrics.classification."
+                                      "iter_resample_indices); paired (same resamples) for "
+                                      "differences"),
                            # Each arm's "versus" (the MERIT arm): MERIT minus that arm.
                            "versus_arm": TARGET_ARM},
              "metric_settings": _metric_settings()}

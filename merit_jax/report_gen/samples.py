@@ -110,17 +110,19 @@ def _cell(text: str) -> str:
   return html.escape(text, quote=False).replace("|", "\\|") if text else "*(empty)*"
 
 
-def samples_markdown(results: dict, command: str = "", n: int = NUM_RECORDS) -> str:
+def samples_markdown(results: dict, command: str = "", n: int = NUM_RECORDS,
+                     split: str = "test") -> str:
   """The page, from compare mode's per-arm summaries (`generated`, `test` of each arm)."""
   matcher = clinical.ScpMatcher()
   first = next(iter(results.values()))
   test = first["test"]
   arms = [(k, t) for k, t in SAMPLE_ARMS if k in results]
   arms += [(k, k) for k in results if k not in dict(SAMPLE_ARMS)]
-  lines = ["# Report generation: test records side by side", ""]
+  lines = [f"# Report generation: {split} records side by side", ""]
   if command:
     lines += [f"Command: `{command}`", ""]
-  lines += [f"{SELECTION_RULE} Outputs are the compare run's test-split reports of each arm "
+  lines += [f"{SELECTION_RULE.replace('test split', f'{split} split')} Outputs are the "
+            f"compare run's {split}-split reports of each arm "
             "(`report_generation.json`); 'statements' are the SCP statements "
             "`metrics.clinical.ScpMatcher` finds in the text.", ""]
   for k, (i, slot) in enumerate(select_records(test["ecg_id"], test["codes"], n), 1):
@@ -137,8 +139,8 @@ def samples_markdown(results: dict, command: str = "", n: int = NUM_RECORDS) -> 
   r = results[target]
   confusion = statement_confusion(r["generated"], r["test"]["codes"], matcher)
   lines += [f"## Statements the `{target}` arm recovers, misses, invents "
-            f"({len(r['generated'])} test records)", "",
-            "Per SCP statement over all test records: recovered = in the record's PTB-XL "
+            f"({len(r['generated'])} {split} records)", "",
+            f"Per SCP statement over all {split} records: recovered = in the record's PTB-XL "
             "labels and found in the output, missed = in the labels only, invented = in the "
             "output only (the counts behind the table's statement F1). Most frequent first.",
             "", "| statement | recovered | missed | invented |", "|---|---|---|---|"]
@@ -153,7 +155,7 @@ def samples_markdown(results: dict, command: str = "", n: int = NUM_RECORDS) -> 
 def write_samples_page(config, results: dict, workdir: str, command: str = "") -> str:
   """workdir/report_generation_samples.md and `config.samples_path` (when set); returns the
   path of the latter (else of the former)."""
-  page = samples_markdown(results, command)
+  page = samples_markdown(results, command, split=config.eval.split)
   out = os.path.join(workdir, "report_generation_samples.md")
   with open(out, "w", encoding="utf-8") as f:
     f.write(page)
