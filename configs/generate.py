@@ -167,6 +167,8 @@ def _override(c: ml_collections.ConfigDict, dotted: str, value) -> None:
   node = c
   for part in parents:
     node = node[part]
+  if key not in node:  # An override may only change a key the defaults define.
+    raise KeyError(f"configs/generate.py: a variant overrides unknown key {dotted!r}")
   node[key] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
 
 
