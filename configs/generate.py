@@ -87,6 +87,9 @@ def _defaults() -> ml_collections.ConfigDict:
   # --- LLM and conditioning -------------------------------------------------------------------
   c.llm = "gemma3_270m"  # 'gemma3_270m' (the packaged GGUF) | 'tiny' (random, byte tokenizer)
   c.llm_path = config_dict.placeholder(str)  # another Gemma 3 GGUF file
+  # Standardise each feature channel on the training split before the projector (the stats
+  # are saved with it); without it a trained encoder's shared feature component dominates.
+  c.standardize_features = False
   c.projector_kind = "mlp"  # 'mlp' on pooled features | 'resampler' over encoder tokens
   c.projector_hidden = 1024
   c.resampler = ml_collections.ConfigDict(dict(width=256, depth=2, num_heads=4))

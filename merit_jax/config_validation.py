@@ -396,6 +396,9 @@ def validate_generate_config(config: ml_collections.ConfigDict) -> None:
   for key in ("ban_markup", "stop_at_end_of_turn"):
     if not isinstance(config.decoding[key], bool):
       errors.append(f"config.decoding.{key}={config.decoding[key]!r} must be one of True, False")
+  if not isinstance(config.get("standardize_features", False), bool):
+    errors.append(f"config.standardize_features={config.standardize_features!r} must be one "
+                  "of True, False")
   for key, value in (("total_steps", config.total_steps), ("batch_size", config.batch_size),
                      ("log_every", config.log_every),
                      ("feature_batch_size", config.feature_batch_size),

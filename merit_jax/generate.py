@@ -75,12 +75,17 @@ def run_train(config, workdir: str, checkpoint: str | None = None, llm=None,
                                         int(config.feature_batch_size))
   kind = conditioning.feature_kind(config.projector_kind)
   train = data_lib.compute_features(workdir, config, source, config.train_split, kind)
+  # Stats of the training split only; every other split (and predict mode) reuses them.
+  stats = (data_lib.fit_feature_stats(train["features"]) if config.standardize_features
+           else None)
+  train["features"] = data_lib.standardize_features(train["features"], stats)
   gen = projector_lib.build_generator(config, llm)
   t0 = time.time()
   trainable, history = training.train_projector(config, gen, train, workdir=workdir,
                                                 progress=bool(config.progress))
   train_s = time.time() - t0
-  projector_lib.save_projector(workdir, config, source, trainable, train["features"].shape[1:])
+  projector_lib.save_projector(workdir, config, source, trainable, train["features"].shape[1:],
+                               feature_stats=stats)
   summary = {"encoder": source.source, "train_records": len(train["reports"]),
              "steps": int(config.total_steps), "batch_size": int(config.batch_size),
              "train_seconds": train_s, "first_loss": history[0]["loss"],
@@ -89,6 +94,7 @@ def run_train(config, workdir: str, checkpoint: str | None = None, llm=None,
   if evaluate_after:
     test = data_lib.compute_features(workdir, config, source, config.eval.split, kind,
                                      config.eval.max_records)
+    test["features"] = data_lib.standardize_features(test["features"], stats)
     t0 = time.time()
     # Teacher-forced loss on the eval split (validation when choosing a recipe).
     summary.update(eval_split=config.eval.split,
@@ -116,8 +122,10 @@ def run_predict(config) -> str:
   # Decoding settings come from this invocation; the model's from the training run.
   train_cfg.decoding = config.decoding
   train_cfg.eval.batch_size = config.eval.batch_size
-  features = data_lib.record_features(source, records, meta["feature_kind"],
-                                      int(config.feature_batch_size))
+  features = data_lib.standardize_features(
+      data_lib.record_features(source, records, meta["feature_kind"],
+                               int(config.feature_batch_size)),
+      meta.get("feature_stats"))  # Absent in projectors trained without standardisation.
   gen = projector_lib.build_generator(train_cfg)
   reports = decoding.generate_reports(train_cfg, gen, trainable, features,
                                       bool(config.progress))

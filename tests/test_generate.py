@@ -190,6 +190,66 @@ def test_save_load_roundtrip(projector_dir, merit_run, config):
                                 trained_on.features(_tiny_ecgs(), "pooled"))
 
 
+def test_feature_standardisation_matches_sklearn_and_keeps_constant_channels_finite():
+  from sklearn import preprocessing  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  train = rng.normal(3.0, 0.5, (40, 6)).astype(np.float32)
+  train[:, 2] = 7.0  # A constant channel (the no-ECG arm's are all constant).
+  other = rng.normal(3.0, 0.5, (5, 6)).astype(np.float32)
+  stats = data_lib.fit_feature_stats(train)
+  json.dumps(stats)  # Saved in generate_config.json.
+  scaler = preprocessing.StandardScaler().fit(train.astype(np.float64))
+  np.testing.assert_allclose(data_lib.standardize_features(other, stats),
+                             scaler.transform(other.astype(np.float64)), atol=1e-5)
+  assert np.all(data_lib.standardize_features(train, stats)[:, 2] == 0)
+  # Token features (N, T, D): per channel over records and tokens together.
+  tokens = rng.normal(size=(4, 3, 6)).astype(np.float32)
+  flat = preprocessing.StandardScaler().fit_transform(tokens.reshape(-1, 6).astype(np.float64))
+  np.testing.assert_allclose(
+      data_lib.standardize_features(tokens, data_lib.fit_feature_stats(tokens)),
+      flat.reshape(4, 3, 6), atol=1e-5)
+  np.testing.assert_array_equal(data_lib.standardize_features(other, None), other)
+  with pytest.raises(GenerateError, match="another encoder"):
+    data_lib.standardize_features(rng.normal(size=(2, 5)), stats)
+
+
+def test_predict_applies_the_saved_feature_stats(tmp_path, gen, merit_run):
+  """A projector trained on standardised features: predict mode standardises new ECGs with
+  the training stats saved beside it, so it writes what the trained model generates."""
+  from merit_jax.report_gen import decoding  # pylint: disable=g-import-not-at-top
+  cfg = generate_config.get_config("test")
+  cfg.total_steps = 2
+  cfg.standardize_features = True
+  source = data_lib.load_feature_source(merit_run, None, 0, cfg.data.preprocess.to_dict(),
+                                        cfg.feature_batch_size)
+  raw = source.features(_tiny_ecgs(), "pooled")
+  stats = data_lib.fit_feature_stats(raw)
+  trainable, _ = training.train_projector(
+      cfg, gen, {"features": data_lib.standardize_features(raw, stats),
+                 "reports": ["sinus rhythm"] * 8},
+      parallel.make_mesh(cfg.mesh, jax.devices()[:1]), progress=False)
+  projector_lib.save_projector(str(tmp_path / "run"), cfg, source, trainable, raw.shape[1:],
+                               feature_stats=stats)
+  _, _, _, meta = projector_lib.load_projector(str(tmp_path / "run"))
+  assert meta["feature_stats"] == stats
+  inputs = tmp_path / "ecgs"
+  inputs.mkdir()
+  signals = np.random.default_rng(5).standard_normal((3, 1000, 12)).astype(np.float32)
+  np.save(inputs / "three.npy", signals)
+  predict = generate_config.get_config("test")
+  predict.mode = "predict"
+  predict.projector, predict.input = str(tmp_path / "run"), str(inputs)
+  predict.output = str(tmp_path / "reports.csv")
+  with open(generate.run_predict(predict), newline="", encoding="utf-8") as f:
+    written = [row[1] for row in list(csv.reader(f))[1:]]
+  _, records = data_lib.read_inputs(str(inputs), None)
+  expected = decoding.generate_reports(
+      cfg, gen, trainable,
+      data_lib.standardize_features(data_lib.record_features(source, records, "pooled", 8),
+                                    stats), False)
+  assert written == expected
+
+
 def test_features_of_each_source(merit_run, config):
   """No ECG: zeros of the no-ECG width; a MERIT run: the pooled mean of its token features."""
   ecg = _tiny_ecgs(5)

@@ -189,6 +189,38 @@ def compute_features(workdir: str, config, source: FeatureSource, split: str, ki
   return feats
 
 
+# ------------------------------------------------------------------- feature standardisation
+
+# Channels whose training std is below this are only centred (the no-ECG arm's all-zero
+# features stay zero instead of dividing by zero).
+_MIN_STD = 1e-6
+
+
+def fit_feature_stats(features: np.ndarray) -> dict:
+  """Per-channel mean and std of training features (pooled (N, D) or tokens (N, T, D)).
+
+  A trained encoder's pooled features share a large common component (every ECG looks alike
+  to the projector's per-sample LayerNorm); standardising each channel on the training split
+  keeps only what tells records apart. Returned as lists so the stats live in the run's JSON.
+  """
+  flat = np.asarray(features, np.float64).reshape(-1, np.shape(features)[-1])
+  return {"mean": flat.mean(axis=0).tolist(), "std": flat.std(axis=0).tolist()}
+
+
+def standardize_features(features: np.ndarray, stats: dict | None) -> np.ndarray:
+  """(features − mean) / std per channel with `fit_feature_stats`' stats; None: unchanged."""
+  if stats is None:
+    return np.asarray(features, np.float32)
+  mean = np.asarray(stats["mean"], np.float64)
+  std = np.asarray(stats["std"], np.float64)
+  if mean.shape != (np.shape(features)[-1],):
+    raise GenerateError(f"feature stats have {mean.shape[0]} channels but the features have "
+                        f"{np.shape(features)[-1]}: the projector was trained on another "
+                        "encoder")
+  safe = np.where(std < _MIN_STD, 1.0, std)
+  return ((np.asarray(features, np.float64) - mean) / safe).astype(np.float32)
+
+
 # ---------------------------------------------------------------------------- token sequences
 
 def prompt_ids(tokenizer, prompt: str) -> list[int]:

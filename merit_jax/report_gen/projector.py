@@ -150,8 +150,12 @@ def config_json(config) -> dict:
 
 
 def save_projector(workdir: str, config, source: data_lib.FeatureSource, trainable,
-                   feature_shape) -> None:
-  """projector/ (Orbax) + generate_config.json: all `predict` needs besides the LLM."""
+                   feature_shape, feature_stats: dict | None = None) -> None:
+  """projector/ (Orbax) + generate_config.json: all `predict` needs besides the LLM.
+
+  feature_stats: `data.fit_feature_stats` of the training features when the run
+  standardised them (predict mode applies the same), else None.
+  """
   workdir = os.path.abspath(os.path.expanduser(workdir))
   os.makedirs(workdir, exist_ok=True)
   tree = {"projector": trainable["projector"]}
@@ -164,7 +168,8 @@ def save_projector(workdir: str, config, source: data_lib.FeatureSource, trainab
   meta = {"config": config_json(config), "encoder_source": source.source,
           "encoder_run_config": source.run_config, "preprocess": source.preprocess,
           "feature_shape": list(feature_shape),
-          "feature_kind": conditioning.feature_kind(config.projector_kind)}
+          "feature_kind": conditioning.feature_kind(config.projector_kind),
+          "feature_stats": feature_stats}
   with open(os.path.join(workdir, CONFIG_FILE), "w", encoding="utf-8") as f:
     json.dump(meta, f, indent=2, default=str)
 
