@@ -3,6 +3,10 @@
   # Train a projector (frozen MERIT encoder → soft prefix → frozen Gemma 3 270M):
   python -m merit_jax.generate --config=configs/generate.py --config.checkpoint=RUN_DIR \
       --workdir=DIR
+  # Score a trained projector on a split with other decoding settings (choices on validation):
+  python -m merit_jax.generate --config=configs/generate.py --config.mode=score \
+      --config.projector=DIR --config.eval.split=validation --config.decoding.beam_width=4 \
+      --config.decoding.method=beam --workdir=OUT
   # Reports for a folder of ECGs (WFDB records or .npy files) into a CSV:
   python -m merit_jax.generate --config=configs/generate.py --config.mode=predict \
       --config.projector=DIR --config.input=FOLDER --config.output=reports.csv
@@ -73,7 +77,7 @@ VARIANTS = {
 
 def _defaults() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.mode = "train"  # 'train' | 'predict' | 'compare'
+  c.mode = "train"  # 'train' | 'predict' | 'score' (a trained projector, other decoding) | 'compare'
   c.seed = 0
 
   # --- ECG side ------------------------------------------------------------------------------
@@ -150,7 +154,7 @@ def _defaults() -> ml_collections.ConfigDict:
       sample_rate=100, num_samples=1000, bandpass=config_dict.placeholder(tuple),
       normalize="zscore"))
 
-  # --- predict mode ---------------------------------------------------------------------------
+  # --- predict and score modes ----------------------------------------------------------------
   c.projector = config_dict.placeholder(str)  # a training workdir (holds projector/)
   c.input = config_dict.placeholder(str)  # folder of WFDB records or .npy files, or one .npy
   c.output = config_dict.placeholder(str)  # CSV path

@@ -354,7 +354,7 @@ def validate_evaluate_config(config: ml_collections.ConfigDict) -> None:
 
 # --- generate configs (validate_generate_config) ---
 
-GENERATE_MODES = ("train", "predict", "compare")
+GENERATE_MODES = ("train", "predict", "score", "compare")
 
 
 def validate_generate_config(config: ml_collections.ConfigDict) -> None:
@@ -432,10 +432,12 @@ def validate_generate_config(config: ml_collections.ConfigDict) -> None:
   if config.mode == "train" and config.checkpoint == "random" and not config.encoder_like:
     errors.append("config.checkpoint='random' needs config.encoder_like: a MERIT run dir whose "
                   "encoder config the random encoder copies")
-  if config.mode == "predict":
-    for key in ("projector", "input", "output"):
+  if config.mode in ("predict", "score"):
+    for key in (("projector", "input", "output") if config.mode == "predict"
+                else ("projector",)):
       if not config[key]:
-        errors.append(f"config.{key}={config[key]!r}: predict mode needs --config.{key}")
+        errors.append(f"config.{key}={config[key]!r}: {config.mode} mode needs "
+                      f"--config.{key}")
   if config.mode == "compare":
     arms = tuple(config.arms)
     unknown = [arm for arm in arms if arm not in reporting.ARM_TITLES]

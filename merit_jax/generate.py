@@ -6,6 +6,8 @@
       --config.projector=DIR --config.input=FOLDER --config.output=reports.csv
   python -m merit_jax.generate --config=configs/generate.py:compare \
       --config.merit_checkpoint=RUN_DIR --workdir=DIR   # the table
+  python -m merit_jax.generate --config=configs/generate.py --config.mode=score \
+      --config.projector=DIR --config.eval.split=validation --workdir=OUT  # other decoding
 
 Frozen ECG encoder → features (pooled, or the token sequence) → trainable projector → k soft
 prefix tokens → frozen Gemma 3 (optionally LoRA); the pieces are in `merit_jax/report_gen/`.
@@ -132,6 +134,39 @@ def run_predict(config) -> str:
   return reporting.write_predictions(config.output, ids, reports)
 
 
+def run_score(config, workdir: str) -> dict:
+  """Scores a trained projector (config.projector) on config.eval.split with this
+  invocation's decoding settings: how decoding rules are chosen on validation without
+  retraining. Writes summary.json and samples.csv to `workdir`; returns the summary."""
+  if not workdir:
+    raise GenerateError("--workdir is required in score mode")
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  os.makedirs(workdir, exist_ok=True)
+  train_cfg, source, trainable, meta = projector_lib.load_projector(
+      config.projector, int(config.feature_batch_size))
+  # The model as trained; decoding and evaluation as asked now.
+  train_cfg.decoding = config.decoding
+  train_cfg.eval = config.eval
+  provision.ensure_datasets(config.data)
+  split = data_lib.compute_features(workdir, config, source, config.eval.split,
+                                    meta["feature_kind"], config.eval.max_records)
+  split["features"] = data_lib.standardize_features(split["features"],
+                                                    meta.get("feature_stats"))
+  gen = projector_lib.build_generator(train_cfg)
+  t0 = time.time()
+  summary = {"projector": os.path.abspath(os.path.expanduser(config.projector)),
+             "eval_split": config.eval.split,
+             "decoding": config.decoding.to_dict(),
+             "eval_loss": training.eval_loss(train_cfg, gen, trainable, split)["loss"]}
+  metrics, generated = decoding.evaluate(train_cfg, gen, trainable, split,
+                                         bool(config.progress))
+  summary.update(metrics=metrics, eval_seconds=time.time() - t0)
+  reporting.write_samples(os.path.join(workdir, "samples.csv"), split, generated)
+  with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
+    json.dump(summary, f, indent=2)
+  return summary
+
+
 def run_compare(config, workdir: str, command: str = "") -> dict:
   """Trains (or, for 'most_frequent', just writes) and scores the arms one after another;
   writes the table and the samples page.
@@ -186,6 +221,8 @@ def main(argv):
                        indent=2, default=str))
     elif config.mode == "predict":
       print(f"wrote reports to {run_predict(config)}")
+    elif config.mode == "score":
+      print(json.dumps(run_score(config, _WORKDIR.value), indent=2))
     else:
       run_compare(config, _WORKDIR.value, command)
   except (config_validation.ConfigError, GenerateError, FileNotFoundError) as e:

@@ -315,7 +315,7 @@ def test_predict_cli_writes_one_row_per_input(projector_dir, tmp_path):
 
 
 @pytest.mark.parametrize("override, expected", [
-    ("--config.mode=tran", "config.mode='tran' must be one of 'train', 'predict', 'compare'"),
+    ("--config.mode=tran", "config.mode='tran' must be one of 'train', 'predict', 'score', 'compare'"),
     ("--config.decoding.methd=beam", "unknown config key"),
     ("--config.decoding.method=topk",
      "config.decoding.method='topk' must be one of 'greedy', 'beam', 'nucleus'"),
@@ -388,6 +388,18 @@ def test_train_on_ptbxl_records(ptbxl_dir, tmp_path, merit_run):
   # The saved features are those of the reloaded random encoder.
   saved = np.load(tmp_path / "run" / "features_test.npz", allow_pickle=True)
   assert saved["features"].shape == (8, 32)
+
+  # Score mode on the saved run with the run's own decoding: the same loss and reports as the
+  # evaluation at the end of training (reloaded projector, recomputed features).
+  score_cfg = generate_config.get_config("test")
+  score_cfg.data = cfg.data
+  score_cfg.mode, score_cfg.projector = "score", str(tmp_path / "run")
+  scored = generate.run_score(score_cfg, str(tmp_path / "score"))
+  assert scored["eval_split"] == "test"
+  np.testing.assert_allclose(scored["eval_loss"], summary["eval_loss"], rtol=1e-5)
+  with open(tmp_path / "score" / "samples.csv", newline="", encoding="utf-8") as f:
+    rescored = [row["generated"] for row in csv.DictReader(f)]
+  assert rescored == summary["generated"]
 
 
 def _fake_compare_results(arms=("none", "random", "merit")):
