@@ -9,6 +9,7 @@
   training    the jitted train step and the loop over precomputed features
   decoding    one report per ECG (greedy / beam / nucleus) and its scores
   reporting   the comparison table (markdown + JSON, bootstrap CIs), samples and predictions
+  recipe_table  validation runs side by side, and the recipe the selection rule picks
 """
 
 

@@ -1,0 +1,147 @@
+"""Validation runs of report generation side by side: what each run set, what it scored.
+
+  python -m merit_jax.report_gen.recipe_table --runs=DIR1,DIR2,... --output=FILE.md
+
+Each DIR is the workdir of a `merit_jax.generate` run in train mode (its summary.json and
+generate_config.json) or in score mode (its summary.json names the trained projector whose
+config it reads; the decoding is the score run's). A row shows the recipe fields that differ
+between the runs, the final training loss, the validation loss and metrics, the number of
+distinct reports (an ECG that steers the model gives many), the degenerate-output counts, and
+which row the selection rule picks: the highest mean of statement F1 micro and macro on the
+scored split, the figures the recipe is chosen by (validation loss is shown beside it).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from typing import Sequence
+
+from absl import app
+from absl import flags
+
+# (dotted config key, column title) of the recipe; only keys whose values differ are shown.
+RECIPE_KEYS = (("lora_rank", "LoRA rank"), ("lora_targets", "LoRA on"), ("optim.lr", "lr"),
+               ("total_steps", "steps"), ("batch_size", "batch"),
+               ("num_prefix_tokens", "prefix tokens"), ("projector_kind", "projector"),
+               ("standardize_features", "standardised features"),
+               ("checkpoint", "encoder"),
+               ("decoding.method", "decoding"), ("decoding.repetition_penalty", "rep. penalty"),
+               ("decoding.no_repeat_ngram", "no-repeat n"),
+               ("decoding.min_new_tokens", "min tokens"))
+METRIC_COLUMNS = (("bleu4", "BLEU-4"), ("rouge_l", "ROUGE-L"), ("meteor", "METEOR"),
+                  ("clinical_micro_f1", "F1 micro"), ("clinical_macro_f1", "F1 macro"))
+
+
+# Keys that runs saved before they existed did not write, and what those runs did.
+_OLD_RUN_VALUES = {"standardize_features": False}
+
+
+def _get(tree: dict, dotted: str):
+  for key in dotted.split("."):
+    if not isinstance(tree, dict) or key not in tree:
+      return _OLD_RUN_VALUES.get(dotted)
+    tree = tree[key]
+  return tree
+
+
+def read_run(run_dir: str) -> dict:
+  """{'name', 'config' (the recipe, decoding as scored), 'summary', 'distinct'} of a run."""
+  run_dir = os.path.abspath(os.path.expanduser(run_dir))
+  summary_path = os.path.join(run_dir, "summary.json")
+  if not os.path.isfile(summary_path):
+    raise FileNotFoundError(f"{run_dir}: no summary.json (not a finished merit_jax.generate "
+                            "run)")
+  with open(summary_path, encoding="utf-8") as f:
+    summary = json.load(f)
+  if "metrics" not in summary:
+    raise ValueError(f"{run_dir}: summary.json has no metrics (trained without evaluation)")
+  trained_dir = summary.get("projector", run_dir)  # A score run points at its trained run.
+  with open(os.path.join(trained_dir, "generate_config.json"), encoding="utf-8") as f:
+    config = json.load(f)["config"]
+  if "decoding" in summary:  # Score mode: the decoding it was scored with.
+    config = dict(config, decoding=summary["decoding"])
+  if trained_dir != run_dir:
+    with open(os.path.join(trained_dir, "summary.json"), encoding="utf-8") as f:
+      summary = dict(summary, final_loss=json.load(f).get("final_loss"))
+  with open(os.path.join(run_dir, "samples.csv"), newline="", encoding="utf-8") as f:
+    distinct = len({row["generated"] for row in csv.DictReader(f)})
+  return {"name": os.path.basename(run_dir), "config": config, "summary": summary,
+          "distinct": distinct}
+
+
+def selection_score(run: dict) -> float:
+  m = run["summary"]["metrics"]
+  return (m["clinical_micro_f1"] + m["clinical_macro_f1"]) / 2
+
+
+def _fmt(value) -> str:
+  if isinstance(value, float):
+    return f"{value:g}"
+  if isinstance(value, (list, tuple)):
+    return "+".join(map(str, value))
+  return "–" if value is None else str(value)
+
+
+def render(runs: Sequence[dict], command: str = "") -> str:
+  """The markdown page: one row per run, the rule's pick in bold."""
+  keys = [(k, t) for k, t in RECIPE_KEYS
+          if len({json.dumps(_get(r["config"], k)) for r in runs}) > 1]
+  common = [(k, t) for k, t in RECIPE_KEYS if (k, t) not in keys]
+  best = max(range(len(runs)), key=lambda i: selection_score(runs[i]))
+  split = runs[0]["summary"].get("eval_split", "?")
+  n = runs[0]["summary"]["metrics"].get("num_records")
+  lines = ["# Report generation: choosing the recipe on the validation fold", ""]
+  if command:
+    lines += [f"Command: `{command}`", ""]
+  lines += [f"Scored split: `{split}` ({n} records). Shared by every run: " + ", ".join(
+      f"{t} {_fmt(_get(runs[0]['config'], k))}" for k, t in common) + ".", ""]
+  head = (["run"] + [t for _, t in keys] + ["final train loss", f"{split} loss"]
+          + [t for _, t in METRIC_COLUMNS] + ["distinct reports", "empty / markup / repeats"])
+  lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for i, run in enumerate(runs):
+    s, m = run["summary"], run["summary"]["metrics"]
+    cells = ([run["name"]] + [_fmt(_get(run["config"], k)) for k, _ in keys]
+             + [f"{s['final_loss']:.3f}" if s.get("final_loss") is not None else "–",
+                f"{s['eval_loss']:.3f}"]
+             + [f"{100 * m[k]:.1f}" if k in m else "–" for k, _ in METRIC_COLUMNS]
+             + [f"{run['distinct']} / {m.get('num_records')}",
+                f"{m.get('degenerate_empty')} / {m.get('degenerate_markup')} / "
+                f"{m.get('degenerate_repeated_ngram')}"])
+    if i == best:
+      cells = [f"**{c}**" for c in cells]
+    lines.append("| " + " | ".join(cells) + " |")
+  lines += ["", "Scores in % on the scored split (one training run each, no intervals). "
+            "Selection rule: the highest mean of statement F1 micro and macro (bold); the loss "
+            "is the teacher-forced report-token cross-entropy. Distinct reports: how many "
+            "different texts the run wrote over the split's records.", ""]
+  return "\n".join(lines)
+
+
+_RUNS = flags.DEFINE_list("runs", None, "Workdirs of merit_jax.generate train / score runs.")
+_OUTPUT = flags.DEFINE_string("output", None, "Markdown file to write.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not _RUNS.value or not _OUTPUT.value:
+    raise app.UsageError("--runs and --output are required")
+  try:
+    runs = [read_run(d) for d in _RUNS.value]
+  except (FileNotFoundError, ValueError, KeyError) as e:
+    sys.exit(f"merit_jax.report_gen.recipe_table: {e}")
+  page = render(runs, "python -m merit_jax.report_gen.recipe_table " + " ".join(sys.argv[1:]))
+  out = os.path.abspath(os.path.expanduser(_OUTPUT.value))
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  tmp = out + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(page)
+  os.replace(tmp, out)  # No half-written page.
+  print(page)
+
+
+if __name__ == "__main__":
+  app.run(main)
