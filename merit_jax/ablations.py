@@ -51,6 +51,7 @@ from merit_jax import train
 from merit_jax import xla_defaults
 from merit_jax.encoder import Encoder
 from merit_jax.evaluators import linear_probe
+from merit_jax.evaluators import tasks as tasks_lib
 from merit_jax.reporting import markdown
 from merit_jax.reporting import writer
 
@@ -124,8 +125,13 @@ def select_on_validation(results: dict, variants) -> dict | None:
 
 
 def paired_against_contrastive(results: dict, variants, eval_config) -> dict:
-  """Each MERIT variant minus contrastive only: 100 % probe, paired bootstrap, per task."""
-  if "contrastive_only" not in variants or "linear_probe" not in results:
+  """Each MERIT variant minus contrastive only: 100 % probe, paired bootstrap, per task.
+
+  Empty when contrastive only or the 100 % probe is not part of the run (a run of the 1 % /
+  10 % probes alone has no 100 % scores to pair).
+  """
+  if ("contrastive_only" not in variants or "linear_probe" not in results
+      or 1.0 not in tasks_lib.parse_list(eval_config.fractions, float)):
     return {}
   reference = resolve_variant("contrastive_only")[0]
   out = {}

@@ -157,6 +157,26 @@ def test_paired_probe_difference_from_stored_scores(evaluated):
   assert "macro_f1" in diff
 
 
+def test_ablation_pairing_needs_the_100_percent_probe(evaluated):
+  """The MERIT − contrastive-only difference pairs 100 % probe scores; a run of the 1 % / 10 %
+  probes alone has none, so it writes no pairing instead of failing after all its probes."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from merit_jax import ablations  # pylint: disable=g-import-not-at-top
+  _, results = evaluated
+  merit, contrastive = (ablations.resolve_variant(v)[0] for v in ("merit", "contrastive_only"))
+  paired_input = {"meta": results["meta"], "linear_probe": {
+      merit: results["linear_probe"]["run"], contrastive: results["linear_probe"]["random_init"]}}
+  cfg = ml_collections.ConfigDict(dict(fractions="0.01,0.1", n_bootstrap=20, seed=0))
+  assert ablations.paired_against_contrastive(
+      paired_input, ["merit", "contrastive_only"], cfg) == {}
+  cfg.fractions = "0.1,1.0"
+  paired = ablations.paired_against_contrastive(paired_input, ["merit", "contrastive_only"], cfg)
+  direct = linear_probe.probe_paired_difference(results, "run", "random_init",
+                                                "superdiagnostic", n_bootstrap=20)
+  assert paired[merit]["superdiagnostic"]["macro_auroc"]["value"] == pytest.approx(
+      direct["macro_auroc"]["value"])
+
+
 def test_per_lead_features_are_each_leads_token_mean(checkpoint):
   encoder = Encoder.from_checkpoint(str(checkpoint))
   samples = int(encoder.config.data.preprocess.num_samples)
