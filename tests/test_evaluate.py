@@ -104,6 +104,11 @@ def test_end_to_end_outputs(evaluated):
       k for k, v in results["retrieval"].items() if v]
   zs = results["zero_shot"]["run"]["superdiagnostic"]
   assert 0 <= zs["macro_auroc"]["value"] <= 1 and zs["prompts"]["NORM"]
+  # Every test record falls in exactly one report-language group.
+  by_language = zs["by_language"]
+  assert set(by_language) <= {"de", "en", "sv", "unknown", "none"}
+  assert sum(g["num_records"] for g in by_language.values()) == len(
+      results["meta"]["test_labels"]["superdiagnostic"])
   assert results["retrieval"]["run"]["num_queries"] > 0
   curve = results["shift"]["run"]["superdiagnostic"][0]
   assert curve["corruption"] == "gaussian_noise" and len(curve["values"]) == 5
@@ -114,6 +119,7 @@ def test_end_to_end_outputs(evaluated):
   md = pathlib.Path(paths["md"]).read_text()
   assert "## Linear probe: macro auroc" in md and "| random_conv |" in md
   assert "## Zero-shot" in md and "## Retrieval" in md and "## Distribution shift" in md
+  assert "## Zero-shot by report language (test)" in md
   # The zero-shot diagnostics, in their own sections; none for the text-less random_conv.
   assert "## Prototype diagnostic (uses training labels — not zero-shot)" in md
   assert "## Text-only ceiling" in md and "## Classes scored per task" in md

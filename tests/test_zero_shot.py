@@ -191,10 +191,15 @@ def test_aligned_embeddings_beat_chance_clearly(statements_csv):
 
 
 class _FakeTaskData:
-  """What the zero-shot evaluator reads of a `TaskData`: labels and projected features."""
+  """What the zero-shot evaluator reads of a `TaskData`: labels, projected features, reports
+  (German, English, none in turn)."""
 
   def __init__(self, class_names, labels, features):
     self.class_names, self.labels, self._features = class_names, labels, features
+
+  def reports(self, split):
+    texts = ("sinusrhythmus normales ekg", "sinus rhythm. normal ecg.", "")
+    return [texts[i % 3] for i in range(len(self.labels[split]))]
 
   def features(self, encoder, split, kind="pooled"):
     del encoder
@@ -238,6 +243,10 @@ def test_evaluator_zero_shot_stores_validation_auroc(statements_csv, tmp_path):
   assert out["val_macro_auroc"] == out["validation"][out["prompt_set"]][out["normalization"]]
   assert 0.5 < out["val_macro_auroc"] <= 1 and 0 <= out["macro_auroc"]["value"] <= 1
   assert out["softmax_scale_source"] == "fixed"  # the fake encoder has no logit scale
+  # The test records by report language: 50 German, 50 English, 50 without a report.
+  assert {g: e["num_records"] for g, e in out["by_language"].items()} == {
+      "de": 50, "en": 50, "none": 50}
+  assert all(0 <= e["macro_auroc"]["value"] <= 1 for e in out["by_language"].values())
   assert out["prompt_file"] == str(user) and out["user_prompts"] == "replace"
   # The bundled prompt files are read beside the config file.
   assert out["prompt_sets"]["report_de"]["file"] == str(REPORT_PROMPTS)

@@ -27,6 +27,10 @@ the prompts themselves come from `prompts.py`):
   prompts are the problem; both bad → the ECG–text alignment is.
 - `text_only_ceiling(report_emb, labels, class_emb, has_report)`: the test reports themselves
   (no ECG) against the chosen prompts, by cosine: how far the text tower alone gets.
+- `scores_by_group(labels, scores, groups, class_names)`: metrics within each group of
+  records; the evaluator groups the test records by report language (`data.report_language`)
+  under `zero_shot[task]["by_language"]`, since prompts in one language can score a record by
+  its report's language instead of its ECG.
 
 `Evaluator` (config `evals.zero_shot`): per task, the prompt set (`prompt_sets`) and score
 normalisation (`normalizations`) with the best validation macro AUROC, scored once on test, in
@@ -39,12 +43,17 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from merit_jax.data import report_language
 from merit_jax.evaluators import prompts as prompts_lib
 from merit_jax.evaluators import registry
 from merit_jax.evaluators import tasks as tasks_lib
 from merit_jax.metrics import classification as metrics
 
 EmbedText = Callable[[list], np.ndarray]
+
+
+# Groups of test records (report languages) smaller than this are counted, not scored.
+MIN_GROUP_RECORDS = 10
 
 
 def _l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -249,13 +258,40 @@ def run_zero_shot_selected(ecg_emb, labels, class_names: Sequence[str], embed_te
   val_cosines = {name: zero_shot_scores(val_ecg_emb, e) for name, e in class_emb.items()}
   choice = choose_on_validation(val_cosines, val_labels, normalizations, logit_scale)
   chosen, norm = choice["prompt_set"], choice["normalization"]
-  result = _score_chosen(zero_shot_scores(ecg_emb, class_emb[chosen]), labels,
-                         val_cosines[chosen], val_labels, norm, logit_scale, n_bootstrap, seed)
+  test_cosine = zero_shot_scores(ecg_emb, class_emb[chosen])
+  result = _score_chosen(test_cosine, labels, val_cosines[chosen], val_labels, norm,
+                         logit_scale, n_bootstrap, seed)
   scale, source = softmax_scale(logit_scale)
   result.update(choice, prompts={c: list(prompt_sets[chosen][c]) for c in class_names},
                 softmax_scale=scale, softmax_scale_source=source,
-                class_embeddings=class_emb[chosen])
+                class_embeddings=class_emb[chosen],
+                test_scores=normalize_scores(test_cosine, norm, logit_scale))
   return result
+
+
+def scores_by_group(labels, scores, groups: Sequence[str], class_names: Sequence[str],
+                    min_records: int = MIN_GROUP_RECORDS, n_bootstrap: int = 1000,
+                    seed: int = 0) -> dict:
+  """Test metrics within each group of records (e.g. by report language).
+
+  A group with fewer than `min_records` records is only counted. Classes without a positive
+  (or a negative) inside a group are left out of that group's macro mean, as on the whole set.
+  Returns {group: {"num_records", and for scored groups the `metric_summary` fields,
+  "per_class_auroc" {class: AUROC or None}}}.
+  """
+  labels, scores, groups = np.asarray(labels), np.asarray(scores), np.asarray(groups)
+  out = {}
+  for group in sorted(set(groups.tolist())):
+    idx = np.flatnonzero(groups == group)
+    entry = {"num_records": int(idx.size)}
+    if idx.size >= min_records:
+      m = metrics.evaluate_multilabel(labels[idx], scores[idx], n_bootstrap=n_bootstrap,
+                                      seed=seed)
+      entry.update(tasks_lib.metric_summary(m))
+      entry["per_class_auroc"] = {c: (None if np.isnan(v) else float(v))
+                                  for c, v in zip(class_names, m["per_class"]["auroc"])}
+    out[group] = entry
+  return out
 
 
 def prototype_embeddings(text_emb, labels, valid=None) -> tuple[np.ndarray, np.ndarray]:
@@ -418,6 +454,7 @@ class Evaluator(registry.EvaluatorBase):
         data.features(encoder, "validation", "projected"), data.labels["validation"],
         self.normalizations, scale, n_bootstrap=int(z.n_bootstrap), seed=int(z.seed))
     class_emb = result.pop("class_embeddings")
+    test_scores = result.pop("test_scores")
     out = tasks_lib.metric_summary(result)
     out.update({
         # Chosen on fold 9 (validation), never on test.
@@ -431,7 +468,13 @@ class Evaluator(registry.EvaluatorBase):
         "prompt_sets": {name: {"file": b["file"], "fallback_classes": b["fallback"],
                                "num_prompts": sum(len(p) for p in b["prompts"].values())}
                         for name, b in built.items()},
-        "prompts": result["prompts"]})
+        "prompts": result["prompts"],
+        # The chosen scores within each report language: does the model score a record by
+        # the language of its report (prompts are in one language) rather than its ECG?
+        "by_language": scores_by_group(
+            data.labels["test"], test_scores,
+            [report_language.report_language(r) for r in data.reports("test")],
+            data.class_names, n_bootstrap=int(z.n_bootstrap), seed=int(z.seed))})
     suite = {"zero_shot": out}
     if z.prototype:
       suite["prototype"] = self.prototype(encoder, data, scale)

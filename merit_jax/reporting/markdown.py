@@ -189,6 +189,34 @@ def _auroc_f1_cell(entry: Optional[dict], suffix: str = "") -> str:
   return cell + suffix
 
 
+def _by_language_markdown(zs: dict, tasks) -> list[str]:
+  """Zero-shot test macro AUROC within each report language (`by_language` entries)."""
+  languages = sorted({lang for per_task in zs.values() for t in tasks
+                      for lang in (per_task.get(t) or {}).get("by_language", {})})
+  if not languages:
+    return []
+  out = ["## Zero-shot by report language (test): macro AUROC", "",
+         "The chosen prompts and normalisation, scored within the test records of each report "
+         "language (`data.report_language`: de / en / sv by marker words; none = no report). "
+         "An encoder that scores a record by its report's language rather than its ECG is "
+         "far from chance inside a language only in the direction of that bias. Groups under "
+         "10 records are counted, not scored (n in brackets).", ""]
+  out += _task_table_head("encoder / language", tasks)
+  for encoder, per_task in zs.items():
+    for lang in languages:
+      cells = []
+      for t in tasks:
+        entry = (per_task.get(t) or {}).get("by_language", {}).get(lang)
+        if entry is None:
+          cells.append("–")
+        else:
+          value = ci_cell(entry["macro_auroc"]) if entry.get("macro_auroc") else "–"
+          cells.append(f"{value} (n={entry['num_records']})")
+      out.append(row([f"{encoder} / {lang}"] + cells))
+  out.append("")
+  return out
+
+
 def _zero_shot_markdown(results: dict, tasks) -> list[str]:
   """Zero-shot (chosen on validation), then its two diagnostics, each in its own section."""
   out = []
@@ -240,6 +268,7 @@ def _zero_shot_markdown(results: dict, tasks) -> list[str]:
           cells.append("–" if value is None else f"{pct(value)}{mark}")
         out.append(row([f"{prompt_set} / {norm}"] + cells))
       out.append("")
+  out += _by_language_markdown(zs, tasks)
   proto = {e: v for e, v in (results.get("prototype") or {}).items() if v}
   if proto:
     out += ["## Prototype diagnostic (uses training labels — not zero-shot): test macro AUROC / "
