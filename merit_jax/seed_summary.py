@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 from absl import app
@@ -51,6 +52,27 @@ def _encoders(results: list) -> tuple[list, list]:
   return variants, baselines
 
 
+def _inputs_sentence(results: list, inputs: list) -> str:
+  """'2 pretraining seeds in 3 files (a.json: seed 0, ...).' — files, not seeds, when a file
+  records no command (a seed may be split over files, e.g. its 1 % / 10 % probes apart)."""
+  seeds = [pretraining_seed(r) for r in results]
+  names = [os.path.basename(p) for p in inputs]
+  if any(s is None for s in seeds):
+    return f"{len(results)} result files ({', '.join(names)})."
+  return (f"{len(set(seeds))} pretraining seed(s) in {len(results)} file(s) ("
+          + ", ".join(f"{n}: seed {s}" for n, s in zip(names, seeds)) + ").")
+
+
+def pretraining_seed(result: dict):
+  """The pretraining seed of an ablations JSON (`--config.seed=N` in its command; 0 when the
+  command sets none, the config's default), or None without a recorded command."""
+  command = result.get("meta", {}).get("command")
+  if not command:
+    return None
+  found = re.search(r"--config\.seed=(\d+)", command)
+  return int(found.group(1)) if found else 0
+
+
 def summary_markdown(results: list, inputs: list) -> str:
   variants, baselines = _encoders(results)
   meta = results[0]["meta"]
@@ -58,7 +80,7 @@ def summary_markdown(results: list, inputs: list) -> str:
   out = ["# Ablation grid pooled over pretraining seeds", "",
          "Produced by:", "", "```",
          "python -m merit_jax.seed_summary --inputs=" + ",".join(inputs), "```", "",
-         f"{len(results)} pretraining seeds ({', '.join(os.path.basename(p) for p in inputs)}). "
+         _inputs_sentence(results, inputs) + " "
          "Linear probe: test value, mean ± sd over every (pretraining seed, label subset) run "
          "(n); baselines from the first file (they do not depend on the pretraining seed). "
          "Zero-shot and paired differences: one row per seed, value [95 % bootstrap CI]. "

@@ -33,3 +33,19 @@ def test_variants_pool_over_seeds_baselines_do_not():
   assert "| random_init | 52.5 ± 3.5 (n=2)" in md  # From the first file only.
   assert "| 60.0 (n=1) |" in md  # random_init at 100 %: one run, no spread.
   assert md.count("| MERIT | s") == 2 and md.count("| random_init | s0.json") == 1
+
+
+def test_header_counts_seeds_not_files():
+  """A seed split over two files (its 100 % and its 1 % / 10 % probes) is one seed."""
+  results = [_results(0.0), _results(0.1), _results(0.2)]
+  for r, command in zip(results, ("python -m merit_jax.ablations --config.seed=0",
+                                  "python -m merit_jax.ablations --config.seed=1 --x=1",
+                                  "python -m merit_jax.ablations --config.seed=1")):
+    r["meta"]["command"] = command
+  md = seed_summary.summary_markdown(results, ["a/s0.json", "s1.json", "s1_low.json"])
+  assert ("2 pretraining seed(s) in 3 file(s) (s0.json: seed 0, s1.json: seed 1, "
+          "s1_low.json: seed 1).") in md
+  del results[2]["meta"]["command"]
+  assert "3 result files (s0.json, s1.json, s1_low.json)." in seed_summary.summary_markdown(
+      results, ["s0.json", "s1.json", "s1_low.json"])
+
