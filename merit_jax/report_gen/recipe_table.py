@@ -22,6 +22,8 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
+from merit_jax import cli
+
 # (dotted config key, column title) of the recipe; only keys whose values differ are shown.
 RECIPE_KEYS = (("lora_rank", "LoRA rank"), ("lora_targets", "LoRA on"), ("optim.lr", "lr"),
                ("total_steps", "steps"), ("batch_size", "batch"),
@@ -120,21 +122,22 @@ def render(runs: Sequence[dict], command: str = "") -> str:
   return "\n".join(lines)
 
 
-_RUNS = flags.DEFINE_list("runs", None, "Workdirs of merit_jax.generate train / score runs.")
-_OUTPUT = flags.DEFINE_string("output", None, "Markdown file to write.")
+def _define_flags():
+  # Defined only when run as a program: other modules that tests import define --output too.
+  flags.DEFINE_list("runs", None, "Workdirs of merit_jax.generate train / score runs.")
+  flags.DEFINE_string("output", None, "Markdown file to write.")
+  flags.mark_flags_as_required(["runs", "output"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not _RUNS.value or not _OUTPUT.value:
-    raise app.UsageError("--runs and --output are required")
   try:
-    runs = [read_run(d) for d in _RUNS.value]
+    runs = [read_run(d) for d in flags.FLAGS.runs]
   except (FileNotFoundError, ValueError, KeyError) as e:
     sys.exit(f"merit_jax.report_gen.recipe_table: {e}")
   page = render(runs, "python -m merit_jax.report_gen.recipe_table " + " ".join(sys.argv[1:]))
-  out = os.path.abspath(os.path.expanduser(_OUTPUT.value))
+  out = os.path.abspath(os.path.expanduser(flags.FLAGS.output))
   os.makedirs(os.path.dirname(out), exist_ok=True)
   tmp = out + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
@@ -143,5 +146,11 @@ def main(argv):
   print(page)
 
 
+def cli_main():
+  """The `python -m merit_jax.report_gen.recipe_table` program."""
+  _define_flags()
+  app.run(main, flags_parser=cli.make_flags_parser("merit_jax.report_gen.recipe_table"))
+
+
 if __name__ == "__main__":
-  app.run(main)
+  cli_main()
