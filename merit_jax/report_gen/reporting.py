@@ -185,8 +185,11 @@ def comparison_markdown(config, results: dict, command: str) -> str:
   first = next(iter(results.values()))
   base_arm = next(iter(results))
   num_records = first["metrics"]["num_records"]
+  folders = ([src["manual_dir"] for src in config.data.sources] if config.data.sources
+             else [config.data.manual_dir])
   lines += [
-      f"Data: {config.data.name} ({config.data.config}) from `{config.data.manual_dir}`; "
+      f"Data: {config.data.name} ({config.data.config}) from "
+      + " and ".join(f"`{folder}`" for folder in folders) + "; "
       f"trained on split `{config.train_split}` ({first['train_records']} records with a "
       f"report), scored on split `{config.eval.split}` ({num_records} "
       "records). LLM: " + ("Gemma 3 270M (Q4_K_M GGUF, dequantised), frozen"
