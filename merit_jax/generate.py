@@ -49,6 +49,20 @@ _CONFIG = None
 _WORKDIR = None
 
 
+def _score_split(config, gen, trainable, split: dict, workdir: str,
+                 progress: bool) -> tuple[dict, list]:
+  """Teacher-forced loss and decoded-report metrics of a trained model on `split` (features
+  already standardised as in training); writes workdir/samples.csv. Returns ({eval_split,
+  eval_loss, metrics, eval_seconds}, generated reports)."""
+  t0 = time.time()
+  # Teacher-forced loss on the eval split (validation when choosing a recipe).
+  loss = training.eval_loss(config, gen, trainable, split)["loss"]
+  metrics, generated = decoding.evaluate(config, gen, trainable, split, progress)
+  reporting.write_samples(os.path.join(workdir, "samples.csv"), split, generated)
+  return ({"eval_split": config.eval.split, "eval_loss": loss, "metrics": metrics,
+           "eval_seconds": time.time() - t0}, generated)
+
+
 def run_train(config, workdir: str, checkpoint: str | None = None, llm=None,
               evaluate_after: bool = True) -> dict:
   """Trains one projector; evaluates it on config.eval.split. Returns a summary dict.
@@ -97,17 +111,14 @@ def run_train(config, workdir: str, checkpoint: str | None = None, llm=None,
     test = data_lib.compute_features(workdir, config, source, config.eval.split, kind,
                                      config.eval.max_records)
     test["features"] = data_lib.standardize_features(test["features"], stats)
-    t0 = time.time()
-    # Teacher-forced loss on the eval split (validation when choosing a recipe).
-    summary.update(eval_split=config.eval.split,
-                   eval_loss=training.eval_loss(config, gen, trainable, test)["loss"])
-    metrics, generated = decoding.evaluate(config, gen, trainable, test, bool(config.progress))
-    print(f"{config.eval.split}: loss {summary['eval_loss']:.4f}, statement F1 micro "
+    scores, generated = _score_split(config, gen, trainable, test, workdir,
+                                     bool(config.progress))
+    metrics = scores["metrics"]
+    print(f"{config.eval.split}: loss {scores['eval_loss']:.4f}, statement F1 micro "
           f"{metrics.get('clinical_micro_f1', float('nan')):.4f} macro "
           f"{metrics.get('clinical_macro_f1', float('nan')):.4f} ({len(generated)} records)",
           flush=True)
-    summary.update(metrics=metrics, eval_seconds=time.time() - t0)
-    reporting.write_samples(os.path.join(workdir, "samples.csv"), test, generated)
+    summary.update(scores)
     summary["generated"] = generated
     summary["test"] = {"reports": test["reports"], "ecg_id": test["ecg_id"].tolist(),
                        "codes": test["codes"]}
@@ -153,15 +164,10 @@ def run_score(config, workdir: str) -> dict:
   split["features"] = data_lib.standardize_features(split["features"],
                                                     meta.get("feature_stats"))
   gen = projector_lib.build_generator(train_cfg)
-  t0 = time.time()
   summary = {"projector": os.path.abspath(os.path.expanduser(config.projector)),
-             "eval_split": config.eval.split,
-             "decoding": config.decoding.to_dict(),
-             "eval_loss": training.eval_loss(train_cfg, gen, trainable, split)["loss"]}
-  metrics, generated = decoding.evaluate(train_cfg, gen, trainable, split,
-                                         bool(config.progress))
-  summary.update(metrics=metrics, eval_seconds=time.time() - t0)
-  reporting.write_samples(os.path.join(workdir, "samples.csv"), split, generated)
+             "decoding": config.decoding.to_dict()}
+  summary.update(_score_split(train_cfg, gen, trainable, split, workdir,
+                              bool(config.progress))[0])
   with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
     json.dump(summary, f, indent=2)
   return summary
