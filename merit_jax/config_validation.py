@@ -155,6 +155,17 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
   # A from-scratch tower pools by mean only.
   fail(choice_error("model.text.pooling", text.pooling,
                     tuple(text_tower.POOLINGS.get(text.kind, ("mean",)))))
+  tune = text.get("tune_blocks", 0)
+  if not _is_int(tune) or tune < 0:
+    fail(f"config.model.text.tune_blocks={tune!r} must be an integer >= 0 (0 = the whole "
+         "tower frozen)")
+  elif tune and (text.kind != "gemma3" or not text.frozen):
+    fail(f"config.model.text.tune_blocks={tune} needs kind='gemma3' with frozen=True (its "
+         f"frozen trunk is cached; the last blocks train), got kind={text.kind!r}, "
+         f"frozen={text.frozen}")
+  elif tune and text.layer is not None and _is_int(text.layer) and tune > text.layer:
+    fail(f"config.model.text.tune_blocks={tune} exceeds model.text.layer={text.layer}: the "
+         "tuned blocks are the last ones up to that layer")
   if text.layer is not None and (not _is_int(text.layer) or text.layer < 1):
     fail(f"config.model.text.layer={text.layer!r} must be a layer number >= 1 or None (the "
          "last)")
@@ -183,6 +194,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
   if not 0.0 <= float(optim.min_lr_ratio) <= 1.0:
     fail(f"config.optim.min_lr_ratio={optim.min_lr_ratio} must lie in [0, 1] (the final "
          "learning rate is lr * min_lr_ratio)")
+  if not float(optim.get("text_lr_scale", 1.0)) > 0:
+    fail(f"config.optim.text_lr_scale={optim.text_lr_scale} must be > 0 (the text encoder's "
+         "learning rate is lr * text_lr_scale)")
   if optim.grad_clip is not None and float(optim.grad_clip) < 0:
     fail(f"config.optim.grad_clip={optim.grad_clip} must be >= 0 (None or 0 = no clipping)")
 

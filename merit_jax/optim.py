@@ -7,8 +7,9 @@ API:
   make_schedule(optim_cfg, total_steps) -> optax schedule (step -> learning rate)
   make_optimizer(optim_cfg, total_steps) -> optax.GradientTransformation
     optim_cfg: `config.optim` (or a mapping with its keys): lr, warmup_steps, weight_decay,
-    b1, b2, grad_clip (None or 0 = no clipping), min_lr_ratio (final lr = lr * min_lr_ratio);
-    the defaults are in configs/pretrain.py.
+    b1, b2, grad_clip (None or 0 = no clipping), min_lr_ratio (final lr = lr * min_lr_ratio),
+    text_lr_scale (the `text_encoder` params' updates scaled by it: their learning rate and
+    decay are lr * text_lr_scale); the defaults are in configs/pretrain.py.
   decay_mask(params) -> bool tree, True where weight decay applies.
 """
 
@@ -41,6 +42,11 @@ def decay_mask(params):
   return jax.tree_util.tree_map_with_path(decide, params)
 
 
+def text_encoder_mask(params):
+  """True under the top-level `text_encoder` subtree (a text tower that trains)."""
+  return {k: jax.tree.map(lambda _, k=k: k == "text_encoder", v) for k, v in params.items()}
+
+
 def make_optimizer(optim_cfg, total_steps: int) -> optax.GradientTransformation:
   """AdamW + warm-up/cosine + clip_by_global_norm, all from `config.optim`."""
   chain = []
@@ -51,4 +57,8 @@ def make_optimizer(optim_cfg, total_steps: int) -> optax.GradientTransformation:
       learning_rate=make_schedule(optim_cfg, total_steps),
       b1=float(optim_cfg["b1"]), b2=float(optim_cfg["b2"]),
       weight_decay=float(optim_cfg["weight_decay"]), mask=decay_mask))
+  text_scale = float(optim_cfg.get("text_lr_scale", 1.0))
+  if text_scale != 1.0:
+    # Only when asked: the optimizer state of runs without it keeps its structure.
+    chain.append(optax.masked(optax.scale(text_scale), text_encoder_mask))
   return optax.chain(*chain)

@@ -85,10 +85,14 @@ def _dummy_inputs(config, batch: int = 1):
 
 
 def _pretrained_text_params(config):
-  if (config.model.text.kind != "hf_bert"
-      or text_tower.is_frozen(config.model.text)):
+  """Pretrained weights of the text params that train: a BERT tower, or a Gemma head."""
+  text = config.model.text
+  if text_tower.is_frozen(text) and text_tower.tune_blocks(text):
+    from merit_jax.models import gemma_text_head  # pylint: disable=g-import-not-at-top
+    return gemma_text_head.pretrained_params(text)
+  if text.kind != "hf_bert" or text_tower.is_frozen(text):
     return None
-  params, _ = text_lib.hf_bert_params(config.model.text.hf_dir)
+  params, _ = text_lib.hf_bert_params(text.hf_dir)
   return params
 
 
@@ -120,8 +124,9 @@ def create_train_state(config, mesh, rng) -> tuple[TrainState, Any]:
     expected = jax.tree.map(lambda x: x.shape, abstract_params["text_encoder"])
     got = jax.tree.map(np.shape, text_params)
     if expected != got:
-      raise ValueError(f"config.model.text.hf_dir={config.model.text.hf_dir}: imported weight "
-                       "shapes do not match the BertEncoder built from its config.json")
+      raise ValueError(f"config.model.text ({config.model.text.kind}): the pretrained "
+                       f"weight shapes {got} do not match the text encoder built from the "
+                       f"config, {expected}")
 
   def init_state(key, pretrained_text):
     params = nn.unbox(init_boxed(key))

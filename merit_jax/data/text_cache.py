@@ -6,7 +6,9 @@ once and stored beside the build:
 
   <builder_dir>/text_embeddings/<tower.cache_key>.npz
       texts       (n,) str      distinct reports, sorted
-      embeddings  (n, dim) f32  the tower's pooled output for each
+      embeddings  (n, dim) f32  the tower's pooled output for each (a Gemma tower with tuned
+                                last blocks: (n, max_len, d_model + 1), the frozen trunk's
+                                packed states, models/gemma_text_head.py)
       info_digest str           digest of the build's dataset_info.json: a rebuilt dataset
                                 invalidates the cache
 
@@ -14,8 +16,8 @@ The file is written to a temporary name and renamed, so a crash never leaves hal
 several processes computing the same cache write identical content.
 
 `ReportEmbeddings` then serves as the pipeline's text encoder: `encode_batch(texts, max_len)`
-returns (n, dim) float32 rows under the batch key `text_emb` (the empty report of an ECG-only
-record maps to zeros; such rows are left out of InfoNCE by `has_report`).
+returns (n, *row_shape) float32 rows under the batch key `text_emb` (the empty report of an
+ECG-only record maps to zeros; such rows are left out of InfoNCE by `has_report`).
 
 API:
   ReportEmbeddings(texts, embeddings): `lookup(text)`, `encode_batch(texts, max_len=None)`,
@@ -47,7 +49,7 @@ class ReportEmbeddings:
 
   def __init__(self, texts: Sequence[str], embeddings: np.ndarray):
     embeddings = np.asarray(embeddings, np.float32)
-    if embeddings.ndim != 2 or embeddings.shape[0] != len(texts):
+    if embeddings.ndim < 2 or embeddings.shape[0] != len(texts):
       raise ValueError(f"ReportEmbeddings: {len(texts)} texts but embeddings of shape "
                        f"{embeddings.shape}")
     self.texts = [str(t) for t in texts]
@@ -58,13 +60,17 @@ class ReportEmbeddings:
   def dim(self) -> int:
     return int(self.embeddings.shape[1])
 
+  @property
+  def row_shape(self) -> tuple[int, ...]:
+    return tuple(self.embeddings.shape[1:])
+
   def __len__(self) -> int:
     return len(self.texts)
 
   def lookup(self, text) -> np.ndarray:
     text = tokenizer_lib.as_text(text)
     if not text.strip():
-      return np.zeros((self.dim,), np.float32)
+      return np.zeros(self.row_shape, np.float32)
     row = self._row.get(text)
     if row is None:
       raise KeyError(f"report not in the text-embedding cache ({len(self)} reports): "
@@ -75,11 +81,12 @@ class ReportEmbeddings:
   def encode_batch(self, texts: Sequence[Any], max_len: int | None = None) -> np.ndarray:
     del max_len  # Embeddings have no length; kept for the tokenizer protocol.
     return np.stack([self.lookup(t) for t in texts]) if len(texts) else np.zeros(
-        (0, self.dim), np.float32)
+        (0,) + self.row_shape, np.float32)
 
   def merged(self, other: "ReportEmbeddings") -> "ReportEmbeddings":
-    if other.dim != self.dim:
-      raise ValueError(f"cannot merge report embeddings of width {self.dim} and {other.dim}")
+    if other.row_shape != self.row_shape:
+      raise ValueError(f"cannot merge report embeddings of shape {self.row_shape} and "
+                       f"{other.row_shape}")
     extra = [i for i, t in enumerate(other.texts) if t not in self._row]
     return ReportEmbeddings(self.texts + [other.texts[i] for i in extra],
                             np.concatenate([self.embeddings, other.embeddings[extra]]))
@@ -108,7 +115,9 @@ def load_or_build(tower, spec, progress: bool = True) -> ReportEmbeddings:
   digest = _info_digest(folder)
   if path.is_file():
     with np.load(path, allow_pickle=False) as cached:
-      if str(cached["info_digest"]) == digest and cached["embeddings"].shape[1] == tower.dim:
+      fresh = (str(cached["info_digest"]) == digest
+               and cached["embeddings"].shape[1:] == tower.row_shape)
+      if fresh:
         return ReportEmbeddings(list(cached["texts"]), cached["embeddings"])
     print(f"text cache {path} is stale (dataset rebuilt): recomputing", file=sys.stderr)
   reports = _all_reports(pipeline.open_builder(spec))
@@ -117,8 +126,8 @@ def load_or_build(tower, spec, progress: bool = True) -> ReportEmbeddings:
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top
     bar = tqdm(total=len(reports), desc=f"embedding reports of {folder.parent.parent.name}/"
                f"{folder.parent.name}", unit="report", file=sys.stderr)
-  embeddings = tower.embed(reports, progress=bar) if reports else np.zeros((0, tower.dim),
-                                                                           np.float32)
+  embeddings = tower.embed(reports, progress=bar) if reports else np.zeros(
+      (0,) + tower.row_shape, np.float32)
   if bar is not None:
     bar.close()
   buffer = io.BytesIO()

@@ -26,6 +26,9 @@ API:
   With a frozen pretrained text tower (`model.text.frozen`, models/text_tower.py) the module
   holds no text encoder: `text_encoder` is None and wherever `tokens` appear above, MERIT takes
   the tower's pooled embeddings (B, tower dim) instead; only `text_projection` is learned.
+  A Gemma 3 tower with `model.text.tune_blocks` keeps its last blocks here
+  (`models/gemma_text_head.py`): `text_encoder` is that head and the text input is the frozen
+  trunk's packed states (B, max_len, d_model + 1).
   dummy_text_input(config, batch=1) -> the text input of that shape, for init and tracing.
 """
 
@@ -216,7 +219,11 @@ def build_model(config) -> MERIT:
                                num_heads=d.heads, num_leads=num_leads,
                                max_patches=num_patches, dtype=dtype, remat=remat)
   t = m.text
-  if text_tower.is_frozen(t):
+  if text_tower.is_frozen(t) and text_tower.tune_blocks(t):
+    from merit_jax.models import gemma_text_head  # pylint: disable=g-import-not-at-top
+    # Trunk states come from the cache; the last blocks train here.
+    text_encoder = gemma_text_head.build_head(t, m.dtype)
+  elif text_tower.is_frozen(t):
     text_encoder = None  # Its embeddings come from the cache (data/text_cache.py).
   elif t.kind == "transformer":
     if not t.vocab_size:
@@ -241,7 +248,7 @@ def build_model(config) -> MERIT:
 
 
 def dummy_text_input(config, batch: int = 1) -> jax.Array:
-  """A text input of the right kind for init / tracing: token ids, or frozen-tower embeddings."""
+  """A text input of the right kind for init / tracing: token ids, or frozen-tower outputs."""
   if text_tower.is_frozen(config.model.text):
-    return jnp.zeros((batch, text_tower.tower_dim(config.model.text)), jnp.float32)
+    return jnp.zeros((batch,) + text_tower.row_shape(config.model.text), jnp.float32)
   return jnp.ones((batch, int(config.model.text.max_len)), jnp.int32)

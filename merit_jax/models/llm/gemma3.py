@@ -55,6 +55,10 @@ class Gemma3Config:
   final_logit_softcap: float | None = None
   attn_logit_softcap: float | None = None
   dtype: str = "float32"  # Compute dtype; parameters keep the dtype they are given.
+  # Name the kernels' axes for FSDP ('embed', 'heads', 'mlp'; merit_jax/parallel.py): set when
+  # the blocks train inside MERIT's state (models/gemma_text_head.py); the LLM side of report
+  # generation loads and applies plain arrays.
+  logical_axes: bool = False
 
   def is_global(self, layer: int) -> bool:
     return (layer + 1) % self.sliding_window_pattern == 0
@@ -156,6 +160,13 @@ def apply_rope(x: Array, positions: Array, base: float, scale: float = 1.0) -> A
   return out.astype(x.dtype)
 
 
+def _dense(cfg: Gemma3Config, features: int, name: str, axes: tuple[str, str], dtype):
+  init = nn.linear.default_kernel_init
+  if cfg.logical_axes:
+    init = nn.with_logical_partitioning(init, axes)
+  return nn.Dense(features, use_bias=False, dtype=dtype, kernel_init=init, name=name)
+
+
 class RMSNorm(nn.Module):
   """RMSNorm whose scale multiplies directly (holds 1 + w; see module doc)."""
   eps: float = 1e-6
@@ -177,10 +188,10 @@ class Attention(nn.Module):
   def __call__(self, x, positions, slot_index, key_pos, key_valid, cache_kv):
     cfg = self.config
     b, t, _ = x.shape
-    dense = lambda n, name: nn.Dense(n, use_bias=False, dtype=x.dtype, name=name)
-    q = dense(cfg.num_heads * cfg.head_dim, "q_proj")(x)
-    k = dense(cfg.num_kv_heads * cfg.head_dim, "k_proj")(x)
-    v = dense(cfg.num_kv_heads * cfg.head_dim, "v_proj")(x)
+    dense = lambda n, name, axes: _dense(cfg, n, name, axes, x.dtype)
+    q = dense(cfg.num_heads * cfg.head_dim, "q_proj", ("embed", "heads"))(x)
+    k = dense(cfg.num_kv_heads * cfg.head_dim, "k_proj", ("embed", "kv"))(x)
+    v = dense(cfg.num_kv_heads * cfg.head_dim, "v_proj", ("embed", "kv"))(x)
     q = q.reshape(b, t, cfg.num_heads, cfg.head_dim)
     k = k.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
     v = v.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
@@ -220,7 +231,7 @@ class Attention(nn.Module):
     probs = jax.nn.softmax(logits, axis=-1)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v_all.astype(jnp.float32))
     out = out.reshape(b, t, cfg.num_heads * cfg.head_dim).astype(x.dtype)
-    return dense(cfg.d_model, "o_proj")(out), new_kv
+    return dense(cfg.d_model, "o_proj", ("heads", "embed"))(out), new_kv
 
 
 class MLP(nn.Module):
@@ -229,10 +240,11 @@ class MLP(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    dense = lambda n, name: nn.Dense(n, use_bias=False, dtype=x.dtype, name=name)
-    gate = dense(self.config.ffn_dim, "gate")(x)
-    up = dense(self.config.ffn_dim, "up")(x)
-    return dense(self.config.d_model, "down")(nn.gelu(gate, approximate=True) * up)
+    dense = lambda n, name, axes: _dense(self.config, n, name, axes, x.dtype)
+    gate = dense(self.config.ffn_dim, "gate", ("embed", "mlp"))(x)
+    up = dense(self.config.ffn_dim, "up", ("embed", "mlp"))(x)
+    return dense(self.config.d_model, "down", ("mlp", "embed"))(
+        nn.gelu(gate, approximate=True) * up)
 
 
 class Block(nn.Module):
