@@ -170,10 +170,14 @@ def check_compatible(saved: Mapping[str, Any], config: ml_collections.ConfigDict
                      source: str) -> None:
   """Refuses a checkpoint whose model / preprocessing config differs from `config`.
 
+  A key the checkpoint's config does not record (added to configs/pretrain.py after it was
+  written) counts as its default, as `config_validation.complete_run_config` reads it.
+
   Raises:
     IncompatibleCheckpointError: naming `source` and every differing field.
   """
   current = config_to_json(config) if isinstance(config, ml_collections.ConfigDict) else config
+  saved = config_to_json(config_validation.complete_run_config(saved))
   diffs = config_differences(saved, current)
   if diffs:
     raise IncompatibleCheckpointError(

@@ -93,6 +93,17 @@ def test_compute_only_keys_may_change():
                                                          "config 3"]
 
 
+def test_a_key_added_after_the_checkpoint_counts_as_its_default():
+  saved = checkpoint_lib.config_to_json(pretrain.get_config("test"))
+  del saved["model"]["text"]["tune_blocks"]  # A run written before the key existed.
+  current = pretrain.get_config("test")
+  checkpoint_lib.check_compatible(saved, current, "old-run")
+  current.model.text.tune_blocks = 2
+  with pytest.raises(checkpoint_lib.IncompatibleCheckpointError,
+                     match="model.text.tune_blocks: checkpoint 0, config 2"):
+    checkpoint_lib.check_compatible(saved, current, "old-run")
+
+
 def test_load_for_inference_refuses_a_config_json_of_another_model(diverged_run, tmp_path):
   workdir = tmp_path / "copy"
   shutil.copytree(diverged_run[0], workdir)
