@@ -236,7 +236,10 @@ _PTBXL_SHARED_ALL = {
     **_CPU_ECG_MODEL,
     "total_steps": 1_000, "eval_every": 250, "checkpoint_every": 250, "log_every": 50,
     "optim.lr": 3e-3, "optim.warmup_steps": 40,
-    "objective.lambda_nce": 1.0,
+    # λ by the grid's rule (mean validation probe AUROC below 100 % labels) over both
+    # pretraining seeds: 0.3 scores 70.99 against 70.66 for λ = 1 (results/README.md; seed 0
+    # alone had picked 1 by 0.06, so the two are a tie within the noise).
+    "objective.lambda_nce": 0.3,
     # The paired sources keep their 3:2 ratio (so a contrastive-only run, which drops the
     # ECG-only sources, reads exactly ptbxl_shared's stream); the ECG-only ones get weights in
     # proportion to their training records (181 and 817 against 541 + 571 paired), so an
