@@ -71,15 +71,10 @@ def _gemma_config(text_cfg, dtype: str = "float32") -> gemma3.Gemma3Config:
                              logical_axes=True, dtype=dtype)
 
 
-def _layers(text_cfg, num_layers: int) -> tuple[int, int]:
-  layer = num_layers if text_cfg["layer"] is None else int(text_cfg["layer"])
-  tuned = text_tower.tune_blocks(text_cfg)
-  return text_tower.gemma_trunk_layers(layer, tuned), tuned
-
-
 def build_head(text_cfg, dtype: str = "float32") -> GemmaTextHead:
   config = _gemma_config(text_cfg, dtype)
-  first, tuned = _layers(text_cfg, config.num_layers)
+  tuned = text_tower.tune_blocks(text_cfg)
+  first = text_tower.gemma_trunk_layers(text_cfg["layer"], tuned, config.num_layers)
   return GemmaTextHead(config, first, tuned, str(text_cfg["pooling"]))
 
 

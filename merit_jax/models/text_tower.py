@@ -245,8 +245,11 @@ def _bert_parts(hf_dir, layer, pooling: str, max_len: int) -> dict:
   return dict(load=load, tokenizer=tokenizer, cache_key=key, dim=int(config.hidden_size))
 
 
-def gemma_trunk_layers(layer: int, tuned: int) -> int:
-  """Blocks in the frozen trunk when the last `tuned` of the first `layer` blocks train."""
+def gemma_trunk_layers(layer, tuned: int, num_layers: int) -> int:
+  """Blocks in the frozen trunk when the last `tuned` of the first `layer` blocks train.
+
+  `layer` is `model.text.layer` as configured (None = the last of `num_layers`)."""
+  layer = _check_layer({"layer": layer}, num_layers, "Gemma 3")
   if not 0 <= tuned <= layer:
     raise ValueError(f"config.model.text.tune_blocks={tuned} must lie in 0..{layer} (the "
                      f"blocks up to model.text.layer={layer})")
@@ -259,8 +262,8 @@ def _gemma3_parts(layer, pooling: str, max_len: int, tuned: int) -> dict:
   from merit_jax.models.llm import gemma_tokenizer as llm_tokenizer  # pylint: disable=g-import-not-at-top
   path, metadata = _gemma_metadata()
   config = gemma3.Gemma3Config.from_gguf_metadata(metadata)
-  layer = _check_layer({"layer": layer}, config.num_layers, "Gemma 3")
-  trunk = gemma_trunk_layers(layer, tuned)
+  trunk = gemma_trunk_layers(layer, tuned, config.num_layers)
+  layer = trunk + tuned
   tokenizer = llm_tokenizer.GgufTokenizer(metadata)
 
   def load():
