@@ -152,10 +152,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # features: the feature kinds the probe may use, chosen per task and label fraction on
   # validation: `pooled` (the encoder's mean token, width D) and, for MERIT encoders,
   # `per_lead` (each lead's mean token side by side, 12 x D: a feature count nearer random
-  # convolutions'). Random convolutions only have `pooled`.
+  # convolutions') and `per_layer` (the per-lead means of every encoder block, depth x 12 x D:
+  # 2,304 for a 3-layer, 64-wide encoder, matching 2,400 random-conv features). Random
+  # convolutions only have `pooled`.
   config.probe = ml_collections.ConfigDict(dict(
       weight_decays=(0.0, 1e-4, 1e-3, 1e-2, 1e-1), learning_rate=1e-2, max_epochs=300,
-      eval_every=10, patience=5, features=("pooled", "per_lead")))
+      eval_every=10, patience=5, features=("pooled", "per_lead", "per_layer")))
   config.random_conv = ml_collections.ConfigDict(dict(num_kernels=500, seed=0))
   config.random_init = ml_collections.ConfigDict(dict(seed=0))
 

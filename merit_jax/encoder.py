@@ -15,13 +15,15 @@ An `Encoder` is where a model (or a classical feature transform) meets ECGs. It 
 
 Fields: `name` (for tables), `cache_key` (file-system safe; for a checkpoint it holds the run
 name, the step and a hash of the run's path, so two runs never share a feature-cache entry),
-`supports_lead_subsets`, `has_text`, and for MERIT encoders `model`, `params`, `config`,
+`supports_lead_subsets`, `has_text`, `feature_kinds`, and for MERIT encoders `model`, `params`, `config`,
 `tokenizer`, `step` and `preprocess` (the run's `PreprocessConfig`); None for random_conv.
 
 Calls:
 - `embed_ecg(ecg (B, leads, S), leads=None, tokens=False) -> {'pooled' (B, D), 'projected'
-  (B, P), 'per_lead' (B, leads * D) (each lead's token mean, concatenated)[, 'tokens'
-  (B, leads * patches, D), lead-major]}` on preprocessed input (random_conv: 'pooled' only).
+  (B, P), 'per_lead' (B, leads * D) (each lead's token mean, concatenated), 'per_layer'
+  (B, depth * leads * D) (each encoder block's per-lead token means, block by block)[,
+  'tokens' (B, leads * patches, D), lead-major]}` on preprocessed input (random_conv:
+  'pooled' only; `feature_kinds` names what an encoder returns).
   `leads` is a tuple of lead indices: per-lead patches with lead embeddings make any subset a
   valid MERIT input (`MERIT.embed_ecg(ecg, leads=...)`); `ecg` may hold those leads only or
   all 12. Any B: batches are padded (last row repeated) to the encoder's fixed batch size, so
@@ -51,7 +53,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-KINDS = ("pooled", "projected", "per_lead", "tokens")
+KINDS = ("pooled", "projected", "per_lead", "per_layer", "tokens")
+# What `embed_ecg` returns without tokens, for a model encoder and for random convolutions.
+MODEL_FEATURE_KINDS = ("pooled", "projected", "per_lead", "per_layer")
+TRANSFORM_FEATURE_KINDS = ("pooled",)
 WINDOWS = ("mean", "center")
 
 
@@ -59,15 +64,44 @@ WINDOWS = ("mean", "center")
 # The jitted computation.
 
 
-def _embed(model, params, ecg, leads, tokens):
-  out = model.apply({"params": params}, ecg, leads=leads, return_tokens=True,
-                    method=model.embed_ecg)
-  token_features = out.pop("tokens")  # (B, leads * patches, D), lead-major.
+def _is_encoder_block(module, method_name: str) -> bool:
+  """Which intermediates `_embed` captures: each ECG encoder block's output."""
+  from merit_jax.models import ecg_vit  # pylint: disable=g-import-not-at-top
+  return isinstance(module, ecg_vit.EncoderBlock) and method_name == "__call__"
+
+
+def _block_outputs(intermediates) -> list:
+  """The ECG encoder's block outputs (B, T, D), in depth order, from captured intermediates."""
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
+  flat = traverse_util.flatten_dict(intermediates)
+  blocks = {}
+  for path, value in flat.items():
+    # (..., 'encoder', 'transformer', 'block<i>', '__call__'): only the ECG encoder's stack
+    # (the decoder and a from-scratch text tower are not called by embed_ecg anyway).
+    if len(path) >= 4 and path[-4:-2] == ("encoder", "transformer"):
+      blocks[int(path[-2][len("block"):])] = value[0] if isinstance(value, tuple) else value
+  return [blocks[i] for i in sorted(blocks)]
+
+
+def _per_lead_means(token_features, num_leads):
+  """(B, leads * patches, D) lead-major tokens -> (B, leads * D): each lead's mean token."""
   b, _, width = token_features.shape
+  return token_features.reshape(b, num_leads, -1, width).mean(axis=2).reshape(b, -1)
+
+
+def _embed(model, params, ecg, leads, tokens):
+  out, state = model.apply({"params": params}, ecg, leads=leads, return_tokens=True,
+                           method=model.embed_ecg, capture_intermediates=_is_encoder_block)
+  token_features = out.pop("tokens")  # (B, leads * patches, D), lead-major.
   num_leads = ecg.shape[1] if leads is None else len(leads)
   # Per-lead means side by side: a probe feature 12x wider than `pooled`, for capacity
   # comparisons with wide classical features (chosen on validation by the probe).
-  out["per_lead"] = token_features.reshape(b, num_leads, -1, width).mean(axis=2).reshape(b, -1)
+  out["per_lead"] = _per_lead_means(token_features, num_leads)
+  # The same at every block (the residual stream, before the final LayerNorm): depth x wider
+  # again, so a shallow encoder's probe sees as many features as random convolutions give it.
+  blocks = _block_outputs(state["intermediates"])
+  out["per_layer"] = jnp.concatenate(
+      [_per_lead_means(x.astype(jnp.float32), num_leads) for x in blocks], axis=1)
   if tokens:
     out["tokens"] = token_features
   return out
@@ -208,6 +242,11 @@ class Encoder:
   @property
   def has_text(self) -> bool:
     return self._text_tokenizer is not None
+
+  @property
+  def feature_kinds(self) -> tuple[str, ...]:
+    """The keys `embed_ecg` returns (without tokens): what a feature cache must hold."""
+    return MODEL_FEATURE_KINDS if self.model is not None else TRANSFORM_FEATURE_KINDS
 
   # -------------------------------------------------------------------------------- building
 

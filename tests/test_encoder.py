@@ -58,7 +58,7 @@ def test_embed_ecg_matches_model(run, ecg):
   encoder = run["encoder"]
   got = encoder.embed_ecg(ecg, tokens=True)
   want = _direct(encoder, run["params"], ecg)
-  assert set(got) == {"pooled", "projected", "per_lead", "tokens"}
+  assert set(got) == {"pooled", "projected", "per_lead", "per_layer", "tokens"}
   for key in ("pooled", "projected", "tokens"):
     assert got[key].shape[0] == 5 and got[key].dtype == np.float32
     np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-5)

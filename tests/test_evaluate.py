@@ -143,7 +143,8 @@ def test_probe_feature_is_chosen_on_validation(evaluated):
     for entry in per_task["superdiagnostic"].values():
       scores = entry["val_by_feature"]
       # MERIT encoders offer both kinds; random convolutions only their pooled features.
-      assert set(scores) == ({"pooled"} if name == "random_conv" else {"pooled", "per_lead"})
+      assert set(scores) == ({"pooled"} if name == "random_conv"
+                             else {"pooled", "per_lead", "per_layer"})
       assert entry["feature"] == max(scores, key=scores.get)
       mean_val = np.mean([r["val"]["macro_auroc"]["value"] for r in entry["runs"]])
       assert scores[entry["feature"]] == pytest.approx(mean_val)
@@ -199,6 +200,52 @@ def test_per_lead_features_are_each_leads_token_mean(checkpoint):
   # Every lead has as many tokens, so the mean of the lead means is the pooled feature.
   np.testing.assert_allclose(out["per_lead"].reshape(3, 12, width).mean(axis=1), out["pooled"],
                              atol=1e-5)
+
+
+def test_per_layer_features_are_every_blocks_per_lead_means(checkpoint):
+  """`per_layer` against a forward rebuilt from the encoder's pieces (token embedding, then each
+  block applied alone with its own parameters), not from captured intermediates."""
+  from merit_jax.models import ecg_vit  # pylint: disable=g-import-not-at-top
+  encoder = Encoder.from_checkpoint(str(checkpoint))
+  model, params = encoder.model, encoder.params["encoder"]
+  samples = int(encoder.config.data.preprocess.num_samples)
+  ecg = np.random.default_rng(1).normal(size=(3, 12, samples)).astype(np.float32)
+  out = encoder.embed_ecg(ecg)
+  width = params["embed"]["patch_proj"]["kernel"].shape[1]
+  max_patches = params["embed"]["time_embedding"].shape[0]
+  blocks = sorted(params["transformer"], key=lambda n: (len(n), n))
+  blocks = [n for n in blocks if n.startswith("block")]
+  heads = encoder.config.model.heads or ecg_vit.SIZES[encoder.config.model.size][2]
+  mlp_dim = params["transformer"]["block0"]["mlp"]["fc1"]["kernel"].shape[1]
+  lead_ids, time_ids = ecg_vit.token_ids(12, model.num_patches)
+  x = ecg_vit.TokenEmbedding(width, 12, max_patches).apply(
+      {"params": params["embed"]}, ecg_vit.patchify(ecg, model.patch_size), lead_ids, time_ids)
+  expected = []
+  for name in blocks:
+    x = ecg_vit.EncoderBlock(heads, mlp_dim).apply({"params": params["transformer"][name]}, x)
+    tokens = np.asarray(x)
+    patches = tokens.shape[1] // 12
+    expected.append(np.concatenate([tokens[:, l * patches:(l + 1) * patches].mean(axis=1)
+                                    for l in range(12)], axis=1))
+  assert out["per_layer"].shape == (3, len(blocks) * 12 * width)
+  np.testing.assert_allclose(out["per_layer"], np.concatenate(expected, axis=1), atol=1e-4)
+
+
+def test_feature_cache_without_a_kind_is_recomputed(checkpoint, tmp_path):
+  """A cache entry written before an encoder offered a feature kind is not served without it."""
+  from merit_jax.evaluators import features as features_lib  # pylint: disable=g-import-not-at-top
+  encoder = Encoder.from_checkpoint(str(checkpoint))
+  store = features_lib.FeatureStore(encoder.config.data, str(tmp_path), batch_size=16,
+                                    max_records=20, progress=False)
+  fresh = store.features(encoder, "test")
+  path = next(tmp_path.glob("*/test.npz"))
+  stale = {k: v for k, v in fresh.items() if k != "per_layer"}
+  np.savez(path, **stale)
+  again = features_lib.FeatureStore(encoder.config.data, str(tmp_path), batch_size=16,
+                                    max_records=20, progress=False).features(encoder, "test")
+  np.testing.assert_allclose(again["per_layer"], fresh["per_layer"], atol=1e-6)
+  with np.load(path) as rewritten:
+    assert "per_layer" in rewritten.files
 
 
 def test_bootstrap_interval_covers_point_estimate(evaluated):

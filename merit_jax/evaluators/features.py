@@ -8,7 +8,7 @@ split once (all records of every source, preprocessed as the data config says, p
 dropped) into a `SplitData` (ecg, labels {task: (N, C)}, ecg_id, report, source) and serves:
 
 - `features(encoder, split, corruption=None, seed=0, reduced_leads_mode="native")
-  -> {'pooled', ['projected', 'per_lead'], 'ecg_id'}`: `corruption` is `(name, severity)` of
+  -> {'pooled', ['projected', 'per_lead', 'per_layer'], 'ecg_id'}`: `corruption` is `(name, severity)` of
   `shift.CORRUPTIONS`, applied to the preprocessed model input (so amplitude scaling is a real
   change, not undone by per-lead normalisation), seeded per batch from `seed`. For
   `reduced_leads`, `reduced_leads_mode` (`REDUCED_LEADS_MODES`) says how the missing leads are
@@ -162,13 +162,15 @@ class FeatureStore:
       return None
     return os.path.join(self.cache_dir, encoder.cache_key, f"{split}{tag}.npz")
 
-  def _load_cached(self, path, ecg_id):
+  def _load_cached(self, path, ecg_id, kinds=()):
     if path is None or not os.path.exists(path):
       return None
     with np.load(path) as cached:
       out = {k: cached[k] for k in cached.files}
     if out.get("ecg_id") is None or not np.array_equal(out["ecg_id"], ecg_id):
       return None  # The split changed (another max_records, another build): recompute.
+    if any(k not in out for k in kinds):
+      return None  # Written before the encoder offered a feature kind it has now.
     return out
 
   def _save(self, path, out):
@@ -181,7 +183,8 @@ class FeatureStore:
 
   def features(self, encoder: Encoder, split: str, corruption=None, seed: int = 0,
                reduced_leads_mode: str = "native") -> dict:
-    """{'pooled', ['projected'], 'ecg_id'} of one split, optionally corrupted.
+    """{'pooled', ['projected', 'per_lead', 'per_layer'], 'ecg_id'} of one split, optionally
+    corrupted (`encoder.feature_kinds`; a cache entry missing one of them is recomputed).
 
     Args:
       encoder: the feature source.
@@ -201,7 +204,7 @@ class FeatureStore:
       return self._memory[key]
     data = self.split(split)
     path = self._path(encoder, split, tag)
-    out = self._load_cached(path, data.ecg_id)
+    out = self._load_cached(path, data.ecg_id, encoder.feature_kinds)
     if out is None:
       parts: dict[str, list] = {}
       starts = range(0, len(data), self.batch_size)
