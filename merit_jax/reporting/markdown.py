@@ -15,6 +15,7 @@ from typing import Optional
 import numpy as np
 
 from merit_jax.evaluators import tasks as tasks_lib
+from merit_jax.evaluators import zero_shot
 
 
 def pct(x) -> str:
@@ -200,7 +201,7 @@ def _by_language_markdown(zs: dict, tasks) -> list[str]:
          "language (`data.report_language`: de / en / sv by marker words; none = no report). "
          "An encoder that scores a record by its report's language rather than its ECG is "
          "far from chance inside a language only in the direction of that bias. Groups under "
-         "10 records are counted, not scored (n in brackets).", ""]
+         f"{zero_shot.MIN_GROUP_RECORDS} records are counted, not scored (n in brackets).", ""]
   out += _task_table_head("encoder / language", tasks)
   for encoder, per_task in zs.items():
     for lang in languages:
