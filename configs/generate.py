@@ -130,7 +130,10 @@ def _defaults() -> ml_collections.ConfigDict:
       # Rules against empty, markup and looping reports (`models/llm/decode.py`); 1.0 / 0 /
       # False = off. stop_at_end_of_turn: Gemma's <end_of_turn> ends a report like EOS.
       repetition_penalty=1.0, no_repeat_ngram=0, min_new_tokens=0, ban_markup=False,
-      stop_at_end_of_turn=True))
+      stop_at_end_of_turn=True,
+      # The longest report decoded, in tokens; None = max_report_tokens (the training
+      # truncation). A decoding setting, so score mode can choose it on validation.
+      max_new_tokens=config_dict.placeholder(int)))
   c.eval = ml_collections.ConfigDict(dict(
       split="test", batch_size=16, max_records=config_dict.placeholder(int), num_examples=5,
       meteor=True,

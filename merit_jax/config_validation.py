@@ -403,10 +403,13 @@ def validate_generate_config(config: ml_collections.ConfigDict) -> None:
   positive_int("decoding.no_repeat_ngram", config.decoding.no_repeat_ngram, minimum=0)
   min_new = config.decoding.min_new_tokens
   positive_int("decoding.min_new_tokens", min_new, minimum=0)
-  max_new = config.max_report_tokens
+  max_new, max_key = config.max_report_tokens, "max_report_tokens"
+  if config.decoding.get("max_new_tokens") is not None:
+    max_new, max_key = config.decoding.max_new_tokens, "decoding.max_new_tokens"
+    positive_int(max_key, max_new)
   if isinstance(min_new, int) and isinstance(max_new, int) and min_new > max_new:
     errors.append(f"config.decoding.min_new_tokens={min_new!r} must be an integer in "
-                  f"[0, max_report_tokens={max_new}]")
+                  f"[0, {max_key}={max_new}]")
   for key in ("ban_markup", "stop_at_end_of_turn"):
     if not isinstance(config.decoding[key], bool):
       errors.append(f"config.decoding.{key}={config.decoding[key]!r} must be one of True, False")

@@ -343,6 +343,12 @@ def test_validate_generate_config_names_key_value_and_allowed():
   assert "config.projector_kind='linear' must be one of 'mlp', 'resampler'" in message
   assert "config.eval.n_bootstrap=0 must be an integer >= 1" in message
   assert "config.max_report_tokens=1 must be an integer >= 2" in message
+  cfg = generate_config.get_config("test")
+  cfg.decoding.min_new_tokens, cfg.decoding.max_new_tokens = 4, 2
+  with pytest.raises(config_validation.ConfigError,
+                     match=r"min_new_tokens=4 must be an integer in \[0, "
+                     r"decoding.max_new_tokens=2\]"):
+    config_validation.validate_generate_config(cfg)
   cfg = generate_config.get_config("compare")
   cfg.arms = ("none", "encoder")
   with pytest.raises(config_validation.ConfigError, match="config.arms=.*'none', 'random', "
@@ -400,6 +406,15 @@ def test_train_on_ptbxl_records(ptbxl_dir, tmp_path, merit_run):
   with open(tmp_path / "score" / "samples.csv", newline="", encoding="utf-8") as f:
     rescored = [row["generated"] for row in csv.DictReader(f)]
   assert rescored == summary["generated"]
+  # A shorter decoding limit (a decoding setting, not the training truncation): greedy is
+  # prefix-consistent, so each report is the start of the full-length one.
+  score_cfg.decoding.max_new_tokens = 3
+  short = generate.run_score(score_cfg, str(tmp_path / "score_short"))
+  with open(tmp_path / "score_short" / "samples.csv", newline="", encoding="utf-8") as f:
+    shortened = [row["generated"] for row in csv.DictReader(f)]
+  assert short["decoding"]["max_new_tokens"] == 3
+  assert all(full.startswith(part.strip()) for part, full in zip(shortened, rescored))
+  assert sum(map(len, shortened)) < sum(map(len, rescored))
 
 
 def _fake_compare_results(arms=("none", "random", "merit")):

@@ -6,7 +6,7 @@ temperature and top-p come from `config.decoding`; `models/llm/decode.py` does t
 
 So that no report comes out empty, as markup or as a loop, `config.decoding` also sets the
 decoding rules of `models/llm/decode.py` (`decode_rules`): repetition_penalty, no_repeat_ngram,
-min_new_tokens, stop_at_end_of_turn (Gemma's `<end_of_turn>` ends a report like EOS; the byte
+min_new_tokens, max_new_tokens (default: max_report_tokens), stop_at_end_of_turn (Gemma's `<end_of_turn>` ends a report like EOS; the byte
 tokenizer has none) and ban_markup (every token whose text holds '<', '>' or an '&name'
 entity start is never generated; computed once per tokenizer from its vocabulary).
 `evaluate` counts the reports that still break a rule (`metrics/degeneracy.py`).
@@ -81,9 +81,16 @@ def decode_rules(config, tokenizer) -> dict:
   return rules
 
 
+def max_new_tokens(config) -> int:
+  """The decoding length limit: `decoding.max_new_tokens`, or else `max_report_tokens`
+  (absent from an older run's config: the same)."""
+  limit = config.decoding.get("max_new_tokens")
+  return int(config.max_report_tokens if limit is None else limit)
+
+
 def _decode_batch(config, gen: projector_lib.Generator, params, prefix, tokens, rng, rules):
   dec = config.decoding
-  kwargs = dict(max_new_tokens=int(config.max_report_tokens), eos_id=gen.tokenizer.eos_id,
+  kwargs = dict(max_new_tokens=max_new_tokens(config), eos_id=gen.tokenizer.eos_id,
                 pad_id=gen.tokenizer.pad_id, prefix_embeddings=prefix, **rules)
   if dec.method == "greedy":
     return decode.greedy_decode(gen.llm, params, tokens, **kwargs)

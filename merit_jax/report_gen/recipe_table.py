@@ -32,13 +32,15 @@ RECIPE_KEYS = (("lora_rank", "LoRA rank"), ("lora_targets", "LoRA on"), ("optim.
                ("checkpoint", "encoder"),
                ("decoding.method", "decoding"), ("decoding.repetition_penalty", "rep. penalty"),
                ("decoding.no_repeat_ngram", "no-repeat n"),
-               ("decoding.min_new_tokens", "min tokens"))
+               ("decoding.min_new_tokens", "min tokens"),
+               ("decoding.max_new_tokens", "max tokens"))
 METRIC_COLUMNS = (("bleu4", "BLEU-4"), ("rouge_l", "ROUGE-L"), ("meteor", "METEOR"),
                   ("clinical_micro_f1", "F1 micro"), ("clinical_macro_f1", "F1 macro"))
 
 
 # Keys that runs saved before they existed did not write, and what those runs did.
 _OLD_RUN_VALUES = {"standardize_features": False}
+
 
 
 def _get(tree: dict, dotted: str):
@@ -65,6 +67,9 @@ def read_run(run_dir: str) -> dict:
     config = json.load(f)["config"]
   if "decoding" in summary:  # Score mode: the decoding it was scored with.
     config = dict(config, decoding=summary["decoding"])
+  if config["decoding"].get("max_new_tokens") is None:  # Decoded up to the training length.
+    config = dict(config, decoding=dict(config["decoding"],
+                                        max_new_tokens=config.get("max_report_tokens")))
   if trained_dir != run_dir:
     with open(os.path.join(trained_dir, "summary.json"), encoding="utf-8") as f:
       summary = dict(summary, final_loss=json.load(f).get("final_loss"))

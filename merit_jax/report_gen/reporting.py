@@ -19,6 +19,7 @@ from typing import Sequence
 
 import jax
 
+from merit_jax.report_gen import decoding
 from merit_jax.report_gen import projector as projector_lib
 
 ARM_TITLES = {"none": "no ECG (LLM prior, same training)",
@@ -196,8 +197,8 @@ def comparison_markdown(config, results: dict, command: str) -> str:
                            if config.llm == "gemma3_270m" else f"{config.llm}")
       + (f" + LoRA rank {config.lora_rank}" if config.lora_rank else "") + "; projector "
       f"`{config.projector_kind}` → {config.num_prefix_tokens} soft tokens; prompt "
-      f"`{config.prompt}`; {config.decoding.method} decoding, max {config.max_report_tokens} "
-      "tokens.",
+      f"`{config.prompt}`; {config.decoding.method} decoding, max "
+      f"{decoding.max_new_tokens(config)} tokens.",
       f"Budget: **{config.total_steps} steps × batch {config.batch_size}** per arm, AdamW lr "
       f"{config.optim.lr}, on {jax.devices()[0].platform.upper()} "
       f"({jax.device_count()} device(s)) — a small budget: absolute scores are low. One "
