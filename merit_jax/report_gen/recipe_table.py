@@ -67,8 +67,9 @@ def read_run(run_dir: str) -> dict:
     config = json.load(f)["config"]
   if "decoding" in summary:  # Score mode: the decoding it was scored with.
     config = dict(config, decoding=summary["decoding"])
-  if config["decoding"].get("max_new_tokens") is None:  # Decoded up to the training length.
-    config = dict(config, decoding=dict(config["decoding"],
+  decoding = config.get("decoding") or {}
+  if decoding.get("max_new_tokens") is None:  # Decoded up to the training length.
+    config = dict(config, decoding=dict(decoding,
                                         max_new_tokens=config.get("max_report_tokens")))
   if trained_dir != run_dir:
     with open(os.path.join(trained_dir, "summary.json"), encoding="utf-8") as f:
