@@ -94,6 +94,9 @@ def _defaults() -> ml_collections.ConfigDict:
   # Compare mode, run one after the other; 'most_frequent' writes the training split's most
   # common report for every record (no ECG, no training: the floor a model must beat).
   c.arms = ("none", "random", "merit", "most_frequent")
+  # compare mode: a finished compare workdir whose arms are re-scored (this config's decoding
+  # and eval split) instead of trained again; its recipe must be the one this config states.
+  c.rescore_from = config_dict.placeholder(str)
 
   # --- LLM and conditioning -------------------------------------------------------------------
   c.llm = "gemma3_270m"  # 'gemma3_270m' (the packaged GGUF) | 'tiny' (random, byte tokenizer)

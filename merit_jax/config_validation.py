@@ -461,6 +461,13 @@ def validate_generate_config(config: ml_collections.ConfigDict) -> None:
     if not arms or unknown:
       errors.append(f"config.arms={arms!r} must be a non-empty tuple of "
                     f"{', '.join(map(repr, reporting.ARM_TITLES))}")
+    rescore_from = config.get("rescore_from")
+    if rescore_from:
+      missing = [arm for arm in arms if arm != "most_frequent"
+                 and not os.path.isdir(os.path.join(os.path.expanduser(rescore_from), arm))]
+      if missing:
+        errors.append(f"config.rescore_from={rescore_from!r}: no trained arm folder for "
+                      f"{', '.join(missing)} (pass the --workdir of a finished compare run)")
     if ("merit" in arms or "random" in arms) and not config.merit_checkpoint:
       errors.append(f"config.merit_checkpoint={config.merit_checkpoint!r}: compare mode needs "
                     "--config.merit_checkpoint=RUN_DIR (a MERIT pretraining run; the random "

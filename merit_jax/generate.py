@@ -8,6 +8,9 @@
       --config.merit_checkpoint=RUN_DIR --workdir=DIR   # the table
   python -m merit_jax.generate --config=configs/generate.py --config.mode=score \
       --config.projector=DIR --config.eval.split=validation --workdir=OUT  # other decoding
+  python -m merit_jax.generate --config=configs/generate.py:compare \
+      --config.merit_checkpoint=RUN_DIR --config.rescore_from=DIR --workdir=OUT  # the table
+                                                        # again, arms of DIR, other decoding
 
 Frozen ECG encoder → features (pooled, or the token sequence) → trainable projector → k soft
 prefix tokens → frozen Gemma 3 (optionally LoRA); the pieces are in `merit_jax/report_gen/`.
@@ -145,16 +148,33 @@ def run_predict(config) -> str:
   return reporting.write_predictions(config.output, ids, reports)
 
 
-def run_score(config, workdir: str) -> dict:
-  """Scores a trained projector (config.projector) on config.eval.split with this
-  invocation's decoding settings: how decoding rules are chosen on validation without
-  retraining. Writes summary.json and samples.csv to `workdir`; returns the summary."""
-  if not workdir:
-    raise GenerateError("--workdir is required in score mode")
+# What a re-scored arm must share with the run that trained it, so the comparison page's
+# recipe line (read from this invocation's config) describes the arms it shows.
+_TRAINED_RECIPE_KEYS = ("llm", "projector_kind", "num_prefix_tokens", "lora_rank", "lora_targets",
+                        "standardize_features", "prompt", "max_report_tokens", "total_steps",
+                        "batch_size", "optim.lr", "train_split")
+
+
+def _check_same_recipe(config, train_cfg, trained_dir: str) -> None:
+  def get(cfg, dotted):
+    for key in dotted.split("."):
+      cfg = cfg.get(key) if hasattr(cfg, "get") else None
+    return tuple(cfg) if isinstance(cfg, (list, tuple)) else cfg
+  differ = [f"{key}: trained {get(train_cfg, key)!r}, given {get(config, key)!r}"
+            for key in _TRAINED_RECIPE_KEYS if get(train_cfg, key) != get(config, key)]
+  if differ:
+    raise GenerateError(f"config.rescore_from: the arm in {trained_dir} was trained with "
+                        "another recipe than this config states (" + "; ".join(differ)
+                        + "); pass the config it was trained with")
+
+
+def _score_trained(config, trained_dir: str, workdir: str, llm=None) -> tuple[dict, list, dict]:
+  """A trained projector (`trained_dir`) reloaded and scored on config.eval.split with this
+  config's decoding. Writes workdir/samples.csv. Returns (summary, generated, split)."""
   workdir = os.path.abspath(os.path.expanduser(workdir))
   os.makedirs(workdir, exist_ok=True)
   train_cfg, source, trainable, meta = projector_lib.load_projector(
-      config.projector, int(config.feature_batch_size))
+      trained_dir, int(config.feature_batch_size))
   # The model as trained; decoding and evaluation as asked now.
   train_cfg.decoding = config.decoding
   train_cfg.eval = config.eval
@@ -163,13 +183,44 @@ def run_score(config, workdir: str) -> dict:
                                     meta["feature_kind"], config.eval.max_records)
   split["features"] = data_lib.standardize_features(split["features"],
                                                     meta.get("feature_stats"))
-  gen = projector_lib.build_generator(train_cfg)
-  summary = {"projector": os.path.abspath(os.path.expanduser(config.projector)),
+  gen = projector_lib.build_generator(train_cfg, llm)
+  summary = {"projector": os.path.abspath(os.path.expanduser(trained_dir)),
              "decoding": config.decoding.to_dict()}
-  summary.update(_score_split(train_cfg, gen, trainable, split, workdir,
-                              bool(config.progress))[0])
+  scores, generated = _score_split(train_cfg, gen, trainable, split, workdir,
+                                   bool(config.progress))
+  summary.update(scores)
+  return summary, generated, split
+
+
+def run_score(config, workdir: str) -> dict:
+  """Scores a trained projector (config.projector) on config.eval.split with this
+  invocation's decoding settings: how decoding rules are chosen on validation without
+  retraining. Writes summary.json and samples.csv to `workdir`; returns the summary."""
+  if not workdir:
+    raise GenerateError("--workdir is required in score mode")
+  summary, _, _ = _score_trained(config, config.projector, workdir)
   with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
     json.dump(summary, f, indent=2)
+  return summary
+
+
+def rescore_arm(config, trained_dir: str, workdir: str, llm=None) -> dict:
+  """`run_train`'s summary for an arm trained earlier (a compare run's `<arm>` folder): its
+  projector re-scored with this config's decoding; the training figures (records, steps,
+  losses, seconds) are those the training run saved."""
+  train_cfg, _, _, _ = projector_lib.load_projector(trained_dir, int(config.feature_batch_size))
+  _check_same_recipe(config, train_cfg, trained_dir)
+  with open(os.path.join(trained_dir, "summary.json"), encoding="utf-8") as f:
+    trained = json.load(f)
+  summary, generated, split = _score_trained(config, trained_dir, workdir, llm)
+  summary.update({k: trained[k] for k in ("encoder", "train_records", "steps", "batch_size",
+                                          "train_seconds", "first_loss", "final_loss",
+                                          "trainable_params") if k in trained})
+  with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
+    json.dump(summary, f, indent=2)
+  summary["generated"] = generated
+  summary["test"] = {"reports": split["reports"], "ecg_id": split["ecg_id"].tolist(),
+                     "codes": split["codes"]}
   return summary
 
 
@@ -198,6 +249,9 @@ def run_compare(config, workdir: str, command: str = "") -> dict:
       arm_cfg.encoder_like = config.merit_checkpoint
     if arm == baselines.MOST_FREQUENT:  # No features, no training: nothing for the LLM.
       results[arm] = baselines.run_most_frequent(arm_cfg, os.path.join(workdir, arm))
+    elif config.get("rescore_from"):  # Trained before: only decode and score again.
+      results[arm] = rescore_arm(arm_cfg, os.path.join(config.rescore_from, arm),
+                                 os.path.join(workdir, arm), llm=llm)
     else:
       results[arm] = run_train(arm_cfg, os.path.join(workdir, arm), checkpoints[arm], llm=llm)
     m = results[arm]["metrics"]

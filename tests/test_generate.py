@@ -358,6 +358,11 @@ def test_validate_generate_config_names_key_value_and_allowed():
   cfg.arms = ("none", "merit")
   with pytest.raises(config_validation.ConfigError, match="config.merit_checkpoint=None"):
     config_validation.validate_generate_config(cfg)
+  cfg.merit_checkpoint, cfg.rescore_from = "RUN_DIR", "/nonexistent/compare_run"
+  with pytest.raises(config_validation.ConfigError,
+                     match="rescore_from='/nonexistent/compare_run': no trained arm folder for "
+                     "none, merit"):
+    config_validation.validate_generate_config(cfg)
   cfg = generate_config.get_config("test")
   cfg.mode = "predict"
   with pytest.raises(config_validation.ConfigError, match="predict mode needs --config.input"):

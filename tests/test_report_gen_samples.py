@@ -275,3 +275,24 @@ def test_run_compare_with_the_most_frequent_arm(tmp_path, monkeypatch):
   assert "## Statements the `most_frequent` arm" in page  # No MERIT arm: the last one's.
   table = (tmp_path / "results" / "table.md").read_text()
   assert "| most frequent training report (no ECG, no training) |" in table
+  # The same arms re-scored with another decoding, not trained again: the reports are those
+  # of the trained projector decoded anew (greedy at 2 tokens: the start of each report),
+  # the training figures those of the first run.
+  cfg.rescore_from = str(tmp_path / "work")
+  cfg.decoding.max_new_tokens = 2
+  cfg.results_path = str(tmp_path / "results" / "rescored.md")
+  again = generate.run_compare(cfg, str(tmp_path / "rescored"), "cmd")
+  trained = results["none"]
+  assert again["none"]["train_seconds"] == trained["train_seconds"]
+  assert again["none"]["final_loss"] == trained["final_loss"]
+  assert again["none"]["eval_loss"] == pytest.approx(trained["eval_loss"], rel=1e-5)
+  assert all(full.startswith(part.strip())
+             for part, full in zip(again["none"]["generated"], trained["generated"]))
+  assert again["most_frequent"]["generated"] == results["most_frequent"]["generated"]
+  assert "were decoded again with these settings" in (
+      tmp_path / "results" / "rescored.md").read_text()
+  assert not (tmp_path / "rescored" / "none" / "projector").exists()  # Nothing retrained.
+  # A config that states another recipe than the arms were trained with is refused.
+  cfg.total_steps += 1
+  with pytest.raises(generate.GenerateError, match="total_steps: trained"):
+    generate.run_compare(cfg, str(tmp_path / "rescored2"), "cmd")

@@ -203,7 +203,10 @@ def comparison_markdown(config, results: dict, command: str) -> str:
       f"{config.optim.lr}, on {jax.devices()[0].platform.upper()} "
       f"({jax.device_count()} device(s)) — a small budget: absolute scores are low. One "
       "training run per arm: the intervals below cover the sampling of "
-      f"{config.eval.split} records, not the variation between training runs.", "",
+      f"{config.eval.split} records, not the variation between training runs."
+      + (f" The arms were not trained here: their projectors, trained by the compare run in "
+         f"`{config.rescore_from}`, were decoded again with these settings (train s and "
+         "losses are that run's)." if config.get("rescore_from") else ""), "",
       "| arm | encoder | " + " | ".join(title for _, title in TABLE_COLUMNS)
       + " | final train loss | train s |",
       "|---|---|" + "---|" * len(TABLE_COLUMNS) + "---|---|"]
