@@ -153,8 +153,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # validation: `pooled` (the encoder's mean token, width D) and, for MERIT encoders,
   # `per_lead` (each lead's mean token side by side, 12 x D: a feature count nearer random
   # convolutions') and `per_layer` (the per-lead means of every encoder block, depth x 12 x D:
-  # 2,304 for a 3-layer, 64-wide encoder, matching 2,400 random-conv features). Random
-  # convolutions only have `pooled`.
+  # 2,304 for a 3-layer, 64-wide encoder, matching 2,400 random-conv features; offered up to
+  # encoder.MAX_PER_LAYER_FEATURES). Random convolutions only have `pooled`.
   config.probe = ml_collections.ConfigDict(dict(
       weight_decays=(0.0, 1e-4, 1e-3, 1e-2, 1e-1), learning_rate=1e-2, max_epochs=300,
       eval_every=10, patience=5, features=("pooled", "per_lead", "per_layer")))

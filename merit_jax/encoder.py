@@ -20,10 +20,11 @@ name, the step and a hash of the run's path, so two runs never share a feature-c
 
 Calls:
 - `embed_ecg(ecg (B, leads, S), leads=None, tokens=False) -> {'pooled' (B, D), 'projected'
-  (B, P), 'per_lead' (B, leads * D) (each lead's token mean, concatenated), 'per_layer'
-  (B, depth * leads * D) (each encoder block's per-lead token means, block by block)[,
-  'tokens' (B, leads * patches, D), lead-major]}` on preprocessed input (random_conv:
-  'pooled' only; `feature_kinds` names what an encoder returns).
+  (B, P), 'per_lead' (B, leads * D) (each lead's token mean, concatenated)[, 'per_layer'
+  (B, depth * leads * D) (each encoder block's per-lead token means, block by block; only
+  for encoders where that is at most MAX_PER_LAYER_FEATURES wide)][, 'tokens'
+  (B, leads * patches, D), lead-major]}` on preprocessed input (random_conv: 'pooled' only;
+  `feature_kinds` names what an encoder returns).
   `leads` is a tuple of lead indices: per-lead patches with lead embeddings make any subset a
   valid MERIT input (`MERIT.embed_ecg(ecg, leads=...)`); `ecg` may hold those leads only or
   all 12. Any B: batches are padded (last row repeated) to the encoder's fixed batch size, so
@@ -57,6 +58,10 @@ KINDS = ("pooled", "projected", "per_lead", "per_layer", "tokens")
 # What `embed_ecg` returns without tokens, for a model encoder and for random convolutions.
 MODEL_FEATURE_KINDS = ("pooled", "projected", "per_lead", "per_layer")
 TRANSFORM_FEATURE_KINDS = ("pooled",)
+# `per_layer` matches a small encoder's probe features to random convolutions' count (2,304
+# for 3 blocks x 12 leads x 64); a large encoder's are wide already, and at base size (12 x 12
+# x 768 = 110,592 a record) they would make the feature cache gigabytes, so it has none.
+MAX_PER_LAYER_FEATURES = 8192
 WINDOWS = ("mean", "center")
 
 
@@ -89,9 +94,19 @@ def _per_lead_means(token_features, num_leads):
   return token_features.reshape(b, num_leads, -1, width).mean(axis=2).reshape(b, -1)
 
 
+def per_layer_width(params, num_leads: int = 12) -> int:
+  """depth x leads x width of `per_layer` for a MERIT model's parameters."""
+  encoder = params["encoder"]
+  depth = sum(1 for name in encoder["transformer"] if name.startswith("block"))
+  return depth * num_leads * int(encoder["embed"]["patch_proj"]["kernel"].shape[-1])
+
+
 def _embed(model, params, ecg, leads, tokens):
+  with_layers = per_layer_width(params, model.num_leads) <= MAX_PER_LAYER_FEATURES
   out, state = model.apply({"params": params}, ecg, leads=leads, return_tokens=True,
-                           method=model.embed_ecg, capture_intermediates=_is_encoder_block)
+                           method=model.embed_ecg,
+                           capture_intermediates=_is_encoder_block if with_layers else False,
+                           mutable=["intermediates"])
   token_features = out.pop("tokens")  # (B, leads * patches, D), lead-major.
   num_leads = ecg.shape[1] if leads is None else len(leads)
   # Per-lead means side by side: a probe feature 12x wider than `pooled`, for capacity
@@ -99,9 +114,10 @@ def _embed(model, params, ecg, leads, tokens):
   out["per_lead"] = _per_lead_means(token_features, num_leads)
   # The same at every block (the residual stream, before the final LayerNorm): depth x wider
   # again, so a shallow encoder's probe sees as many features as random convolutions give it.
-  blocks = _block_outputs(state["intermediates"])
-  out["per_layer"] = jnp.concatenate(
-      [_per_lead_means(x.astype(jnp.float32), num_leads) for x in blocks], axis=1)
+  if with_layers:
+    blocks = _block_outputs(state["intermediates"])
+    out["per_layer"] = jnp.concatenate(
+        [_per_lead_means(x.astype(jnp.float32), num_leads) for x in blocks], axis=1)
   if tokens:
     out["tokens"] = token_features
   return out
@@ -246,7 +262,11 @@ class Encoder:
   @property
   def feature_kinds(self) -> tuple[str, ...]:
     """The keys `embed_ecg` returns (without tokens): what a feature cache must hold."""
-    return MODEL_FEATURE_KINDS if self.model is not None else TRANSFORM_FEATURE_KINDS
+    if self.model is None:
+      return TRANSFORM_FEATURE_KINDS
+    if per_layer_width(self.params, self.model.num_leads) > MAX_PER_LAYER_FEATURES:
+      return tuple(k for k in MODEL_FEATURE_KINDS if k != "per_layer")
+    return MODEL_FEATURE_KINDS
 
   # -------------------------------------------------------------------------------- building
 

@@ -70,6 +70,23 @@ def test_embed_ecg_matches_model(run, ecg):
   assert "tokens" not in encoder.embed_ecg(ecg[:2])
 
 
+def test_per_layer_is_left_out_above_its_width_limit(run, ecg, monkeypatch):
+  """An encoder whose per_layer features would exceed MAX_PER_LAYER_FEATURES (a large model,
+  whose feature cache they would swell) returns and advertises none."""
+  encoder = run["encoder"]
+  width = encoder_lib.per_layer_width(encoder.params, encoder.model.num_leads)
+  assert encoder.embed_ecg(ecg)["per_layer"].shape == (5, width)
+  assert "per_layer" in encoder.feature_kinds
+  monkeypatch.setattr(encoder_lib, "MAX_PER_LAYER_FEATURES", width - 1)
+  jax.clear_caches()  # The limit is read when _embed is traced.
+  try:
+    assert "per_layer" not in encoder.feature_kinds
+    assert set(encoder.embed_ecg(ecg)) == {"pooled", "projected", "per_lead"}
+  finally:
+    monkeypatch.undo()
+    jax.clear_caches()
+
+
 def test_lead_subsets_match_model(run, ecg):
   encoder = run["encoder"]
   for leads in ((0,), (0, 1), (0, 1, 2, 3, 4, 5)):
