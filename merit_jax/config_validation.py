@@ -378,6 +378,7 @@ def validate_generate_config(config: ml_collections.ConfigDict) -> None:
     ConfigError: naming each offending key, its value and the allowed values.
   """
   from merit_jax.models.llm import conditioning  # pylint: disable=g-import-not-at-top
+  from merit_jax.report_gen import baselines  # pylint: disable=g-import-not-at-top
   from merit_jax.report_gen import decoding  # pylint: disable=g-import-not-at-top
   from merit_jax.report_gen import projector  # pylint: disable=g-import-not-at-top
   from merit_jax.report_gen import reporting  # pylint: disable=g-import-not-at-top
@@ -463,7 +464,7 @@ def validate_generate_config(config: ml_collections.ConfigDict) -> None:
                     f"{', '.join(map(repr, reporting.ARM_TITLES))}")
     rescore_from = config.get("rescore_from")
     if rescore_from:
-      missing = [arm for arm in arms if arm != "most_frequent"
+      missing = [arm for arm in arms if arm != baselines.MOST_FREQUENT
                  and not os.path.isdir(os.path.join(os.path.expanduser(rescore_from), arm))]
       if missing:
         errors.append(f"config.rescore_from={rescore_from!r}: no trained arm folder for "

@@ -15,8 +15,8 @@ An `Encoder` is where a model (or a classical feature transform) meets ECGs. It 
 
 Fields: `name` (for tables), `cache_key` (file-system safe; for a checkpoint it holds the run
 name, the step and a hash of the run's path, so two runs never share a feature-cache entry),
-`supports_lead_subsets`, `has_text`, `feature_kinds`, and for MERIT encoders `model`, `params`, `config`,
-`tokenizer`, `step` and `preprocess` (the run's `PreprocessConfig`); None for random_conv.
+`supports_lead_subsets`, `has_text`, `feature_kinds`, and for MERIT encoders `model`, `params`,
+`config`, `tokenizer`, `step` and `preprocess` (the run's `PreprocessConfig`); None for random_conv.
 
 Calls:
 - `embed_ecg(ecg (B, leads, S), leads=None, tokens=False) -> {'pooled' (B, D), 'projected'

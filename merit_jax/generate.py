@@ -43,6 +43,7 @@ from merit_jax.report_gen import GenerateError
 from merit_jax.report_gen import data as data_lib
 from merit_jax.report_gen import decoding
 from merit_jax.report_gen import projector as projector_lib
+from merit_jax.report_gen import recipe_table
 from merit_jax.report_gen import reporting
 from merit_jax.report_gen import training
 
@@ -123,8 +124,7 @@ def run_train(config, workdir: str, checkpoint: str | None = None, llm=None,
           flush=True)
     summary.update(scores)
     summary["generated"] = generated
-    summary["test"] = {"reports": test["reports"], "ecg_id": test["ecg_id"].tolist(),
-                       "codes": test["codes"]}
+    summary["test"] = _test_references(test)
   with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
     json.dump({k: v for k, v in summary.items() if k not in ("generated", "test")}, f, indent=2)
   return summary
@@ -157,9 +157,8 @@ _TRAINED_RECIPE_KEYS = ("llm", "projector_kind", "num_prefix_tokens", "lora_rank
 
 def _check_same_recipe(config, train_cfg, trained_dir: str) -> None:
   def get(cfg, dotted):
-    for key in dotted.split("."):
-      cfg = cfg.get(key) if hasattr(cfg, "get") else None
-    return tuple(cfg) if isinstance(cfg, (list, tuple)) else cfg
+    value = recipe_table.recipe_value(cfg.to_dict(), dotted)
+    return tuple(value) if isinstance(value, list) else value  # JSON lists, config tuples.
   differ = [f"{key}: trained {get(train_cfg, key)!r}, given {get(config, key)!r}"
             for key in _TRAINED_RECIPE_KEYS if get(train_cfg, key) != get(config, key)]
   if differ:
@@ -168,13 +167,23 @@ def _check_same_recipe(config, train_cfg, trained_dir: str) -> None:
                         + "); pass the config it was trained with")
 
 
-def _score_trained(config, trained_dir: str, workdir: str, llm=None) -> tuple[dict, list, dict]:
+def _test_references(split: dict) -> dict:
+  """What the comparison needs of the scored split besides the outputs (summary["test"])."""
+  return {"reports": split["reports"], "ecg_id": split["ecg_id"].tolist(),
+          "codes": split["codes"]}
+
+
+def _score_trained(config, trained_dir: str, workdir: str, llm=None,
+                   check_recipe: bool = False) -> tuple[dict, list, dict]:
   """A trained projector (`trained_dir`) reloaded and scored on config.eval.split with this
-  config's decoding. Writes workdir/samples.csv. Returns (summary, generated, split)."""
+  config's decoding; with `check_recipe`, refused unless trained with the recipe `config`
+  states. Writes workdir/samples.csv. Returns (summary, generated, split)."""
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  os.makedirs(workdir, exist_ok=True)
   train_cfg, source, trainable, meta = projector_lib.load_projector(
       trained_dir, int(config.feature_batch_size))
+  if check_recipe:
+    _check_same_recipe(config, train_cfg, trained_dir)
+  os.makedirs(workdir, exist_ok=True)
   # The model as trained; decoding and evaluation as asked now.
   train_cfg.decoding = config.decoding
   train_cfg.eval = config.eval
@@ -208,19 +217,17 @@ def rescore_arm(config, trained_dir: str, workdir: str, llm=None) -> dict:
   """`run_train`'s summary for an arm trained earlier (a compare run's `<arm>` folder): its
   projector re-scored with this config's decoding; the training figures (records, steps,
   losses, seconds) are those the training run saved."""
-  train_cfg, _, _, _ = projector_lib.load_projector(trained_dir, int(config.feature_batch_size))
-  _check_same_recipe(config, train_cfg, trained_dir)
+  summary, generated, split = _score_trained(config, trained_dir, workdir, llm,
+                                             check_recipe=True)
   with open(os.path.join(trained_dir, "summary.json"), encoding="utf-8") as f:
     trained = json.load(f)
-  summary, generated, split = _score_trained(config, trained_dir, workdir, llm)
   summary.update({k: trained[k] for k in ("encoder", "train_records", "steps", "batch_size",
                                           "train_seconds", "first_loss", "final_loss",
                                           "trainable_params") if k in trained})
   with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
     json.dump(summary, f, indent=2)
   summary["generated"] = generated
-  summary["test"] = {"reports": split["reports"], "ecg_id": split["ecg_id"].tolist(),
-                     "codes": split["codes"]}
+  summary["test"] = _test_references(split)
   return summary
 
 

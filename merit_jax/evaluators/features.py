@@ -8,9 +8,10 @@ split once (all records of every source, preprocessed as the data config says, p
 dropped) into a `SplitData` (ecg, labels {task: (N, C)}, ecg_id, report, source) and serves:
 
 - `features(encoder, split, corruption=None, seed=0, reduced_leads_mode="native")
-  -> {'pooled', ['projected', 'per_lead', 'per_layer'], 'ecg_id'}`: `corruption` is `(name, severity)` of
-  `shift.CORRUPTIONS`, applied to the preprocessed model input (so amplitude scaling is a real
-  change, not undone by per-lead normalisation), seeded per batch from `seed`. For
+  -> {'pooled', ['projected', 'per_lead', 'per_layer'], 'ecg_id'}`: `corruption` is
+  `(name, severity)` of `shift.CORRUPTIONS`, applied to the preprocessed model input (so
+  amplitude scaling is a real change, not undone by per-lead normalisation), seeded per batch
+  from `seed`. For
   `reduced_leads`, `reduced_leads_mode` (`REDUCED_LEADS_MODES`) says how the missing leads are
   handled: `native` embeds only the kept leads (`encoder.embed_ecg(ecg, leads=kept)`) where
   the encoder `supports_lead_subsets` (zero-filling otherwise), `zeros` always feeds the

@@ -6,9 +6,10 @@ temperature and top-p come from `config.decoding`; `models/llm/decode.py` does t
 
 So that no report comes out empty, as markup or as a loop, `config.decoding` also sets the
 decoding rules of `models/llm/decode.py` (`decode_rules`): repetition_penalty, no_repeat_ngram,
-min_new_tokens, max_new_tokens (default: max_report_tokens), stop_at_end_of_turn (Gemma's `<end_of_turn>` ends a report like EOS; the byte
-tokenizer has none) and ban_markup (every token whose text holds '<', '>' or an '&name'
-entity start is never generated; computed once per tokenizer from its vocabulary).
+min_new_tokens, max_new_tokens (default: max_report_tokens), stop_at_end_of_turn (Gemma's
+`<end_of_turn>` ends a report like EOS; the byte tokenizer has none) and ban_markup (every
+token whose text holds '<', '>' or an '&name' entity start is never generated; computed once
+per tokenizer from its vocabulary).
 `evaluate` counts the reports that still break a rule (`metrics/degeneracy.py`).
 """
 

@@ -42,8 +42,8 @@ METRIC_COLUMNS = (("bleu4", "BLEU-4"), ("rouge_l", "ROUGE-L"), ("meteor", "METEO
 _OLD_RUN_VALUES = {"standardize_features": False}
 
 
-
-def _get(tree: dict, dotted: str):
+def recipe_value(tree: dict, dotted: str):
+  """A run config's (JSON dict) value at a dotted key, or what runs saved before it did."""
   for key in dotted.split("."):
     if not isinstance(tree, dict) or key not in tree:
       return _OLD_RUN_VALUES.get(dotted)
@@ -96,7 +96,7 @@ def _fmt(value) -> str:
 def render(runs: Sequence[dict], command: str = "") -> str:
   """The markdown page: one row per run, the rule's pick in bold."""
   keys = [(k, t) for k, t in RECIPE_KEYS
-          if len({json.dumps(_get(r["config"], k)) for r in runs}) > 1]
+          if len({json.dumps(recipe_value(r["config"], k)) for r in runs}) > 1]
   common = [(k, t) for k, t in RECIPE_KEYS if (k, t) not in keys]
   best = max(range(len(runs)), key=lambda i: selection_score(runs[i]))
   split = runs[0]["summary"].get("eval_split", "?")
@@ -105,13 +105,13 @@ def render(runs: Sequence[dict], command: str = "") -> str:
   if command:
     lines += [f"Command: `{command}`", ""]
   lines += [f"Scored split: `{split}` ({n} records). Shared by every run: " + ", ".join(
-      f"{t} {_fmt(_get(runs[0]['config'], k))}" for k, t in common) + ".", ""]
+      f"{t} {_fmt(recipe_value(runs[0]['config'], k))}" for k, t in common) + ".", ""]
   head = (["run"] + [t for _, t in keys] + ["final train loss", f"{split} loss"]
           + [t for _, t in METRIC_COLUMNS] + ["distinct reports", "empty / markup / repeats"])
   lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for i, run in enumerate(runs):
     s, m = run["summary"], run["summary"]["metrics"]
-    cells = ([run["name"]] + [_fmt(_get(run["config"], k)) for k, _ in keys]
+    cells = ([run["name"]] + [_fmt(recipe_value(run["config"], k)) for k, _ in keys]
              + [f"{s['final_loss']:.3f}" if s.get("final_loss") is not None else "–",
                 f"{s['eval_loss']:.3f}"]
              + [f"{100 * m[k]:.1f}" if k in m else "–" for k, _ in METRIC_COLUMNS]
