@@ -142,7 +142,7 @@ def test_probe_feature_is_chosen_on_validation(evaluated):
   for name, per_task in results["linear_probe"].items():
     for entry in per_task["superdiagnostic"].values():
       scores = entry["val_by_feature"]
-      # MERIT encoders offer both kinds; random convolutions only their pooled features.
+      # MERIT encoders offer all three kinds; random convolutions only their pooled features.
       assert set(scores) == ({"pooled"} if name == "random_conv"
                              else {"pooled", "per_lead", "per_layer"})
       assert entry["feature"] == max(scores, key=scores.get)
