@@ -1,0 +1,172 @@
+"""Compares pretraining runs on the validation fold: the probe figure that choices are made by.
+
+    python -m merit_jax.validation_table --inputs=results/a.json,/tmp/b.json \
+        --output=results/probe_levers_validation.md
+
+Each input is a JSON written by `merit_jax.evaluate` or `merit_jax.ablations` with the linear
+probe. Every encoder in every file becomes a row; a cell is the validation macro AUROC of a
+(task, label fraction), averaged over label subsets, for the feature kind that validation
+prefers in that cell (the kind the probe then scores on test). Two summary columns: the mean
+over cells below 100 % labels (the grid's rule for λ) and over every cell. No test figure is
+read or written, so the table can drive a choice.
+
+When a run's directory (an evaluate file's checkpoint, an ablations file's variant workdir) still
+holds its `config.json`, the table lists the pretraining config keys in which each run differs
+from the first such run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from merit_jax import cli
+
+
+def validation_cells(entry_by_task: dict) -> dict:
+  """{(task, fraction): mean validation macro AUROC of the preferred feature kind}."""
+  cells = {}
+  for task, by_fraction in entry_by_task.items():
+    for fraction, entry in by_fraction.items():
+      by_feature = entry.get("val_by_feature")
+      if by_feature:
+        cells[(task, fraction)] = max(by_feature.values())
+      else:  # Files written before feature kinds were offered: one kind, its own runs.
+        vals = [r["val"]["macro_auroc"]["value"] for r in entry["runs"]
+                if "macro_auroc" in r.get("val", {})]
+        if vals:
+          cells[(task, fraction)] = float(np.mean(vals))
+  return cells
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in config.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, dict):
+      flat.update(_flatten(value, name + "."))
+    else:
+      flat[name] = value
+  return flat
+
+
+def _run_config(result: dict, encoder: str):
+  """The flattened pretraining config of `encoder`'s run (an evaluate file's checkpoint, an
+  ablations file's variant workdir), or None for baselines and runs no longer on disk."""
+  meta = result.get("meta", {})
+  variant = (meta.get("variants") or {}).get(encoder)
+  run_dir = variant["workdir"] if variant else meta.get("checkpoint")
+  if variant is None and meta.get("variants") is not None:
+    run_dir = None  # An ablations file's baseline: no pretraining run.
+  path = run_dir and os.path.join(run_dir, "config.json")
+  if not path or not os.path.isfile(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return _flatten(json.load(f))
+
+
+# Keys that name where a run lives or how it is monitored, not what it trains.
+_IGNORED_LEAVES = ("workdir", "log_every", "eval_every", "checkpoint_every", "progress",
+                   "manual_dir", "data_dir", "num_threads", "worker_count")
+_IGNORED_SECTIONS = ("eval.", "evals.")
+
+
+def _comparable(key: str, value):
+  """A config value as compared and shown: `data.sources` as its builds and weights (their
+  folders move between hosts; a source without `reports` is a paired one)."""
+  if key == "data.sources" and isinstance(value, list):
+    return ", ".join(
+        f"{s.get('config')}×{s.get('weight')}" + ("" if s.get("reports", True) else " (ECG only)")
+        for s in value)
+  return value
+
+
+def config_differences(reference: dict, other: dict) -> list:
+  """'key=value' for every pretraining key, present in both configs (runs written by other
+  code versions have keys the other lacks), in which `other` differs from `reference`."""
+  out = []
+  for key in sorted(set(reference) & set(other)):
+    if key.split(".")[-1] in _IGNORED_LEAVES or key.startswith(_IGNORED_SECTIONS):
+      continue
+    value = _comparable(key, other[key])
+    if _comparable(key, reference[key]) != value:
+      out.append(f"{key}={value}")
+  return out
+
+
+def table_markdown(results: list, inputs: list) -> str:
+  rows = []  # (label, cells, config)
+  for result, path in zip(results, inputs):
+    for encoder, by_task in result.get("linear_probe", {}).items():
+      rows.append((f"{os.path.basename(path)}: {encoder}", validation_cells(by_task),
+                   _run_config(result, encoder)))
+  if not rows:
+    raise ValueError("no linear-probe results in the inputs")
+  keys = sorted({k for _, cells, _ in rows for k in cells}, key=lambda k: (k[0], float(k[1])))
+  head = [f"{t} {float(f):g}" for t, f in keys]
+  out = ["# Pretraining runs compared on the validation fold", "", "Produced by:", "", "```",
+         "python -m merit_jax.validation_table --inputs=" + ",".join(inputs), "```", "",
+         "Validation macro AUROC (%) of the linear probe: each cell the mean over label subsets "
+         "of the feature kind validation prefers in that cell. `mean < 100 %`: the mean over "
+         "the cells below 100 % labels (the grid's rule for λ); `mean`: over every cell. No "
+         "test-fold figure is used.", "",
+         "| run: encoder | " + " | ".join(head) + " | mean < 100 % | mean |",
+         "|---|" + "---|" * (len(head) + 2)]
+  for label, cells, _ in rows:
+    low = [v for (t, f), v in cells.items() if float(f) < 1.0]
+    values = [f"{100 * cells[k]:.1f}" if k in cells else "–" for k in keys]
+    values.append(f"{100 * np.mean(low):.2f}" if low else "–")
+    values.append(f"{100 * np.mean(list(cells.values())):.2f}")
+    out.append(f"| {label} | " + " | ".join(values) + " |")
+  configs = [(label, config) for label, _, config in rows if config is not None]
+  if len(configs) > 1:
+    ref_label, ref = configs[0]
+    out += ["", f"Pretraining config of each run, as it differs from `{ref_label}`'s:", ""]
+    for label, config in configs[1:]:
+      diff = config_differences(ref, config)
+      out.append(f"- `{label}`: " + (", ".join(f"`{d}`" for d in diff) if diff else "the same"))
+  return "\n".join(out) + "\n"
+
+
+def _define_flags():
+  # Defined only when run as a program: other modules that define --output import this one.
+  flags.DEFINE_list("inputs", None, "evaluate / ablations JSON files with the linear probe")
+  flags.DEFINE_string("output", None, "Markdown file to write")
+  flags.mark_flags_as_required(["inputs", "output"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  inputs = [p for p in flags.FLAGS.inputs if p]
+  results = []
+  for path in inputs:
+    if not os.path.isfile(path):
+      sys.exit(f"merit_jax.validation_table: {path} does not exist")
+    with open(path, encoding="utf-8") as f:
+      results.append(json.load(f))
+  try:
+    text = table_markdown(results, inputs)
+  except ValueError as e:
+    sys.exit(f"merit_jax.validation_table: {e}")
+  output = flags.FLAGS.output
+  tmp = output + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(text)
+  os.replace(tmp, output)
+  print(f"wrote {output}")
+
+
+def cli_main():
+  """The `python -m merit_jax.validation_table` program."""
+  _define_flags()
+  app.run(main, flags_parser=cli.make_flags_parser("merit_jax.validation_table"))
+
+
+if __name__ == "__main__":
+  cli_main()

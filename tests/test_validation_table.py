@@ -1,0 +1,76 @@
+"""validation_table: the preferred feature kind per cell, the means, the config differences."""
+
+import json
+
+import pytest
+
+from merit_jax import validation_table
+
+
+def _entry(by_feature, test_value=0.99):
+  # The test figure is there to show that the table never reads it.
+  return {"val_by_feature": by_feature,
+          "runs": [{"val": {"macro_auroc": {"value": 0.0}},
+                    "test": {"macro_auroc": {"value": test_value}}}]}
+
+
+def _result(checkpoint=None, variants=None):
+  result = {
+      "meta": {"checkpoint": checkpoint} if checkpoint else {"variants": variants or {}},
+      "linear_probe": {"run": {
+          "form": {"0.1": _entry({"pooled": 0.70, "per_lead": 0.74}),
+                   "1.0": _entry({"pooled": 0.80})},
+          "all": {"0.01": _entry({"pooled": 0.61, "per_layer": 0.60})}}}}
+  return result
+
+
+def test_cells_take_the_validation_preferred_kind_and_never_the_test_figure():
+  cells = validation_table.validation_cells(_result("x")["linear_probe"]["run"])
+  assert cells == {("form", "0.1"): 0.74, ("form", "1.0"): 0.80, ("all", "0.01"): 0.61}
+  md = validation_table.table_markdown([_result()], ["a.json"])
+  row = next(line for line in md.splitlines() if line.startswith("| a.json: run"))
+  # Columns sorted by task then fraction: all 0.01, form 0.1, form 1; then the two means.
+  assert row == (f"| a.json: run | 61.0 | 74.0 | 80.0 | {100 * (0.61 + 0.74) / 2:.2f} | "
+                 f"{100 * (0.61 + 0.74 + 0.80) / 3:.2f} |")
+  assert "99.0" not in md
+
+
+def test_files_without_feature_kinds_average_their_runs():
+  entry = {"runs": [{"val": {"macro_auroc": {"value": v}}} for v in (0.6, 0.7, 0.8)]}
+  assert validation_table.validation_cells({"rhythm": {"0.1": entry}}) == {
+      ("rhythm", "0.1"): pytest.approx(0.7)}
+
+
+def test_config_differences_name_what_a_run_trains_differently(tmp_path):
+  def run_dir(name, **overrides):
+    config = {"seed": 0, "workdir": f"/runs/{name}", "log_every": 50,
+              "objective": {"lambda_nce": 0.3},
+              "data": {"augment": {"enabled": False},
+                       "sources": [{"config": "100hz", "weight": 0.6,
+                                    "manual_dir": f"/host/{name}"}]},
+              "eval": {"batch_size": 128}}
+    for dotted, value in overrides.items():
+      node = config
+      *parents, leaf = dotted.split("__")
+      for part in parents:
+        node = node[part]
+      node[leaf] = value
+    path = tmp_path / name
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps(config))
+    return str(path)
+
+  reference = run_dir("ref")
+  lever = run_dir("aug", data__augment__enabled=True, log_every=10, eval__batch_size=64)
+  md = validation_table.table_markdown(
+      [_result(checkpoint=reference), _result(checkpoint=lever),
+       _result(variants={"run": {"workdir": run_dir("same")}})],
+      ["ref.json", "aug.json", "grid.json"])
+  # Only the augmentation differs: folders, logging and evaluation settings are not training.
+  assert "- `aug.json: run`: `data.augment.enabled=True`\n" in md
+  assert "- `grid.json: run`: the same" in md
+
+
+def test_no_probe_results_is_an_error():
+  with pytest.raises(ValueError, match="no linear-probe results"):
+    validation_table.table_markdown([{"meta": {}}], ["empty.json"])
