@@ -108,20 +108,28 @@ def table_markdown(results: list, inputs: list) -> str:
   if not rows:
     raise ValueError("no linear-probe results in the inputs")
   keys = sorted({k for _, cells, _ in rows for k in cells}, key=lambda k: (k[0], float(k[1])))
+  # The means average the cells every row has, so rows from runs evaluated on more tasks or
+  # fractions stay comparable.
+  common = [k for k in keys if all(k in cells for _, cells, _ in rows)]
+  if not common:
+    raise ValueError("the inputs share no (task, label fraction) cell")
   head = [f"{t} {float(f):g}" for t, f in keys]
   out = ["# Pretraining runs compared on the validation fold", "", "Produced by:", "", "```",
          "python -m merit_jax.validation_table --inputs=" + ",".join(inputs), "```", "",
          "Validation macro AUROC (%) of the linear probe: each cell the mean over label subsets "
          "of the feature kind validation prefers in that cell. `mean < 100 %`: the mean over "
-         "the cells below 100 % labels (the grid's rule for λ); `mean`: over every cell. No "
-         "test-fold figure is used.", "",
+         "the cells below 100 % labels (the grid's rule for λ); `mean`: over every cell; both "
+         f"over the {len(common)} cells that every row has"
+         + ("" if len(common) == len(keys) else " (" + ", ".join(
+             f"{t} {float(f):g}" for t, f in common) + ")")
+         + ". No test-fold figure is used.", "",
          "| run: encoder | " + " | ".join(head) + " | mean < 100 % | mean |",
          "|---|" + "---|" * (len(head) + 2)]
   for label, cells, _ in rows:
-    low = [v for (t, f), v in cells.items() if float(f) < 1.0]
+    low = [cells[k] for k in common if float(k[1]) < 1.0]
     values = [f"{100 * cells[k]:.1f}" if k in cells else "–" for k in keys]
     values.append(f"{100 * np.mean(low):.2f}" if low else "–")
-    values.append(f"{100 * np.mean(list(cells.values())):.2f}")
+    values.append(f"{100 * np.mean([cells[k] for k in common]):.2f}")
     out.append(f"| {label} | " + " | ".join(values) + " |")
   configs = [(label, config) for label, _, config in rows if config is not None]
   if len(configs) > 1:

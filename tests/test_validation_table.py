@@ -35,6 +35,16 @@ def test_cells_take_the_validation_preferred_kind_and_never_the_test_figure():
   assert "99.0" not in md
 
 
+def test_means_cover_only_the_cells_every_row_has():
+  wider = _result()
+  wider["linear_probe"]["run"]["rhythm"] = {"0.1": _entry({"pooled": 0.10})}
+  md = validation_table.table_markdown([_result(), wider], ["a.json", "b.json"])
+  row = next(line for line in md.splitlines() if line.startswith("| b.json: run"))
+  assert row.endswith(f"| 10.0 | {100 * (0.61 + 0.74) / 2:.2f} | "
+                      f"{100 * (0.61 + 0.74 + 0.80) / 3:.2f} |")
+  assert "over the 3 cells that every row has (all 0.01, form 0.1, form 1)" in md
+
+
 def test_files_without_feature_kinds_average_their_runs():
   entry = {"runs": [{"val": {"macro_auroc": {"value": v}}} for v in (0.6, 0.7, 0.8)]}
   assert validation_table.validation_cells({"rhythm": {"0.1": entry}}) == {
@@ -74,3 +84,6 @@ def test_config_differences_name_what_a_run_trains_differently(tmp_path):
 def test_no_probe_results_is_an_error():
   with pytest.raises(ValueError, match="no linear-probe results"):
     validation_table.table_markdown([{"meta": {}}], ["empty.json"])
+  other = {"meta": {}, "linear_probe": {"x": {"rhythm": {"1.0": _entry({"pooled": 0.5})}}}}
+  with pytest.raises(ValueError, match="share no"):
+    validation_table.table_markdown([_result(), other], ["a.json", "b.json"])
