@@ -4,6 +4,9 @@ Every entry point runs `app.run(main, flags_parser=cli.make_flags_parser(program
 config file, an unknown `--config.<key>` or a bad flag value reads the same in each command.
 Its console script (pyproject.toml) calls the module's `cli_main()`, which does just that.
 
+`read_json_inputs` and `write_page` are the input and output of the commands that summarise
+result files into a page (seed_summary, validation_table, report_gen.recipe_table).
+
 Config files are found by path. A path of the form `configs/<file>.py` that does not exist
 relative to the current directory falls back to the project's own configs/ (beside the
 package in a checkout, `merit_jax/configs` once installed), so the README's commands also run
@@ -13,6 +16,7 @@ from outside the repository.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import pathlib
 from typing import Any, Sequence
@@ -125,3 +129,30 @@ def make_flags_parser(program: str):
       raise SystemExit(f"{program}: {message}\nPass --helpshort to list the flags.") from None
 
   return parse
+
+
+def read_json_inputs(paths: Sequence[str], program: str) -> list:
+  """The JSON files a summarising command reads; exits naming the file that is missing or
+  not JSON."""
+  results = []
+  for path in paths:
+    if not os.path.isfile(path):
+      raise SystemExit(f"{program}: {path} does not exist")
+    try:
+      with open(path, encoding="utf-8") as f:
+        results.append(json.load(f))
+    except ValueError as e:
+      raise SystemExit(f"{program}: {path} is not valid JSON ({e})") from None
+  return results
+
+
+def write_page(path: str, text: str) -> str:
+  """Writes a results page through a temporary file, so no half-written page is left behind;
+  returns the absolute path."""
+  path = os.path.abspath(os.path.expanduser(path))
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(text)
+  os.replace(tmp, path)
+  return path

@@ -13,7 +13,6 @@ differences are single runs per seed and are listed per seed.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -139,21 +138,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   inputs = [p for p in flags.FLAGS.inputs if p]
-  output = flags.FLAGS.output
-  results = []
-  for path in inputs:
-    if not os.path.isfile(path):
-      sys.exit(f"merit_jax.seed_summary: {path} does not exist")
-    with open(path, encoding="utf-8") as f:
-      results.append(json.load(f))
+  results = cli.read_json_inputs(inputs, "merit_jax.seed_summary")
   tasks = {tuple(r["meta"]["tasks"]) for r in results}
   if len(tasks) > 1:
     sys.exit(f"merit_jax.seed_summary: the inputs evaluate different tasks: {sorted(tasks)}")
-  text = summary_markdown(results, inputs)
-  tmp = output + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, output)
+  output = cli.write_page(flags.FLAGS.output, summary_markdown(results, inputs))
   print(f"wrote {output}")
 
 

@@ -152,21 +152,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   inputs = [p for p in flags.FLAGS.inputs if p]
-  results = []
-  for path in inputs:
-    if not os.path.isfile(path):
-      sys.exit(f"merit_jax.validation_table: {path} does not exist")
-    with open(path, encoding="utf-8") as f:
-      results.append(json.load(f))
+  results = cli.read_json_inputs(inputs, "merit_jax.validation_table")
   try:
     text = table_markdown(results, inputs)
   except ValueError as e:
     sys.exit(f"merit_jax.validation_table: {e}")
-  output = flags.FLAGS.output
-  tmp = output + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, output)
+  output = cli.write_page(flags.FLAGS.output, text)
   print(f"wrote {output}")
 
 

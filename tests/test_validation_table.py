@@ -87,3 +87,16 @@ def test_no_probe_results_is_an_error():
   other = {"meta": {}, "linear_probe": {"x": {"rhythm": {"1.0": _entry({"pooled": 0.5})}}}}
   with pytest.raises(ValueError, match="share no"):
     validation_table.table_markdown([_result(), other], ["a.json", "b.json"])
+
+
+def test_command_reports_a_bad_input_and_writes_no_half_page(tmp_path):
+  from merit_jax import cli
+  bad = tmp_path / "bad.json"
+  bad.write_text("{not json")
+  with pytest.raises(SystemExit, match="bad.json is not valid JSON"):
+    cli.read_json_inputs([str(bad)], "merit_jax.validation_table")
+  with pytest.raises(SystemExit, match="missing.json does not exist"):
+    cli.read_json_inputs([str(tmp_path / "missing.json")], "merit_jax.validation_table")
+  page = tmp_path / "out" / "table.md"
+  assert cli.write_page(str(page), "text\n") == str(page)
+  assert page.read_text() == "text\n" and not (tmp_path / "out" / "table.md.tmp").exists()

@@ -143,12 +143,7 @@ def main(argv):
   except (FileNotFoundError, ValueError, KeyError) as e:
     sys.exit(f"merit_jax.report_gen.recipe_table: {e}")
   page = render(runs, "python -m merit_jax.report_gen.recipe_table " + " ".join(sys.argv[1:]))
-  out = os.path.abspath(os.path.expanduser(flags.FLAGS.output))
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  tmp = out + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(page)
-  os.replace(tmp, out)  # No half-written page.
+  cli.write_page(flags.FLAGS.output, page)
   print(page)
 
 
