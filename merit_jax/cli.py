@@ -4,8 +4,9 @@ Every entry point runs `app.run(main, flags_parser=cli.make_flags_parser(program
 config file, an unknown `--config.<key>` or a bad flag value reads the same in each command.
 Its console script (pyproject.toml) calls the module's `cli_main()`, which does just that.
 
-`read_json_inputs` and `write_page` are the input and output of the commands that summarise
-result files into a page (seed_summary, validation_table, report_gen.recipe_table).
+`define_page_flags`, `read_json_inputs` and `write_page` are the flags, input and output of the
+commands that summarise result files into a page (seed_summary, validation_table,
+report_gen.recipe_table).
 
 Config files are found by path. A path of the form `configs/<file>.py` that does not exist
 relative to the current directory falls back to the project's own configs/ (beside the
@@ -20,6 +21,8 @@ import json
 import os
 import pathlib
 from typing import Any, Sequence
+
+from absl import flags
 
 import ml_collections
 
@@ -129,6 +132,17 @@ def make_flags_parser(program: str):
       raise SystemExit(f"{program}: {message}\nPass --helpshort to list the flags.") from None
 
   return parse
+
+
+def define_page_flags(inputs: str, inputs_help: str) -> None:
+  """The required flags of a page command: the list `--<inputs>` and the Markdown `--output`.
+
+  Called from the command's `cli_main()` only: other modules that tests import define
+  --output too, and absl refuses a flag defined twice.
+  """
+  flags.DEFINE_list(inputs, None, inputs_help)
+  flags.DEFINE_string("output", None, "Markdown file to write.")
+  flags.mark_flags_as_required([inputs, "output"])
 
 
 def read_json_inputs(paths: Sequence[str], program: str) -> list:

@@ -156,11 +156,12 @@ _TRAINED_RECIPE_KEYS = ("llm", "projector_kind", "num_prefix_tokens", "lora_rank
 
 
 def _check_same_recipe(config, train_cfg, trained_dir: str) -> None:
-  def get(cfg, dotted):
-    value = recipe_table.recipe_value(cfg.to_dict(), dotted)
+  def get(tree, dotted):
+    value = recipe_table.recipe_value(tree, dotted)
     return tuple(value) if isinstance(value, list) else value  # JSON lists, config tuples.
-  differ = [f"{key}: trained {get(train_cfg, key)!r}, given {get(config, key)!r}"
-            for key in _TRAINED_RECIPE_KEYS if get(train_cfg, key) != get(config, key)]
+  trained, given = train_cfg.to_dict(), config.to_dict()
+  values = [(key, get(trained, key), get(given, key)) for key in _TRAINED_RECIPE_KEYS]
+  differ = [f"{key}: trained {t!r}, given {g!r}" for key, t, g in values if t != g]
   if differ:
     raise GenerateError(f"config.rescore_from: the arm in {trained_dir} was trained with "
                         "another recipe than this config states (" + "; ".join(differ)

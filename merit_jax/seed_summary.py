@@ -127,13 +127,6 @@ def summary_markdown(results: list, inputs: list) -> str:
   return "\n".join(out) + "\n"
 
 
-def _define_flags():
-  # Defined only when run as a program: other modules that define --output import this one.
-  flags.DEFINE_list("inputs", None, "ablations JSON files, one per pretraining seed")
-  flags.DEFINE_string("output", None, "Markdown file to write")
-  flags.mark_flags_as_required(["inputs", "output"])
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -148,7 +141,7 @@ def main(argv):
 
 def cli_main():
   """The `python -m merit_jax.seed_summary` program."""
-  _define_flags()
+  cli.define_page_flags("inputs", "ablations JSON files, one per pretraining seed")
   app.run(main, flags_parser=cli.make_flags_parser("merit_jax.seed_summary"))
 
 

@@ -17,14 +17,15 @@ from the first such run.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 from absl import app
 from absl import flags
+from flax import traverse_util
 import numpy as np
 
+from merit_jax import checkpoint
 from merit_jax import cli
 
 
@@ -44,30 +45,16 @@ def validation_cells(entry_by_task: dict) -> dict:
   return cells
 
 
-def _flatten(config: dict, prefix: str = "") -> dict:
-  flat = {}
-  for key, value in config.items():
-    name = f"{prefix}{key}"
-    if isinstance(value, dict):
-      flat.update(_flatten(value, name + "."))
-    else:
-      flat[name] = value
-  return flat
-
-
 def _run_config(result: dict, encoder: str):
   """The flattened pretraining config of `encoder`'s run (an evaluate file's checkpoint, an
   ablations file's variant workdir), or None for baselines and runs no longer on disk."""
   meta = result.get("meta", {})
-  variant = (meta.get("variants") or {}).get(encoder)
-  run_dir = variant["workdir"] if variant else meta.get("checkpoint")
-  if variant is None and meta.get("variants") is not None:
-    run_dir = None  # An ablations file's baseline: no pretraining run.
-  path = run_dir and os.path.join(run_dir, "config.json")
-  if not path or not os.path.isfile(path):
-    return None
-  with open(path, encoding="utf-8") as f:
-    return _flatten(json.load(f))
+  if meta.get("variants") is not None:  # An ablations file: its baselines have no run.
+    run_dir = (meta["variants"].get(encoder) or {}).get("workdir")
+  else:
+    run_dir = meta.get("checkpoint")
+  config = checkpoint.read_run_config(run_dir) if run_dir and os.path.isdir(run_dir) else None
+  return None if config is None else traverse_util.flatten_dict(config, sep=".")
 
 
 # Keys that name where a run lives or how it is monitored, not what it trains.
@@ -87,8 +74,8 @@ def _comparable(key: str, value):
 
 
 def config_differences(reference: dict, other: dict) -> list:
-  """'key=value' for every pretraining key, present in both configs (runs written by other
-  code versions have keys the other lacks), in which `other` differs from `reference`."""
+  """'key=value' for every pretraining key of both configs in which `other` differs from
+  `reference` (`checkpoint.read_run_config` gives a key a run did not record today's default)."""
   out = []
   for key in sorted(set(reference) & set(other)):
     if key.split(".")[-1] in _IGNORED_LEAVES or key.startswith(_IGNORED_SECTIONS):
@@ -141,13 +128,6 @@ def table_markdown(results: list, inputs: list) -> str:
   return "\n".join(out) + "\n"
 
 
-def _define_flags():
-  # Defined only when run as a program: other modules that define --output import this one.
-  flags.DEFINE_list("inputs", None, "evaluate / ablations JSON files with the linear probe")
-  flags.DEFINE_string("output", None, "Markdown file to write")
-  flags.mark_flags_as_required(["inputs", "output"])
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -163,7 +143,7 @@ def main(argv):
 
 def cli_main():
   """The `python -m merit_jax.validation_table` program."""
-  _define_flags()
+  cli.define_page_flags("inputs", "evaluate / ablations JSON files with the linear probe")
   app.run(main, flags_parser=cli.make_flags_parser("merit_jax.validation_table"))
 
 

@@ -128,13 +128,6 @@ def render(runs: Sequence[dict], command: str = "") -> str:
   return "\n".join(lines)
 
 
-def _define_flags():
-  # Defined only when run as a program: other modules that tests import define --output too.
-  flags.DEFINE_list("runs", None, "Workdirs of merit_jax.generate train / score runs.")
-  flags.DEFINE_string("output", None, "Markdown file to write.")
-  flags.mark_flags_as_required(["runs", "output"])
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -149,7 +142,7 @@ def main(argv):
 
 def cli_main():
   """The `python -m merit_jax.report_gen.recipe_table` program."""
-  _define_flags()
+  cli.define_page_flags("runs", "Workdirs of merit_jax.generate train / score runs.")
   app.run(main, flags_parser=cli.make_flags_parser("merit_jax.report_gen.recipe_table"))
 
 
