@@ -244,7 +244,8 @@ _PTBXL_SHARED_ALL = {
     # among the probe levers tried on MERIT λ = 0.3, seed 0 (results/probe_levers_validation.md:
     # mean validation probe AUROC 69.4 below 100 % labels and 73.2 overall, against 69.0 /
     # 72.1 at 50, 68.5 / 71.1 with augmentation, 66.3 / 68.6 with the unmasked contrastive
-    # view). About 2.5× the step time of 50 on the 2-core CPU.
+    # view). A run takes about 3× as long as at 50 (18–20 against 6 minutes on the 2-core
+    # CPU, 2026-12-05; results/README.md).
     "model.patch_size": 25,
     # The paired sources keep their 3:2 ratio (so a contrastive-only run, which drops the
     # ECG-only sources, reads exactly ptbxl_shared's stream); the ECG-only ones get weights in
