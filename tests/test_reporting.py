@@ -13,8 +13,8 @@ from merit_jax.reporting import writer
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
 # Result files written by the current markdown writer (older ones predate its last sections).
-CURRENT = ("ablations_minilm_seed0", "ablations_minilm_seed1", "capacity_w192_d6",
-           "merit_gemma_l9_zero_shot")
+CURRENT = ("ablations_minilm_seed0", "ablations_minilm_seed1", "ablations_minilm_patch25_seed0",
+           "capacity_w192_d6", "merit_gemma_l9_zero_shot")
 ABLATIONS_TITLE = "Ablations: MERIT vs its ablations vs baselines"
 C0, C1 = np.array([0x1f, 0x77, 0xb4]) / 255, np.array([0xff, 0x7f, 0x0e]) / 255
 
@@ -31,6 +31,25 @@ def test_markdown_regenerates_the_checked_in_tables(name):
     extra += markdown.selection_markdown(results["meta"]["lambda_selection"])
   text = markdown.results_markdown(results, ABLATIONS_TITLE if ablation else name, command)
   assert text + extra == (RESULTS / f"{name}.md").read_text(encoding="utf-8")
+
+
+def test_zero_shot_per_class_table_counts_test_positives_and_marks_unscored_classes():
+  # 4 test records: A has 3 positives, B one, C none (so it has no AUROC).
+  labels = [[1, 0, 0], [1, 1, 0], [1, 0, 0], [0, 0, 0]]
+  wide = [f"K{i}" for i in range(markdown.PER_CLASS_MAX_CLASSES + 1)]
+  results = {"meta": {"tasks": ["rhythm", "all"],
+                      "classes": {"rhythm": ["A", "B", "C"], "all": wide},
+                      "test_labels": {"rhythm": labels, "all": [[0] * len(wide)] * 4}},
+             "zero_shot": {"enc": {
+                 "rhythm": {"macro_auroc": {"value": 0.6}, "per_class_auroc": [0.75, 0.125,
+                                                                                 float("nan")]},
+                 "all": {"macro_auroc": {"value": 0.5}, "per_class_auroc": [0.5] * len(wide)}}}}
+  lines = markdown._per_class_markdown(results["zero_shot"], results["meta"], ["rhythm", "all"])
+  assert "| encoder | A (n=3) | B (n=1) | C (n=0) |" in lines
+  assert "| enc | 75.0 | 12.5 | – |" in lines
+  # A task wider than the limit stays in the JSON only.
+  assert "rhythm:" in lines and "all:" not in lines and not any("K0" in x for x in lines)
+  assert markdown._per_class_markdown({"enc": {"all": {}}}, results["meta"], ["all"]) == []
 
 
 def _pixels(path, colour):

@@ -2,7 +2,8 @@
 
 `results_markdown(results, title, command)` renders every section an evaluation holds: the
 records and classes scored per task, linear probe and fine-tuning (headline table, then one
-table per metric over tasks and label fractions), zero-shot and its two diagnostics, retrieval,
+table per metric over tasks and label fractions), zero-shot (with its per-class AUROC) and its
+two diagnostics, retrieval,
 distribution shift and cross-dataset transfer. Cells are percentages; a single run shows
 value [95 % bootstrap CI], several seeds mean ± sd (n). `paired_markdown` and
 `selection_markdown` are the ablation grid's extra sections.
@@ -218,6 +219,36 @@ def _by_language_markdown(zs: dict, tasks) -> list[str]:
   return out
 
 
+# Tasks with more classes than this keep their per-class AUROC in the JSON only: a table 50
+# columns wide is unreadable, and the narrow tasks are where one class moves the macro mean most.
+PER_CLASS_MAX_CLASSES = 20
+
+
+def _per_class_markdown(zs: dict, meta: dict, tasks) -> list[str]:
+  """Zero-shot test AUROC of each class, with its number of test positives: a macro mean over
+  a few classes can be carried (or sunk) by a class with one or two positives."""
+  shown = [t for t in tasks if len(meta.get("classes", {}).get(t, [])) <= PER_CLASS_MAX_CLASSES
+           and t in meta.get("test_labels", {})
+           and any((per_task.get(t) or {}).get("per_class_auroc") for per_task in zs.values())]
+  if not shown:
+    return []
+  out = ["## Zero-shot per class (test): AUROC", "",
+         "The chosen prompts and normalisation; the header gives each class's test positives "
+         "(n). – = not scored (no positive in train, validation or test; see the classes "
+         f"table). Tasks over {PER_CLASS_MAX_CLASSES} classes: per-class values in the JSON.", ""]
+  for t in shown:
+    classes = meta["classes"][t]
+    positives = np.asarray(meta["test_labels"][t]).sum(axis=0)
+    out += [f"{t}:", "", row(["encoder"] + [f"{c} (n={int(n)})" for c, n in
+                                            zip(classes, positives)]),
+            "|" + "---|" * (len(classes) + 1)]
+    for encoder, per_task in zs.items():
+      values = (per_task.get(t) or {}).get("per_class_auroc") or [None] * len(classes)
+      out.append(row([encoder] + [pct(v) for v in values]))
+    out.append("")
+  return out
+
+
 def _zero_shot_markdown(results: dict, tasks) -> list[str]:
   """Zero-shot (chosen on validation), then its two diagnostics, each in its own section."""
   out = []
@@ -269,6 +300,7 @@ def _zero_shot_markdown(results: dict, tasks) -> list[str]:
           cells.append("–" if value is None else f"{pct(value)}{mark}")
         out.append(row([f"{prompt_set} / {norm}"] + cells))
       out.append("")
+  out += _per_class_markdown(zs, results["meta"], tasks)
   out += _by_language_markdown(zs, tasks)
   proto = {e: v for e, v in (results.get("prototype") or {}).items() if v}
   if proto:
