@@ -73,3 +73,52 @@ def test_cli_writes_the_page_and_names_a_missing_run(tmp_path):
                         f"--runs={tmp_path / 'nope'}", f"--output={out}"],
                        capture_output=True, text=True, timeout=120)
   assert bad.returncode != 0 and "no summary.json" in bad.stderr
+
+
+def _write_samples(path, rows):
+  path.mkdir(parents=True, exist_ok=True)
+  with open(path / "samples.csv", "w", newline="", encoding="utf-8") as f:
+    w = csv.writer(f)
+    w.writerow(["ecg_id", "reference", "generated", "scp_codes"])
+    w.writerows(rows)
+
+
+def test_paired_difference_matches_records_by_id(tmp_path):
+  labels = {0: "SR", 1: "SR", 2: "AFIB", 3: "AFIB"}
+  text = {"SR": "sinus rhythm.", "AFIB": "atrial fibrillation."}
+  # The run writes every record's statement: statement F1 micro 1.
+  _write_samples(tmp_path / "run", [[i, text[c], text[c], c] for i, c in labels.items()])
+  # The baseline, in reverse order, says SR, SR, SR, AFIB for records 0..3: by record, 3 true
+  # positives, 1 false positive, 1 false negative, F1 micro 0.75. Matched by row position
+  # instead, it would score 0.25.
+  said = {0: "SR", 1: "SR", 2: "SR", 3: "AFIB"}
+  _write_samples(tmp_path / "base", [[i, text[labels[i]], text[said[i]], labels[i]]
+                                     for i in (3, 2, 1, 0)])
+  paired = recipe_table.paired_against(str(tmp_path / "run"), str(tmp_path / "base"),
+                                       n_bootstrap=200)
+  micro = paired["clinical_micro_f1"]
+  assert micro["value"] == 1.0 and abs(micro["diff"] - 0.25) < 1e-9
+  assert micro["diff_ci_low"] <= micro["diff"] <= micro["diff_ci_high"]
+  _write_samples(tmp_path / "other", [[9, "x", "x", "SR"]])
+  try:
+    recipe_table.paired_against(str(tmp_path / "run"), str(tmp_path / "other"))
+    raise AssertionError("different records were compared")
+  except ValueError as e:
+    assert "different records" in str(e)
+
+
+def test_page_shows_the_paired_table_against_a_baseline(tmp_path):
+  _write_run(tmp_path / "a", {"lora_rank": 8}, _metrics(0.4, 0.1), ["sinus rhythm."] * 2)
+  _write_samples(tmp_path / "mf", [[0, "ref", "atrial fibrillation.", "SR"],
+                                   [1, "ref", "atrial fibrillation.", "SR"]])
+  out = tmp_path / "page.md"
+  ok = subprocess.run([sys.executable, "-m", "merit_jax.report_gen.recipe_table",
+                       f"--runs={tmp_path / 'a'}", f"--baseline={tmp_path / 'mf'}",
+                       f"--output={out}"], capture_output=True, text=True, timeout=120)
+  assert ok.returncode == 0, ok.stderr
+  page = out.read_text()
+  # Two records, both SR: the run finds both (F1 micro 100), the baseline neither (0).
+  assert "## Each run minus `mf` on the same validation records" in page
+  assert "F1 micro 0.0" in page
+  row = next(line for line in page.splitlines() if line.startswith("| a | "))
+  assert "+100.0 [+100.0, +100.0]" in row

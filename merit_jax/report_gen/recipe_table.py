@@ -9,6 +9,11 @@ between the runs, the final training loss, the validation loss and metrics, the 
 distinct reports (an ECG that steers the model gives many), the degenerate-output counts, and
 which row the selection rule picks: the highest mean of statement F1 micro and macro on the
 scored split, the figures the recipe is chosen by (validation loss is shown beside it).
+
+With `--baseline=DIR` (any run scored on the same records, e.g. the most-frequent-report arm of
+`generate --config=configs/generate.py:compare --config.arms=most_frequent`), a second table
+gives each run minus that baseline as a paired bootstrap difference with its 95 % interval:
+whether a recipe's lead is more than the noise of one split.
 """
 
 from __future__ import annotations
@@ -80,6 +85,33 @@ def read_run(run_dir: str) -> dict:
           "distinct": distinct}
 
 
+def read_samples(run_dir: str) -> dict[int, dict]:
+  """{ecg_id: samples.csv row} of a run."""
+  path = os.path.join(os.path.abspath(os.path.expanduser(run_dir)), "samples.csv")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{run_dir}: no samples.csv (not a scored merit_jax.generate run)")
+  with open(path, newline="", encoding="utf-8") as f:
+    return {int(row["ecg_id"]): row for row in csv.DictReader(f)}
+
+
+def paired_against(run_dir: str, baseline_dir: str, n_bootstrap: int = 1000,
+                   seed: int = 0) -> dict[str, dict[str, float]]:
+  """Run minus baseline on the same records, paired bootstrap: {metric: {'value', 'diff',
+  'diff_ci_low', 'diff_ci_high'}} (`generation.bootstrap_generation_metrics`). Records are
+  matched by ecg_id; the two runs must have scored the same records."""
+  from merit_jax.metrics import generation  # pylint: disable=g-import-not-at-top
+  run, base = read_samples(run_dir), read_samples(baseline_dir)
+  if set(run) != set(base):
+    raise ValueError(f"{run_dir} and the baseline {baseline_dir} scored different records "
+                     f"({len(set(run) - set(base))} only in the run, "
+                     f"{len(set(base) - set(run))} only in the baseline)")
+  ids = sorted(run)
+  return generation.bootstrap_generation_metrics(
+      [run[i]["generated"] for i in ids], [run[i]["reference"] for i in ids],
+      [run[i]["scp_codes"].split() for i in ids], with_meteor=True, n_bootstrap=n_bootstrap,
+      seed=seed, baseline_generated=[base[i]["generated"] for i in ids])
+
+
 def selection_score(run: dict) -> float:
   m = run["summary"]["metrics"]
   return (m["clinical_micro_f1"] + m["clinical_macro_f1"]) / 2
@@ -93,8 +125,9 @@ def _fmt(value) -> str:
   return "–" if value is None else str(value)
 
 
-def render(runs: Sequence[dict], command: str = "") -> str:
-  """The markdown page: one row per run, the rule's pick in bold."""
+def render(runs: Sequence[dict], command: str = "", baseline: dict | None = None) -> str:
+  """The markdown page: one row per run, the rule's pick in bold; with `baseline`
+  ({'name', 'paired': [paired_against of each run]}) the paired-difference table."""
   keys = [(k, t) for k, t in RECIPE_KEYS
           if len({json.dumps(recipe_value(r["config"], k)) for r in runs}) > 1]
   common = [(k, t) for k, t in RECIPE_KEYS if (k, t) not in keys]
@@ -125,7 +158,25 @@ def render(runs: Sequence[dict], command: str = "") -> str:
             "Selection rule: the highest mean of statement F1 micro and macro (bold); the loss "
             "is the teacher-forced report-token cross-entropy. Distinct reports: how many "
             "different texts the run wrote over the split's records.", ""]
+  if baseline:
+    lines += _paired_table(runs, baseline, split)
   return "\n".join(lines)
+
+
+def _paired_table(runs: Sequence[dict], baseline: dict, split: str) -> list[str]:
+  first = baseline["paired"][0]
+  lines = [f"## Each run minus `{baseline['name']}` on the same {split} records", "",
+           f"`{baseline['name']}` scores " + ", ".join(
+               f"{t} {100 * (first[k]['value'] - first[k]['diff']):.1f}"
+               for k, t in METRIC_COLUMNS) + ". Paired bootstrap difference, percentage "
+           "points [95 % CI, 1000 resamples over records].", "",
+           "| run | " + " | ".join(t for _, t in METRIC_COLUMNS) + " |",
+           "|" + "---|" * (len(METRIC_COLUMNS) + 1)]
+  for run, paired in zip(runs, baseline["paired"]):
+    lines.append("| " + " | ".join([run["name"]] + [
+        f"{100 * paired[k]['diff']:+.1f} [{100 * paired[k]['diff_ci_low']:+.1f}, "
+        f"{100 * paired[k]['diff_ci_high']:+.1f}]" for k, _ in METRIC_COLUMNS]) + " |")
+  return lines + [""]
 
 
 def main(argv):
@@ -133,9 +184,14 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
     runs = [read_run(d) for d in flags.FLAGS.runs]
+    baseline = None
+    if flags.FLAGS.baseline:
+      baseline = {"name": os.path.basename(os.path.normpath(flags.FLAGS.baseline)),
+                  "paired": [paired_against(d, flags.FLAGS.baseline) for d in flags.FLAGS.runs]}
   except (FileNotFoundError, ValueError, KeyError) as e:
     sys.exit(f"merit_jax.report_gen.recipe_table: {e}")
-  page = render(runs, "python -m merit_jax.report_gen.recipe_table " + " ".join(sys.argv[1:]))
+  page = render(runs, "python -m merit_jax.report_gen.recipe_table " + " ".join(sys.argv[1:]),
+                baseline)
   cli.write_page(flags.FLAGS.output, page)
   print(page)
 
@@ -143,6 +199,8 @@ def main(argv):
 def cli_main():
   """The `python -m merit_jax.report_gen.recipe_table` program."""
   cli.define_page_flags("runs", "Workdirs of merit_jax.generate train / score runs.")
+  flags.DEFINE_string("baseline", None, "Optional: a scored run (e.g. a most_frequent arm) "
+                      "that every run is compared with, paired, on the same records.")
   app.run(main, flags_parser=cli.make_flags_parser("merit_jax.report_gen.recipe_table"))
 
 
