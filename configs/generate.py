@@ -177,6 +177,7 @@ def _defaults() -> ml_collections.ConfigDict:
   c.sample_rate = config_dict.placeholder(float)  # rate of .npy inputs (default: the model's)
 
   # --- compare mode ---------------------------------------------------------------------------
+  # Another eval.split than test adds `_<split>` to both pages' names (the test pages stay).
   c.results_path = "results/report_generation.md"  # also written: <workdir>/report_generation.*
   # 12 test records side by side + MERIT's statement confusion (report_gen/samples.py); also
   # written: <workdir>/report_generation_samples.md. None: the workdir copy only.

@@ -189,6 +189,16 @@ def test_samples_page(tmp_path):
   assert path == cfg.samples_path
   assert (tmp_path / "results" / "samples.md").read_text() == (
       tmp_path / "report_generation_samples.md").read_text()
+  # A validation run writes beside the test page, never over it.
+  test_page = (tmp_path / "results" / "samples.md").read_text()
+  cfg.eval.split = "validation"
+  path = samples.write_samples_page(cfg, results, str(tmp_path), "cmd")
+  assert path == str(tmp_path / "results" / "samples_validation.md")
+  assert (tmp_path / "results" / "samples.md").read_text() == test_page
+  assert (tmp_path / "results" / "samples_validation.md").read_text() == (
+      tmp_path / "report_generation_samples.md").read_text() != test_page
+  cfg.results_path = str(tmp_path / "results" / "report_validation_x.md")
+  assert reporting.page_path_for_split(cfg.results_path, "validation") == cfg.results_path
 
 
 # ------------------------------------------------------------------- comparison sections

@@ -258,8 +258,19 @@ def comparison_markdown(config, results: dict, command: str) -> str:
   return "\n".join(lines) + "\n"
 
 
+def page_path_for_split(path: str, split: str) -> str:
+  """`path` for a test-fold page; for another split, its name with `_<split>` added unless it
+  already names the split, so that a validation run never overwrites the test fold's page."""
+  path = os.path.abspath(os.path.expanduser(path))
+  stem, suffix = os.path.splitext(path)
+  if split == "test" or f"_{split}" in os.path.basename(stem):
+    return path
+  return f"{stem}_{split}{suffix}"
+
+
 def write_comparison(config, results: dict, workdir: str, command: str) -> str:
-  """workdir/report_generation.{md,json} (and config.results_path); returns the markdown.
+  """workdir/report_generation.{md,json} (and config.results_path, `_<split>` added for a
+  split other than test); returns the markdown.
 
   The JSON holds every arm's summary and generated reports, the references once, and the
   bootstrap's settings; `results[arm]['bootstrap']` must be set (`bootstrap_arms`).
@@ -289,8 +300,8 @@ def write_comparison(config, results: dict, workdir: str, command: str) -> str:
   with open(os.path.join(workdir, "report_generation.json"), "w", encoding="utf-8") as f:
     json.dump(payload, f, indent=2, default=str)
   if config.results_path:
-    out = os.path.expanduser(config.results_path)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    out = page_path_for_split(config.results_path, config.eval.split)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
       f.write(table)
   return table

@@ -16,6 +16,7 @@ import os
 from typing import Iterable, Sequence
 
 from merit_jax.metrics import clinical
+from merit_jax.report_gen import reporting
 
 NUM_RECORDS = 12
 # PTB-XL 1.0.3 scp_statements.csv: the diagnostic statements of each `diagnostic_class`, and
@@ -153,14 +154,14 @@ def samples_markdown(results: dict, command: str = "", n: int = NUM_RECORDS,
 
 
 def write_samples_page(config, results: dict, workdir: str, command: str = "") -> str:
-  """workdir/report_generation_samples.md and `config.samples_path` (when set); returns the
-  path of the latter (else of the former)."""
+  """workdir/report_generation_samples.md and `config.samples_path` (when set; `_<split>` added
+  for a split other than test); returns the path of the latter (else of the former)."""
   page = samples_markdown(results, command, split=config.eval.split)
   out = os.path.join(workdir, "report_generation_samples.md")
   with open(out, "w", encoding="utf-8") as f:
     f.write(page)
   if config.samples_path:
-    out = os.path.abspath(os.path.expanduser(config.samples_path))
+    out = reporting.page_path_for_split(config.samples_path, config.eval.split)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
       f.write(page)
