@@ -3,10 +3,9 @@
 `results_markdown(results, title, command)` renders every section an evaluation holds: the
 records and classes scored per task, linear probe and fine-tuning (headline table, then one
 table per metric over tasks and label fractions), zero-shot (with its per-class AUROC) and its
-two diagnostics, retrieval,
-distribution shift and cross-dataset transfer. Cells are percentages; a single run shows
-value [95 % bootstrap CI], several seeds mean ± sd (n). `paired_markdown` and
-`selection_markdown` are the ablation grid's extra sections.
+two diagnostics, retrieval, distribution shift and cross-dataset transfer. Cells are
+percentages; a single run shows value [95 % bootstrap CI], several seeds mean ± sd (n).
+`paired_markdown` and `selection_markdown` are the ablation grid's extra sections.
 """
 
 from __future__ import annotations
