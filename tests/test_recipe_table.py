@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from merit_jax.report_gen import recipe_table
 
 
@@ -100,11 +102,8 @@ def test_paired_difference_matches_records_by_id(tmp_path):
   assert micro["value"] == 1.0 and abs(micro["diff"] - 0.25) < 1e-9
   assert micro["diff_ci_low"] <= micro["diff"] <= micro["diff_ci_high"]
   _write_samples(tmp_path / "other", [[9, "x", "x", "SR"]])
-  try:
+  with pytest.raises(ValueError, match="different records"):
     recipe_table.paired_against(str(tmp_path / "run"), str(tmp_path / "other"))
-    raise AssertionError("different records were compared")
-  except ValueError as e:
-    assert "different records" in str(e)
 
 
 def test_page_shows_the_paired_table_against_a_baseline(tmp_path):

@@ -43,6 +43,9 @@ METRIC_COLUMNS = (("bleu4", "BLEU-4"), ("rouge_l", "ROUGE-L"), ("meteor", "METEO
                   ("clinical_micro_f1", "F1 micro"), ("clinical_macro_f1", "F1 macro"))
 
 
+# Resamples of the paired bootstrap against --baseline.
+PAIRED_BOOTSTRAP = 1000
+
 # Keys that runs saved before they existed did not write, and what those runs did.
 _OLD_RUN_VALUES = {"standardize_features": False}
 
@@ -54,6 +57,15 @@ def recipe_value(tree: dict, dotted: str):
       return _OLD_RUN_VALUES.get(dotted)
     tree = tree[key]
   return tree
+
+
+def read_samples(run_dir: str) -> dict[int, dict]:
+  """{ecg_id: samples.csv row} of a run."""
+  path = os.path.join(os.path.abspath(os.path.expanduser(run_dir)), "samples.csv")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{run_dir}: no samples.csv (not a scored merit_jax.generate run)")
+  with open(path, newline="", encoding="utf-8") as f:
+    return {int(row["ecg_id"]): row for row in csv.DictReader(f)}
 
 
 def read_run(run_dir: str) -> dict:
@@ -79,22 +91,12 @@ def read_run(run_dir: str) -> dict:
   if trained_dir != run_dir:
     with open(os.path.join(trained_dir, "summary.json"), encoding="utf-8") as f:
       summary = dict(summary, final_loss=json.load(f).get("final_loss"))
-  with open(os.path.join(run_dir, "samples.csv"), newline="", encoding="utf-8") as f:
-    distinct = len({row["generated"] for row in csv.DictReader(f)})
+  distinct = len({row["generated"] for row in read_samples(run_dir).values()})
   return {"name": os.path.basename(run_dir), "config": config, "summary": summary,
           "distinct": distinct}
 
 
-def read_samples(run_dir: str) -> dict[int, dict]:
-  """{ecg_id: samples.csv row} of a run."""
-  path = os.path.join(os.path.abspath(os.path.expanduser(run_dir)), "samples.csv")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{run_dir}: no samples.csv (not a scored merit_jax.generate run)")
-  with open(path, newline="", encoding="utf-8") as f:
-    return {int(row["ecg_id"]): row for row in csv.DictReader(f)}
-
-
-def paired_against(run_dir: str, baseline_dir: str, n_bootstrap: int = 1000,
+def paired_against(run_dir: str, baseline_dir: str, n_bootstrap: int = PAIRED_BOOTSTRAP,
                    seed: int = 0) -> dict[str, dict[str, float]]:
   """Run minus baseline on the same records, paired bootstrap: {metric: {'value', 'diff',
   'diff_ci_low', 'diff_ci_high'}} (`generation.bootstrap_generation_metrics`). Records are
@@ -169,7 +171,7 @@ def _paired_table(runs: Sequence[dict], baseline: dict, split: str) -> list[str]
            f"`{baseline['name']}` scores " + ", ".join(
                f"{t} {100 * (first[k]['value'] - first[k]['diff']):.1f}"
                for k, t in METRIC_COLUMNS) + ". Paired bootstrap difference, percentage "
-           "points [95 % CI, 1000 resamples over records].", "",
+           f"points [95 % CI, {PAIRED_BOOTSTRAP} resamples over records].", "",
            "| run | " + " | ".join(t for _, t in METRIC_COLUMNS) + " |",
            "|" + "---|" * (len(METRIC_COLUMNS) + 1)]
   for run, paired in zip(runs, baseline["paired"]):
