@@ -20,11 +20,12 @@ name, the step and a hash of the run's path, so two runs never share a feature-c
 
 Calls:
 - `embed_ecg(ecg (B, leads, S), leads=None, tokens=False) -> {'pooled' (B, D), 'projected'
-  (B, P), 'per_lead' (B, leads * D) (each lead's token mean, concatenated)[, 'per_layer'
-  (B, depth * leads * D) (each encoder block's per-lead token means, block by block; only
-  for encoders where that is at most MAX_PER_LAYER_FEATURES wide)][, 'tokens'
-  (B, leads * patches, D), lead-major]}` on preprocessed input (random_conv: 'pooled' only;
-  `feature_kinds` names what an encoder returns).
+  (B, P), 'per_lead' (B, leads * D) (each lead's token mean, concatenated)[, 'per_lead_max'
+  (B, leads * 2D) (each lead's mean token, then its elementwise max token, lead by lead)][,
+  'per_layer' (B, depth * leads * D) (each encoder block's per-lead token means, block by
+  block)][, 'tokens' (B, leads * patches, D), lead-major]}` on preprocessed input
+  (random_conv: 'pooled' only; `feature_kinds` names what an encoder returns; `per_lead_max`
+  and `per_layer` only where they are at most MAX_WIDE_FEATURES wide).
   `leads` is a tuple of lead indices: per-lead patches with lead embeddings make any subset a
   valid MERIT input (`MERIT.embed_ecg(ecg, leads=...)`); `ecg` may hold those leads only or
   all 12. Any B: batches are padded (last row repeated) to the encoder's fixed batch size, so
@@ -54,14 +55,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-KINDS = ("pooled", "projected", "per_lead", "per_layer", "tokens")
+KINDS = ("pooled", "projected", "per_lead", "per_lead_max", "per_layer", "tokens")
 # What `embed_ecg` returns without tokens, for a model encoder and for random convolutions.
-MODEL_FEATURE_KINDS = ("pooled", "projected", "per_lead", "per_layer")
+MODEL_FEATURE_KINDS = ("pooled", "projected", "per_lead", "per_lead_max", "per_layer")
 TRANSFORM_FEATURE_KINDS = ("pooled",)
-# `per_layer` matches a small encoder's probe features to random convolutions' count (2,304
-# for 3 blocks x 12 leads x 64); a large encoder's are wide already, and at base size (12 x 12
-# x 768 = 110,592 a record) they would make the feature cache gigabytes, so it has none.
-MAX_PER_LAYER_FEATURES = 8192
+# `per_layer` and `per_lead_max` match a small encoder's probe features to random convolutions'
+# count (2,304 and 1,536 for 3 blocks x 12 leads x 64); a large encoder's are wide already, and
+# at base size (12 x 12 x 768 = 110,592 a record for `per_layer`) they would make the feature
+# cache gigabytes, so an encoder offers neither above this width.
+MAX_WIDE_FEATURES = 8192
 WINDOWS = ("mean", "center")
 
 
@@ -94,15 +96,31 @@ def _per_lead_means(token_features, num_leads):
   return token_features.reshape(b, num_leads, -1, width).mean(axis=2).reshape(b, -1)
 
 
-def per_layer_width(params, num_leads: int = 12) -> int:
-  """depth x leads x width of `per_layer` for a MERIT model's parameters."""
+def _per_lead_mean_max(token_features, num_leads):
+  """(B, leads * patches, D) lead-major tokens -> (B, leads * 2D): each lead's mean token, then
+  its elementwise max over patches, lead by lead."""
+  b, _, width = token_features.shape
+  per_lead = token_features.reshape(b, num_leads, -1, width)
+  return jnp.concatenate([per_lead.mean(axis=2), per_lead.max(axis=2)], axis=2).reshape(b, -1)
+
+
+def wide_feature_widths(params, num_leads: int = 12) -> dict[str, int]:
+  """{'per_layer': depth x leads x D, 'per_lead_max': leads x 2D} of a MERIT model's
+  parameters: the feature kinds offered only up to MAX_WIDE_FEATURES."""
   encoder = params["encoder"]
   depth = sum(1 for name in encoder["transformer"] if name.startswith("block"))
-  return depth * num_leads * int(encoder["embed"]["patch_proj"]["kernel"].shape[-1])
+  width = int(encoder["embed"]["patch_proj"]["kernel"].shape[-1])
+  return {"per_layer": depth * num_leads * width, "per_lead_max": 2 * num_leads * width}
+
+
+def _offered_wide_kinds(params, num_leads: int) -> set[str]:
+  return {kind for kind, width in wide_feature_widths(params, num_leads).items()
+          if width <= MAX_WIDE_FEATURES}
 
 
 def _embed(model, params, ecg, leads, tokens):
-  with_layers = per_layer_width(params, model.num_leads) <= MAX_PER_LAYER_FEATURES
+  wide = _offered_wide_kinds(params, model.num_leads)
+  with_layers = "per_layer" in wide
   out, state = model.apply({"params": params}, ecg, leads=leads, return_tokens=True,
                            method=model.embed_ecg,
                            capture_intermediates=_is_encoder_block if with_layers else False,
@@ -112,6 +130,10 @@ def _embed(model, params, ecg, leads, tokens):
   # Per-lead means side by side: a probe feature 12x wider than `pooled`, for capacity
   # comparisons with wide classical features (chosen on validation by the probe).
   out["per_lead"] = _per_lead_means(token_features, num_leads)
+  # Each lead's mean and max token: a mean dilutes a transient event (an ectopic beat, a
+  # pause) over the whole window, a max keeps it, as random convolutions' max pooling does.
+  if "per_lead_max" in wide:
+    out["per_lead_max"] = _per_lead_mean_max(token_features, num_leads)
   # The same at every block (the residual stream, before the final LayerNorm): depth x wider
   # again, so a shallow encoder's probe sees as many features as random convolutions give it.
   if with_layers:
@@ -264,9 +286,9 @@ class Encoder:
     """The keys `embed_ecg` returns (without tokens): what a feature cache must hold."""
     if self.model is None:
       return TRANSFORM_FEATURE_KINDS
-    if per_layer_width(self.params, self.model.num_leads) > MAX_PER_LAYER_FEATURES:
-      return tuple(k for k in MODEL_FEATURE_KINDS if k != "per_layer")
-    return MODEL_FEATURE_KINDS
+    left_out = (set(wide_feature_widths(self.params, self.model.num_leads))
+                - _offered_wide_kinds(self.params, self.model.num_leads))
+    return tuple(k for k in MODEL_FEATURE_KINDS if k not in left_out)
 
   # -------------------------------------------------------------------------------- building
 

@@ -58,7 +58,7 @@ def test_embed_ecg_matches_model(run, ecg):
   encoder = run["encoder"]
   got = encoder.embed_ecg(ecg, tokens=True)
   want = _direct(encoder, run["params"], ecg)
-  assert set(got) == {"pooled", "projected", "per_lead", "per_layer", "tokens"}
+  assert set(got) == {"pooled", "projected", "per_lead", "per_lead_max", "per_layer", "tokens"}
   for key in ("pooled", "projected", "tokens"):
     assert got[key].shape[0] == 5 and got[key].dtype == np.float32
     np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-5)
@@ -67,21 +67,36 @@ def test_embed_ecg_matches_model(run, ecg):
   per_lead = np.concatenate([want["tokens"][:, l * patches:(l + 1) * patches].mean(1)
                              for l in range(12)], axis=1)
   np.testing.assert_allclose(got["per_lead"], per_lead, rtol=1e-5, atol=1e-5)
+  # per_lead_max: lead by lead, the mean token then the elementwise max over that lead's tokens.
+  per_lead_max = np.concatenate(
+      [np.concatenate([want["tokens"][:, l * patches:(l + 1) * patches].mean(1),
+                       want["tokens"][:, l * patches:(l + 1) * patches].max(1)], axis=1)
+       for l in range(12)], axis=1)
+  np.testing.assert_allclose(got["per_lead_max"], per_lead_max, rtol=1e-5, atol=1e-5)
   assert "tokens" not in encoder.embed_ecg(ecg[:2])
 
 
-def test_per_layer_is_left_out_above_its_width_limit(run, ecg, monkeypatch):
-  """An encoder whose per_layer features would exceed MAX_PER_LAYER_FEATURES (a large model,
-  whose feature cache they would swell) returns and advertises none."""
+def test_wide_kinds_are_left_out_above_their_width_limit(run, ecg, monkeypatch):
+  """An encoder whose per_layer (or per_lead_max) features would exceed MAX_WIDE_FEATURES (a
+  large model, whose feature cache they would swell) returns and advertises none."""
   encoder = run["encoder"]
-  width = encoder_lib.per_layer_width(encoder.params, encoder.model.num_leads)
-  assert encoder.embed_ecg(ecg)["per_layer"].shape == (5, width)
-  assert "per_layer" in encoder.feature_kinds
-  monkeypatch.setattr(encoder_lib, "MAX_PER_LAYER_FEATURES", width - 1)
-  jax.clear_caches()  # The limit is read when _embed is traced.
+  widths = encoder_lib.wide_feature_widths(encoder.params, encoder.model.num_leads)
+  depth = len([n for n in encoder.params["encoder"]["transformer"] if n.startswith("block")])
+  width = encoder.params["encoder"]["embed"]["patch_proj"]["kernel"].shape[1]
+  assert widths == {"per_layer": depth * 12 * width, "per_lead_max": 2 * 12 * width}
+  got = encoder.embed_ecg(ecg)
+  assert got["per_layer"].shape == (5, widths["per_layer"])
+  assert got["per_lead_max"].shape == (5, widths["per_lead_max"])
+  assert {"per_layer", "per_lead_max"} <= set(encoder.feature_kinds)
+  # Just below each kind's width: that kind goes, a kind no wider than the limit stays.
   try:
-    assert "per_layer" not in encoder.feature_kinds
-    assert set(encoder.embed_ecg(ecg)) == {"pooled", "projected", "per_lead"}
+    for kind, kind_width in widths.items():
+      monkeypatch.setattr(encoder_lib, "MAX_WIDE_FEATURES", kind_width - 1)
+      jax.clear_caches()  # The limit is read when _embed is traced.
+      kept = {k for k, w in widths.items() if w < kind_width}
+      assert kind not in encoder.feature_kinds
+      assert set(encoder.embed_ecg(ecg)) == {"pooled", "projected", "per_lead"} | kept
+      assert set(encoder.feature_kinds) == {"pooled", "projected", "per_lead"} | kept
   finally:
     monkeypatch.undo()
     jax.clear_caches()

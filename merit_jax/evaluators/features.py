@@ -8,12 +8,11 @@ split once (all records of every source, preprocessed as the data config says, p
 dropped) into a `SplitData` (ecg, labels {task: (N, C)}, ecg_id, report, source) and serves:
 
 - `features(encoder, split, corruption=None, seed=0, reduced_leads_mode="native")
-  -> {'pooled', ['projected', 'per_lead', 'per_layer'], 'ecg_id'}`: `corruption` is
-  `(name, severity)` of `shift.CORRUPTIONS`, applied to the preprocessed model input (so
-  amplitude scaling is a real change, not undone by per-lead normalisation), seeded per batch
-  from `seed`. For
-  `reduced_leads`, `reduced_leads_mode` (`REDUCED_LEADS_MODES`) says how the missing leads are
-  handled: `native` embeds only the kept leads (`encoder.embed_ecg(ecg, leads=kept)`) where
+  -> {'pooled', ['projected', 'per_lead', 'per_lead_max', 'per_layer'], 'ecg_id'}`:
+  `corruption` is `(name, severity)` of `shift.CORRUPTIONS`, applied to the preprocessed model
+  input (so amplitude scaling is a real change, not undone by per-lead normalisation), seeded
+  per batch from `seed`. For `reduced_leads`, `reduced_leads_mode` (`REDUCED_LEADS_MODES`) says
+  how the missing leads are handled: `native` embeds only the kept leads (`encoder.embed_ecg(ecg, leads=kept)`) where
   the encoder `supports_lead_subsets` (zero-filling otherwise), `zeros` always feeds the
   12-lead input with the missing leads zeroed; `reduced_leads_path(encoder, mode)` gives the
   path actually taken. Cached at
@@ -184,8 +183,9 @@ class FeatureStore:
 
   def features(self, encoder: Encoder, split: str, corruption=None, seed: int = 0,
                reduced_leads_mode: str = "native") -> dict:
-    """{'pooled', ['projected', 'per_lead', 'per_layer'], 'ecg_id'} of one split, optionally
-    corrupted (`encoder.feature_kinds`; a cache entry missing one of them is recomputed).
+    """{'pooled', ['projected', 'per_lead', 'per_lead_max', 'per_layer'], 'ecg_id'} of one
+    split, optionally corrupted (`encoder.feature_kinds`; a cache entry missing one of them is
+    recomputed).
 
     Args:
       encoder: the feature source.
