@@ -14,8 +14,8 @@ dropped) into a `SplitData` (ecg, labels {task: (N, C)}, ecg_id, report, source)
   per batch from `seed`. For `reduced_leads`, `reduced_leads_mode` (`REDUCED_LEADS_MODES`) says
   how the missing leads are handled: `native` embeds only the kept leads
   (`encoder.embed_ecg(ecg, leads=kept)`) where the encoder `supports_lead_subsets` (zero-filling
-  otherwise), `zeros` always feeds the 12-lead input with the missing leads zeroed; `reduced_leads_path(encoder, mode)` gives the
-  path actually taken. Cached at
+  otherwise), `zeros` always feeds the 12-lead input with the missing leads zeroed;
+  `reduced_leads_path(encoder, mode)` gives the path actually taken. Cached at
   `<cache_dir>/<encoder.cache_key>/<split>[__<name>_<severity>[_native]].npz` (`_native` only
   for features from the native path, so zero-filled and native features never share an entry)
   and checked against the split's ecg_ids when read back.
