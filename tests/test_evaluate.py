@@ -142,9 +142,10 @@ def test_probe_feature_is_chosen_on_validation(evaluated):
   for name, per_task in results["linear_probe"].items():
     for entry in per_task["superdiagnostic"].values():
       scores = entry["val_by_feature"]
-      # MERIT encoders offer all four kinds; random convolutions only their pooled features.
+      # MERIT encoders offer the three default kinds; random convolutions only their pooled
+      # features.
       assert set(scores) == ({"pooled"} if name == "random_conv"
-                             else {"pooled", "per_lead", "per_lead_max", "per_layer"})
+                             else {"pooled", "per_lead", "per_layer"})
       assert entry["feature"] == max(scores, key=scores.get)
       mean_val = np.mean([r["val"]["macro_auroc"]["value"] for r in entry["runs"]])
       assert scores[entry["feature"]] == pytest.approx(mean_val)
