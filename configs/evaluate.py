@@ -157,9 +157,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # encoder.MAX_WIDE_FEATURES). Encoders also provide `per_lead_max` (each lead's mean and max
   # token, 12 x 2D; up to the same width), which the default leaves out: offered beside the
   # three, it lifted the validation-chosen cells of the random-init and masked-only encoders
-  # more than MERIT's (results/probe_per_lead_max_validation.md), and adding it would change what the
-  # commands in results/ produce. Name it here to offer it. Random convolutions only have
-  # `pooled`.
+  # more than MERIT's (results/probe_per_lead_max_validation.md), and adding it would change
+  # what the commands in results/ produce. Name it here to offer it. Random convolutions only
+  # have `pooled`.
   config.probe = ml_collections.ConfigDict(dict(
       weight_decays=(0.0, 1e-4, 1e-3, 1e-2, 1e-1), learning_rate=1e-2, max_epochs=300,
       eval_every=10, patience=5, features=("pooled", "per_lead", "per_layer")))
