@@ -286,9 +286,8 @@ class Encoder:
     """The keys `embed_ecg` returns (without tokens): what a feature cache must hold."""
     if self.model is None:
       return TRANSFORM_FEATURE_KINDS
-    left_out = (set(wide_feature_widths(self.params, self.model.num_leads))
-                - _offered_wide_kinds(self.params, self.model.num_leads))
-    return tuple(k for k in MODEL_FEATURE_KINDS if k not in left_out)
+    widths = wide_feature_widths(self.params, self.model.num_leads)
+    return tuple(k for k in MODEL_FEATURE_KINDS if widths.get(k, 0) <= MAX_WIDE_FEATURES)
 
   # -------------------------------------------------------------------------------- building
 
