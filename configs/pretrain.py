@@ -65,6 +65,10 @@ def _base_config() -> ml_collections.ConfigDict:
   config.model.heads = config_dict.placeholder(int)
   config.model.mlp_dim = config_dict.placeholder(int)
   config.model.patch_size = 50
+  # How a patch's samples become a token: 'linear' (one Dense map) or 'conv' (that map plus
+  # per-patch convolutions, mean- and max-pooled, of stem_channels channels; ecg_vit.ConvStem).
+  config.model.stem = "linear"
+  config.model.stem_channels = 32
   config.model.num_leads = 12
   config.model.mask_ratio = 0.75
   config.model.decoder = ml_collections.ConfigDict(

@@ -20,6 +20,7 @@ import ml_collections
 MODEL_SIZES = ("tiny", "small", "base")
 TEXT_KINDS = ("transformer", "hf_bert", "gemma3")
 CONTRASTIVE_VIEWS = ("masked", "full")
+STEMS = ("linear", "conv")  # models/ecg_vit.TokenEmbedding
 DTYPES = ("float32", "bfloat16")
 TOKENIZER_KINDS = ("sentencepiece", "hf")
 MESH_RULES = (None, "replicate", "fsdp")
@@ -126,6 +127,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
     fail(f"config.model.patch_size={patch} does not divide "
          f"config.data.preprocess.num_samples={num_samples}; choose a patch size that divides "
          f"it (e.g. {divisors[:4]}) or change num_samples")
+  fail(choice_error("model.stem", model.stem, STEMS))
+  if not _is_int(model.stem_channels) or model.stem_channels < 1:
+    fail(f"config.model.stem_channels={model.stem_channels!r} must be a positive integer")
   if model.num_leads != 12:
     fail(f"config.model.num_leads={model.num_leads}: the datasets store 12 leads; "
          "reduced-lead inputs are handled by lead masking at evaluation, keep 12")

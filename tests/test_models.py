@@ -227,3 +227,69 @@ def test_flat_dot_general_equals_the_nd_dot_and_its_gradients():
   batched = (((2,), (1,)), ((0,), (0,)))
   np.testing.assert_array_equal(ecg_vit.flat_dot_general(a, b, batched),
                                 jax.lax.dot_general(a, b, batched))
+
+
+def _numpy_conv_stem(patches, stem_params, num_layers=2):
+  """ConvStem recomputed with numpy: 'SAME' cross-correlation per patch, exact GELU, pooling."""
+  from scipy import special  # pylint: disable=import-outside-toplevel
+  b, t, p = patches.shape
+  h = patches.reshape(b * t, p, 1).astype(np.float64)
+  for i in range(num_layers):
+    kernel = np.asarray(stem_params[f"conv{i}"]["kernel"], np.float64)  # (k, in, out)
+    bias = np.asarray(stem_params[f"conv{i}"]["bias"], np.float64)
+    k = kernel.shape[0]
+    left = (k - 1) // 2
+    padded = np.pad(h, ((0, 0), (left, k - 1 - left), (0, 0)))
+    out = np.zeros((h.shape[0], p, kernel.shape[2]))
+    for offset in range(k):
+      out += padded[:, offset:offset + p, :] @ kernel[offset]
+    out += bias
+    h = 0.5 * out * (1.0 + special.erf(out / np.sqrt(2.0)))
+  pooled = np.concatenate([h.mean(axis=1), h.max(axis=1)], axis=-1)
+  return pooled.reshape(b, t, -1)
+
+
+def test_conv_stem_equals_a_numpy_convolution_and_reads_only_its_own_patch():
+  stem = ecg_vit.ConvStem(channels=6, kernel_size=5)
+  rng = np.random.default_rng(0)
+  patches = rng.normal(size=(2, 7, 25)).astype(np.float32)
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  params = nn.unbox(stem.init(jax.random.key(0), patches))["params"]
+  out = np.asarray(stem.apply({"params": params}, patches))
+  assert out.shape == (2, 7, 12)
+  np.testing.assert_allclose(out, _numpy_conv_stem(patches, params), rtol=1e-4, atol=1e-5)
+
+  # Masking hides whole tokens, so a token must not read its neighbours' samples: changing
+  # patch 3 changes token 3's features and no other token's.
+  changed = patches.copy()
+  changed[:, 3] += rng.normal(size=(2, 25)).astype(np.float32)
+  out_changed = np.asarray(stem.apply({"params": params}, changed))
+  others = [i for i in range(7) if i != 3]
+  np.testing.assert_array_equal(out_changed[:, others], out[:, others])
+  assert np.abs(out_changed[:, 3] - out[:, 3]).max() > 1e-3
+
+
+def test_conv_stem_model_trains_and_a_bad_stem_is_refused():
+  config = tiny_config()
+  config.model.stem = "conv"
+  config.model.stem_channels = 4
+  model = merit_lib.build_model(config)
+  batch = tiny_batch(2)
+  variables = jax.jit(model.init)({"params": jax.random.key(0)}, batch["ecg"],
+                                  batch["tokens"], jax.random.key(1))
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  params = nn.unbox(variables["params"])
+  embed = params["encoder"]["embed"]
+  assert embed["conv_stem"]["conv0"]["kernel"].shape == (5, 1, 4)
+  assert embed["stem_proj"]["kernel"].shape == (8, config.model.width or 32)
+  out = model.apply({"params": params}, batch["ecg"], batch["tokens"], jax.random.key(1))
+  assert np.isfinite(np.asarray(out["ecg_proj"])).all()
+
+  config.model.stem = "wavelet"
+  from merit_jax import config_validation  # pylint: disable=import-outside-toplevel
+  with pytest.raises(config_validation.ConfigError, match="model.stem='wavelet'"):
+    config_validation.validate_config(config, num_devices=1)
+  with pytest.raises(ValueError, match="stem='wavelet'"):
+    model = merit_lib.build_model(config)
+    model.init({"params": jax.random.key(0)}, batch["ecg"], batch["tokens"],
+               jax.random.key(1))

@@ -13,7 +13,8 @@ API:
     (token k = lead k // P, time slot k % P with P = S // patch); unpatchify inverts it.
   token_ids(num_leads, num_patches, leads=None) -> (lead_ids, time_ids), int32 (T,).
   ECGEncoder(...)(patches (B, T, patch), lead_ids, time_ids) -> {'tokens' (B, T, D) after
-    the final LayerNorm, 'pooled' (B, D) = mean over tokens}.
+    the final LayerNorm, 'pooled' (B, D) = mean over tokens}; `stem` ('linear' | 'conv',
+    STEMS) says how a patch becomes a token (ConvStem: per-patch convolutions).
   ECGDecoder(...)(visible (B, T_vis, D_enc), ids_restore (B, T), lead_ids (T,), time_ids
     (T,)) -> predicted patches (B, T, patch) for every position (the loss picks masked ones).
   EncoderBlock / MlpBlock / SelfAttention: pre-LN Transformer pieces shared with text.py.
@@ -32,6 +33,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from merit_jax import config_validation
 
 Dtype = Any
 
@@ -236,18 +239,65 @@ class Transformer(nn.Module):
     return layer_norm("ln_final", self.dtype)(x)
 
 
+# Token stems: how a patch's raw samples become a token (`ECGEncoder.stem`).
+STEMS = config_validation.STEMS
+
+
+class ConvStem(nn.Module):
+  """Per-patch 1-D convolutions, mean- and max-pooled over the patch: (B, T, P) -> (B, T, 2C).
+
+  A linear patch projection sees each sample at a fixed offset, so a QRS slope or a notch
+  matches it only where the patch boundary happens to fall; convolutions pooled over the
+  patch detect such shapes wherever they sit (the max pooling is what random-convolution
+  features rely on). Each patch is convolved on its own ('SAME' zero padding at its edges),
+  so a token never reads the samples of another token, which masking requires.
+  """
+  channels: int
+  kernel_size: int = 5
+  num_layers: int = 2
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, patches: jax.Array) -> jax.Array:
+    b, t, p = patches.shape
+    h = patches.reshape(b * t, p, 1)
+    for i in range(self.num_layers):
+      # Stem kernels are tiny; replicated under every sharding rule (no logical names).
+      h = nn.Conv(self.channels, (self.kernel_size,), padding="SAME", dtype=self.dtype,
+                  name=f"conv{i}",
+                  kernel_init=_param_init(nn.initializers.lecun_normal(), (None, None, None)),
+                  bias_init=_param_init(nn.initializers.zeros, (None,)))(h)
+      h = nn.gelu(h, approximate=False)
+    pooled = jnp.concatenate([jnp.mean(h, axis=1), jnp.max(h, axis=1)], axis=-1)
+    return pooled.reshape(b, t, 2 * self.channels)
+
+
 class TokenEmbedding(nn.Module):
-  """Patch values -> width, plus lead and shared temporal position embeddings."""
+  """Patch values -> width, plus lead and shared temporal position embeddings.
+
+  stem 'linear': one Dense map of the patch's samples. 'conv': that map plus a Dense map of
+  `ConvStem` features (`stem_channels` channels), so the linear path is kept and the
+  convolutions add shift-tolerant shape detectors.
+  """
   width: int
   num_leads: int
   max_patches: int
   dtype: Dtype = jnp.float32
+  stem: str = "linear"
+  stem_channels: int = 32
 
   @nn.compact
   def __call__(self, patches, lead_ids, time_ids):
+    if self.stem not in STEMS:
+      raise ValueError(f"stem={self.stem!r} must be one of {STEMS}")
     x = Dense(self.width, dtype=self.dtype, name="patch_proj",
               kernel_init=_param_init(_DENSE_INIT, ("patch", "embed")),
               bias_init=_param_init(nn.initializers.zeros, ("embed",)))(patches)
+    if self.stem == "conv":
+      features = ConvStem(self.stem_channels, dtype=self.dtype, name="conv_stem")(patches)
+      x = x + Dense(self.width, dtype=self.dtype, name="stem_proj",
+                    kernel_init=_param_init(_DENSE_INIT, (None, "embed")),
+                    bias_init=_param_init(nn.initializers.zeros, ("embed",)))(features)
     lead_table = self.param(
         "lead_embedding",
         _param_init(nn.initializers.normal(0.02), ("leads", "embed")),
@@ -272,12 +322,15 @@ class ECGEncoder(nn.Module):
   max_patches: int = 20
   dtype: Dtype = jnp.float32
   remat: bool = False
+  stem: str = "linear"  # STEMS: how a patch becomes a token (TokenEmbedding)
+  stem_channels: int = 32
 
   @nn.compact
   def __call__(self, patches: jax.Array, lead_ids: jax.Array,
                time_ids: jax.Array) -> dict[str, jax.Array]:
     """patches (B, T, patch); lead_ids/time_ids int (T,) or (B, T)."""
     x = TokenEmbedding(self.width, self.num_leads, self.max_patches, self.dtype,
+                       self.stem, self.stem_channels,
                        name="embed")(patches.astype(self.dtype), lead_ids, time_ids)
     x = Transformer(self.depth, self.num_heads, self.mlp_dim or 4 * self.width, self.dtype,
                     self.remat, name="transformer")(x)

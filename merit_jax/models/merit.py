@@ -9,8 +9,8 @@ L2-normalised; the text tower's pooled output is projected and normalised the sa
 
 API:
   build_model(config) -> MERIT, from the config schema in docs/ARCHITECTURE.md
-    (model.size [+ width/depth/heads/mlp_dim overrides], patch_size, num_leads, mask_ratio,
-    decoder, text, proj_dim, temperature_init, dtype, remat; data.preprocess.num_samples).
+    (model.size [+ width/depth/heads/mlp_dim overrides], patch_size, stem, stem_channels,
+    num_leads, mask_ratio, decoder, text, proj_dim, temperature_init, dtype, remat; data.preprocess.num_samples).
   MERIT.__call__(ecg (B, leads, S), tokens (B, L), rng, *, reconstruction=True,
     contrastive=True, contrastive_view='masked') -> dict with
       'pred' (B, N, patch) predictions for every patch token (zeros if not reconstruction),
@@ -213,7 +213,8 @@ def build_model(config) -> MERIT:
 
   encoder = ecg_vit.ECGEncoder(width=width, depth=depth, num_heads=heads, mlp_dim=mlp_dim,
                                num_leads=num_leads, max_patches=num_patches, dtype=dtype,
-                               remat=remat)
+                               remat=remat, stem=str(m.stem),
+                               stem_channels=int(m.stem_channels))
   d = m.decoder
   decoder = ecg_vit.ECGDecoder(patch_size=patch, width=d.width, depth=d.depth,
                                num_heads=d.heads, num_leads=num_leads,
