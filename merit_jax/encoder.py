@@ -19,17 +19,19 @@ name, the step and a hash of the run's path, so two runs never share a feature-c
 `config`, `tokenizer`, `step` and `preprocess` (the run's `PreprocessConfig`); None for random_conv.
 
 Calls:
-- `embed_ecg(ecg (B, leads, S), leads=None, tokens=False) -> {'pooled' (B, D), 'projected'
-  (B, P), 'per_lead' (B, leads * D) (each lead's token mean, concatenated)[, 'per_lead_max'
-  (B, leads * 2D) (each lead's mean token, then its elementwise max token, lead by lead)][,
-  'per_layer' (B, depth * leads * D) (each encoder block's per-lead token means, block by
-  block)][, 'tokens' (B, leads * patches, D), lead-major]}` on preprocessed input
-  (random_conv: 'pooled' only; `feature_kinds` names what an encoder returns; `per_lead_max`
-  and `per_layer` only where they are at most MAX_WIDE_FEATURES wide).
+- `embed_ecg(ecg (B, leads, S), leads=None, tokens=False, kinds=None) -> {'pooled' (B, D),
+  'projected' (B, P), 'per_lead' (B, leads * D) (each lead's token mean, concatenated),
+  'per_lead_max' (B, leads * 2D) (each lead's mean token, then its elementwise max token, lead
+  by lead), 'per_layer' (B, depth * leads * D) (each encoder block's per-lead token means,
+  block by block)[, 'tokens' (B, leads * patches, D), lead-major]}` on preprocessed input:
+  the `kinds` asked for, by default every one of `feature_kinds` (what the encoder offers:
+  random_conv 'pooled' only; `per_lead_max` and `per_layer` only where they are at most
+  MAX_WIDE_FEATURES wide).
   `leads` is a tuple of lead indices: per-lead patches with lead embeddings make any subset a
   valid MERIT input (`MERIT.embed_ecg(ecg, leads=...)`); `ecg` may hold those leads only or
   all 12. Any B: batches are padded (last row repeated) to the encoder's fixed batch size, so
   the embedding compiles once per lead set.
+- `embed_kind(ecg, kind) -> array`: one kind of `KINDS` (tokens included), nothing else.
 - `embed_text(list[str]) -> (n, P)` projected text embeddings, or None without a text tower.
 - `embed_recordings([(signal (12, S) mV, rate)], windows='mean'|'center', kind) -> (N, ...)`:
   raw recordings through the run's own preprocessing; a recording longer than the model window
@@ -64,6 +66,9 @@ TRANSFORM_FEATURE_KINDS = ("pooled",)
 # at base size (12 x 12 x 768 = 110,592 a record for `per_layer`) they would make the feature
 # cache gigabytes, so an encoder offers neither above this width.
 MAX_WIDE_FEATURES = 8192
+# What one forward pass yields at no extra cost (the wide kinds above need more work): a
+# feature cache computes these whenever it runs the encoder at all.
+CHEAP_FEATURE_KINDS = ("pooled", "projected", "per_lead")
 WINDOWS = ("mean", "center")
 
 
@@ -113,26 +118,23 @@ def wide_feature_widths(params, num_leads: int = 12) -> dict[str, int]:
   return {"per_layer": depth * num_leads * width, "per_lead_max": 2 * num_leads * width}
 
 
-def _offered_wide_kinds(params, num_leads: int) -> set[str]:
-  return {kind for kind, width in wide_feature_widths(params, num_leads).items()
-          if width <= MAX_WIDE_FEATURES}
-
-
-def _embed(model, params, ecg, leads, tokens):
-  wide = _offered_wide_kinds(params, model.num_leads)
-  with_layers = "per_layer" in wide
+def _embed(model, params, ecg, leads, tokens, kinds):
+  """`kinds` (static) of `MODEL_FEATURE_KINDS`, each offered by this model, [+ 'tokens']."""
+  with_layers = "per_layer" in kinds
   out, state = model.apply({"params": params}, ecg, leads=leads, return_tokens=True,
                            method=model.embed_ecg,
                            capture_intermediates=_is_encoder_block if with_layers else False,
                            mutable=["intermediates"])
   token_features = out.pop("tokens")  # (B, leads * patches, D), lead-major.
+  out = {k: v for k, v in out.items() if k in kinds}  # 'pooled', 'projected'.
   num_leads = ecg.shape[1] if leads is None else len(leads)
   # Per-lead means side by side: a probe feature 12x wider than `pooled`, for capacity
   # comparisons with wide classical features (chosen on validation by the probe).
-  out["per_lead"] = _per_lead_means(token_features, num_leads)
+  if "per_lead" in kinds:
+    out["per_lead"] = _per_lead_means(token_features, num_leads)
   # Each lead's mean and max token: a mean dilutes a transient event (an ectopic beat, a
   # pause) over the whole window, a max keeps it, as random convolutions' max pooling does.
-  if "per_lead_max" in wide:
+  if "per_lead_max" in kinds:
     out["per_lead_max"] = _per_lead_mean_max(token_features, num_leads)
   # The same at every block (the residual stream, before the final LayerNorm): depth x wider
   # again, so a shallow encoder's probe sees as many features as random convolutions give it.
@@ -155,7 +157,7 @@ def _jitted(mesh) -> tuple[Callable, Callable]:
   out_shardings = None
   if mesh is not None:
     out_shardings = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  return (jax.jit(_embed, static_argnums=(0, 3, 4), out_shardings=out_shardings),
+  return (jax.jit(_embed, static_argnums=(0, 3, 4, 5), out_shardings=out_shardings),
           jax.jit(_embed_text, static_argnums=0, out_shardings=out_shardings))
 
 
@@ -347,14 +349,21 @@ class Encoder:
   # ------------------------------------------------------------------------------- embedding
 
   def embed_ecg(self, ecg: np.ndarray, leads: Optional[Sequence[int]] = None,
-                tokens: bool = False) -> dict[str, np.ndarray]:
-    """Features of preprocessed ECGs (B, leads, S); see module docstring."""
+                tokens: bool = False,
+                kinds: Optional[Sequence[str]] = None) -> dict[str, np.ndarray]:
+    """Features of preprocessed ECGs (B, leads, S); see module docstring. `kinds`: which of
+    `feature_kinds` to compute (None = all of them); the wide ones cost extra work."""
     ecg = np.asarray(ecg, np.float32)
+    kinds = self.feature_kinds if kinds is None else tuple(kinds)
+    unknown = [k for k in kinds if k not in self.feature_kinds]
+    if unknown:
+      raise ValueError(f"encoder {self.name!r} has no {', '.join(map(repr, unknown))} "
+                       f"features (it offers {', '.join(self.feature_kinds)})")
     if self.model is None:
       if leads is not None or tokens:
         raise ValueError(f"encoder {self.name!r} takes neither lead subsets nor returns "
                          "tokens (zero-fill missing leads instead)")
-      return {"pooled": np.asarray(self._transform(ecg), np.float32)}
+      return {"pooled": np.asarray(self._transform(ecg), np.float32)} if kinds else {}
     if ecg.ndim != 3 or ecg.shape[0] == 0:
       raise ValueError(f"encoder {self.name!r}: expected ECGs (batch >= 1, leads, samples), "
                        f"got {ecg.shape}")
@@ -365,10 +374,16 @@ class Encoder:
       chunk = ecg[start:start + self.batch_size]
       out = embed(self.model, self.params,
                   _replicate(_pad_batch(chunk, self.batch_size), self.mesh), leads,
-                  bool(tokens))
+                  bool(tokens), tuple(sorted(kinds)))
       for k, v in jax.device_get(out).items():
         parts.setdefault(k, []).append(np.asarray(v, np.float32)[:chunk.shape[0]])
     return {k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in parts.items()}
+
+  def embed_kind(self, ecg: np.ndarray, kind: str) -> np.ndarray:
+    """One kind of `KINDS` of preprocessed ECGs (B, leads, S), computing no other."""
+    if kind == "tokens":
+      return self.embed_ecg(ecg, tokens=True, kinds=())["tokens"]
+    return self.embed_ecg(ecg, kinds=(kind,))[kind]
 
   def embed_text(self, texts: Sequence[str]) -> Optional[np.ndarray]:
     """(n, P) projected embeddings of `texts`, or None for an encoder without a text tower."""
@@ -442,8 +457,8 @@ class Encoder:
       from tqdm import auto as tqdm_auto  # pylint: disable=g-import-not-at-top
       batches = tqdm_auto.tqdm(batches, desc="embed", unit="batch", file=sys.stderr)
     per_window = np.concatenate([
-        self.embed_ecg(np.stack(inputs[start:start + self.batch_size]),
-                       tokens=kind == "tokens")[kind] for start in batches], axis=0)
+        self.embed_kind(np.stack(inputs[start:start + self.batch_size]), kind)
+        for start in batches], axis=0)
     counts = np.bincount(owner, minlength=len(records))
     emb = np.zeros((len(records),) + per_window.shape[1:], np.float32)
     np.add.at(emb, owner, per_window)

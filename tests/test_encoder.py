@@ -74,6 +74,14 @@ def test_embed_ecg_matches_model(run, ecg):
        for l in range(12)], axis=1)
   np.testing.assert_allclose(got["per_lead_max"], per_lead_max, rtol=1e-5, atol=1e-5)
   assert "tokens" not in encoder.embed_ecg(ecg[:2])
+  # Asked for one kind, the encoder returns that kind alone, with the same values.
+  only = encoder.embed_ecg(ecg, kinds=("per_lead_max",))
+  assert set(only) == {"per_lead_max"}
+  np.testing.assert_allclose(only["per_lead_max"], got["per_lead_max"], rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(encoder.embed_kind(ecg, "tokens"), got["tokens"], rtol=1e-6,
+                             atol=1e-6)
+  with pytest.raises(ValueError, match="no 'wavelet' features"):
+    encoder.embed_ecg(ecg, kinds=("wavelet",))
 
 
 def test_wide_kinds_are_left_out_above_their_width_limit(run, ecg, monkeypatch):
@@ -89,17 +97,14 @@ def test_wide_kinds_are_left_out_above_their_width_limit(run, ecg, monkeypatch):
   assert got["per_lead_max"].shape == (5, widths["per_lead_max"])
   assert {"per_layer", "per_lead_max"} <= set(encoder.feature_kinds)
   # Just below each kind's width: that kind goes, a kind no wider than the limit stays.
-  try:
-    for kind, kind_width in widths.items():
-      monkeypatch.setattr(encoder_lib, "MAX_WIDE_FEATURES", kind_width - 1)
-      jax.clear_caches()  # The limit is read when _embed is traced.
-      kept = {k for k, w in widths.items() if w < kind_width}
-      assert kind not in encoder.feature_kinds
-      assert set(encoder.embed_ecg(ecg)) == {"pooled", "projected", "per_lead"} | kept
-      assert set(encoder.feature_kinds) == {"pooled", "projected", "per_lead"} | kept
-  finally:
-    monkeypatch.undo()
-    jax.clear_caches()
+  for kind, kind_width in widths.items():
+    monkeypatch.setattr(encoder_lib, "MAX_WIDE_FEATURES", kind_width - 1)
+    kept = {k for k, w in widths.items() if w < kind_width}
+    assert kind not in encoder.feature_kinds
+    assert set(encoder.embed_ecg(ecg)) == {"pooled", "projected", "per_lead"} | kept
+    assert set(encoder.feature_kinds) == {"pooled", "projected", "per_lead"} | kept
+    with pytest.raises(ValueError, match=f"no '{kind}' features"):
+      encoder.embed_ecg(ecg, kinds=(kind,))
 
 
 def test_lead_subsets_match_model(run, ecg):

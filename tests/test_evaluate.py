@@ -232,21 +232,41 @@ def test_per_layer_features_are_every_blocks_per_lead_means(checkpoint):
   np.testing.assert_allclose(out["per_layer"], np.concatenate(expected, axis=1), atol=1e-4)
 
 
-def test_feature_cache_without_a_kind_is_recomputed(checkpoint, tmp_path):
-  """A cache entry written before an encoder offered a feature kind is not served without it."""
+def test_feature_cache_computes_only_the_kinds_asked_for(checkpoint, tmp_path):
+  """Wide kinds are computed only when asked for; a cache entry lacking a kind gains it (the
+  kinds it holds are not recomputed), and every kind equals a direct, uncached computation."""
   from merit_jax.evaluators import features as features_lib  # pylint: disable=g-import-not-at-top
   encoder = Encoder.from_checkpoint(str(checkpoint))
+  calls = []
+  embed = encoder.embed_ecg
+
+  def counting_embed(ecg, leads=None, tokens=False, kinds=None):
+    calls.append(tuple(kinds))
+    return embed(ecg, leads=leads, tokens=tokens, kinds=kinds)
+
+  encoder.embed_ecg = counting_embed
   store = features_lib.FeatureStore(encoder.config.data, str(tmp_path), batch_size=16,
                                     max_records=20, progress=False)
-  fresh = store.features(encoder, "test")
-  path = next(tmp_path.glob("*/test.npz"))
-  stale = {k: v for k, v in fresh.items() if k != "per_layer"}
-  np.savez(path, **stale)
+  first = store.features(encoder, "test", kinds=("projected",))
+  # The kinds one forward pass yields anyway come along; no wide kind is computed.
+  assert set(first) == {"pooled", "projected", "per_lead", "ecg_id"}
+  assert set(calls) == {("pooled", "projected", "per_lead")}
+  seen = len(calls)
+  store.features(encoder, "test", kinds=("pooled",))
+  assert len(calls) == seen  # Served from memory.
+
+  # Another store over the same cache: the entry lacks per_layer, so only per_layer is run.
   again = features_lib.FeatureStore(encoder.config.data, str(tmp_path), batch_size=16,
-                                    max_records=20, progress=False).features(encoder, "test")
-  np.testing.assert_allclose(again["per_layer"], fresh["per_layer"], atol=1e-6)
-  with np.load(path) as rewritten:
-    assert "per_layer" in rewritten.files
+                                    max_records=20, progress=False).features(
+                                        encoder, "test", kinds=("per_layer", "pooled"))
+  assert set(calls[seen:]) == {("per_layer",)}
+  reference = embed(store.split("test").ecg)  # Every kind, in one direct call.
+  for kind in ("pooled", "projected", "per_lead", "per_layer"):
+    np.testing.assert_allclose(again[kind], reference[kind], atol=1e-5)
+  with np.load(next(tmp_path.glob("*/test.npz"))) as cached:
+    assert set(cached.files) == {"pooled", "projected", "per_lead", "per_layer", "ecg_id"}
+  with pytest.raises(ValueError, match="no 'tokens' features"):
+    store.features(encoder, "test", kinds=("tokens",))
 
 
 def test_bootstrap_interval_covers_point_estimate(evaluated):

@@ -94,8 +94,9 @@ class FakeStore:
   def split(self, name):
     return self._splits[name]
 
-  def features(self, encoder, split, corruption=None, seed=0, reduced_leads_mode="native"):
-    del corruption, seed, reduced_leads_mode
+  def features(self, encoder, split, corruption=None, seed=0, reduced_leads_mode="native",
+               kinds=None):
+    del corruption, seed, reduced_leads_mode, kinds
     data = self._splits[split]
     return dict(encoder.embed_ecg(data.ecg), ecg_id=data.ecg_id)
 
@@ -133,10 +134,11 @@ def evaluated(tmp_path, monkeypatch):
   encoders = [
       types.SimpleNamespace(name="toy", cache_key="toy", embed_ecg=_embed_ecg,
                             embed_text=one_hot_text, params={"logit_scale": np.log(20.0)},
-                            model=None, step=0, has_text=True),
+                            model=None, step=0, has_text=True,
+                            feature_kinds=("pooled", "projected")),
       types.SimpleNamespace(name="ecg_only", cache_key="ecg_only", embed_ecg=_embed_ecg,
                             embed_text=None, params=None, model=None, step=0,
-                            has_text=False)]
+                            has_text=False, feature_kinds=("pooled", "projected"))]
   results = evaluate.evaluate_encoders(encoders, {}, config, str(tmp_path / "out"),
                                        store=FakeStore())
   return config, results, tmp_path

@@ -52,7 +52,7 @@ def test_a_new_evaluator_is_one_module_and_a_config_entry(plugin, tmp_path):
   store = toy.FakeStore()
   encoder = types.SimpleNamespace(
       name="toy", cache_key="toy", embed_ecg=toy._embed_ecg,  # pylint: disable=protected-access
-      has_text=False, params=None, model=None, step=0)
+      has_text=False, params=None, model=None, step=0, feature_kinds=("pooled", "projected"))
   results = evaluate.evaluate_encoders([encoder], {}, _config(), str(tmp_path / "out"),
                                        store=store, metrics_dir=str(tmp_path / "metrics"))
   # The same computation by hand.

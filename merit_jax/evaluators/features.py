@@ -7,8 +7,10 @@ a MERIT checkpoint, its random initialisation or random convolutions) meets the 
 split once (all records of every source, preprocessed as the data config says, padding rows
 dropped) into a `SplitData` (ecg, labels {task: (N, C)}, ecg_id, report, source) and serves:
 
-- `features(encoder, split, corruption=None, seed=0, reduced_leads_mode="native")
-  -> {'pooled', ['projected', 'per_lead', 'per_lead_max', 'per_layer'], 'ecg_id'}`:
+- `features(encoder, split, corruption=None, seed=0, reduced_leads_mode="native", kinds=None)
+  -> {kind: features, 'ecg_id'}` for the `kinds` asked for (None: all `encoder.feature_kinds`;
+  the wide kinds `per_lead_max` and `per_layer` are computed only when asked for, and a cache
+  entry gains the kinds it lacks rather than being recomputed):
   `corruption` is `(name, severity)` of `shift.CORRUPTIONS`, applied to the preprocessed model
   input (so amplitude scaling is a real change, not undone by per-lead normalisation), seeded
   per batch from `seed`. For `reduced_leads`, `reduced_leads_mode` (`REDUCED_LEADS_MODES`) says
@@ -35,6 +37,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from merit_jax.encoder import CHEAP_FEATURE_KINDS
 from merit_jax.encoder import Encoder
 from merit_jax.evaluators import shift
 
@@ -162,15 +165,13 @@ class FeatureStore:
       return None
     return os.path.join(self.cache_dir, encoder.cache_key, f"{split}{tag}.npz")
 
-  def _load_cached(self, path, ecg_id, kinds=()):
+  def _load_cached(self, path, ecg_id):
     if path is None or not os.path.exists(path):
       return None
     with np.load(path) as cached:
       out = {k: cached[k] for k in cached.files}
     if out.get("ecg_id") is None or not np.array_equal(out["ecg_id"], ecg_id):
       return None  # The split changed (another max_records, another build): recompute.
-    if any(k not in out for k in kinds):
-      return None  # Written before the encoder offered a feature kind it has now.
     return out
 
   def _save(self, path, out):
@@ -182,10 +183,10 @@ class FeatureStore:
     os.replace(tmp, path)
 
   def features(self, encoder: Encoder, split: str, corruption=None, seed: int = 0,
-               reduced_leads_mode: str = "native") -> dict:
-    """{'pooled', ['projected', 'per_lead', 'per_lead_max', 'per_layer'], 'ecg_id'} of one
-    split, optionally corrupted (`encoder.feature_kinds`; a cache entry missing one of them is
-    recomputed).
+               reduced_leads_mode: str = "native",
+               kinds: Optional[Sequence[str]] = None) -> dict:
+    """{kind: (N, ...)} of one split for every kind asked for, plus 'ecg_id'; optionally
+    corrupted. May hold more kinds than asked for (whatever the cache already had).
 
     Args:
       encoder: the feature source.
@@ -195,39 +196,53 @@ class FeatureStore:
       reduced_leads_mode: for `reduced_leads`, 'native' (the kept leads alone through
         `encoder.embed_ecg(ecg, leads=...)`, zero-filled for encoders that do not
         `supports_lead_subsets`) or 'zeros'.
+      kinds: feature kinds of `encoder.feature_kinds` needed (None = all it offers). Only
+        the kinds the cache lacks are computed, together with the `CHEAP_FEATURE_KINDS` the
+        same forward pass yields anyway, and added to the cache entry; the wide kinds
+        (`per_lead_max`, `per_layer`) are computed only when asked for.
     """
     check_reduced_leads_mode(reduced_leads_mode)
+    kinds = encoder.feature_kinds if kinds is None else tuple(kinds)
+    unknown = [k for k in kinds if k not in encoder.feature_kinds]
+    if unknown:
+      raise ValueError(f"encoder {encoder.name!r} has no {', '.join(map(repr, unknown))} "
+                       f"features (it offers {', '.join(encoder.feature_kinds)})")
     native = (corruption is not None and corruption[0] == "reduced_leads"
               and reduced_leads_path(encoder, reduced_leads_mode) == "native")
     tag = corruption_tag(corruption, native)
     key = (encoder.cache_key, split, tag, seed)
-    if key in self._memory:
-      return self._memory[key]
     data = self.split(split)
     path = self._path(encoder, split, tag)
-    out = self._load_cached(path, data.ecg_id, encoder.feature_kinds)
-    if out is None:
-      parts: dict[str, list] = {}
-      starts = range(0, len(data), self.batch_size)
-      desc = f"embed {encoder.name}/{split}{tag}"
-      for i, start in enumerate(_progress(starts, desc, len(starts), self.progress)):
-        ecg = data.ecg[start:start + self.batch_size]
-        if native:
-          # Only the kept leads reach the encoder: no zero-filled lead tokens.
-          ecg, kept = shift.reduce_leads(ecg, corruption[1], mode="select")
-          emb = encoder.embed_ecg(ecg, leads=tuple(int(k) for k in kept))
-        else:
-          if corruption is not None:
-            ecg = shift.apply_corruption(ecg, corruption[0], corruption[1], self.sample_rate,
-                                         seed=seed * 1_000_003 + i)
-          emb = encoder.embed_ecg(ecg)
-        for k, v in emb.items():
-          parts.setdefault(k, []).append(np.asarray(v, np.float32))
-      out = {k: np.concatenate(v) for k, v in parts.items()}
-      out["ecg_id"] = data.ecg_id
+    if key not in self._memory:
+      self._memory[key] = self._load_cached(path, data.ecg_id) or {"ecg_id": data.ecg_id}
+    out = self._memory[key]
+    missing = [k for k in kinds if k not in out]
+    if missing:
+      compute = tuple(k for k in encoder.feature_kinds
+                      if k in missing or (k in CHEAP_FEATURE_KINDS and k not in out))
+      out.update(self._compute(encoder, data, split, tag, compute, corruption, seed, native))
       self._save(path, out)
-    self._memory[key] = out
     return out
+
+  def _compute(self, encoder, data, split, tag, kinds, corruption, seed, native) -> dict:
+    """{kind: (N, ...)} of `kinds` over the whole split, batch by batch."""
+    parts: dict[str, list] = {}
+    starts = range(0, len(data), self.batch_size)
+    desc = f"embed {encoder.name}/{split}{tag}"
+    for i, start in enumerate(_progress(starts, desc, len(starts), self.progress)):
+      ecg = data.ecg[start:start + self.batch_size]
+      if native:
+        # Only the kept leads reach the encoder: no zero-filled lead tokens.
+        ecg, kept = shift.reduce_leads(ecg, corruption[1], mode="select")
+        emb = encoder.embed_ecg(ecg, leads=tuple(int(k) for k in kept), kinds=kinds)
+      else:
+        if corruption is not None:
+          ecg = shift.apply_corruption(ecg, corruption[0], corruption[1], self.sample_rate,
+                                       seed=seed * 1_000_003 + i)
+        emb = encoder.embed_ecg(ecg, kinds=kinds)
+      for k, v in emb.items():
+        parts.setdefault(k, []).append(np.asarray(v, np.float32))
+    return {k: np.concatenate(v) for k, v in parts.items()}
 
   def text_features(self, encoder: Encoder, split: str) -> np.ndarray:
     """(N, P) projected embeddings of the split's reports ('' reports embed as empty text)."""

@@ -344,14 +344,14 @@ class Evaluator(registry.EvaluatorBase):
     return {"linear_probe": {task: self.run_task(encoder, self.context.task_data(task))
                              for task in self.tasks}}
 
-  def feature_kinds(self, encoder, data: tasks_lib.TaskData) -> list[str]:
+  def feature_kinds(self, encoder) -> list[str]:
     """The feature kinds of `probe.features` that this encoder provides."""
     kinds = tasks_lib.parse_list(self.config.probe.features)
-    available = data.store.features(encoder, data.index["train"][0][0]).keys()
-    kept = [k for k in kinds if k in available]
+    kept = [k for k in kinds if k in encoder.feature_kinds]
     if not kept:
       raise ValueError(f"config.probe.features={self.config.probe.features!r}: encoder "
-                       f"{encoder.name!r} provides none of them (it has {sorted(available)})")
+                       f"{encoder.name!r} provides none of them (it has "
+                       f"{sorted(encoder.feature_kinds)})")
     return kept
 
   def run_task(self, encoder, data: tasks_lib.TaskData) -> dict:
@@ -360,7 +360,9 @@ class Evaluator(registry.EvaluatorBase):
     (`feature`; every kind's score in `val_by_feature`). The 100 % pooled probe is kept in
     the context for the shift suite."""
     runs_by_kind = {}
-    for kind in self.feature_kinds(encoder, data):
+    kinds = self.feature_kinds(encoder)
+    data.prepare(encoder, kinds)
+    for kind in kinds:
       splits = [(data.features(encoder, s, kind), data.labels[s]) for s in tasks_lib.SPLITS]
       runs_by_kind[kind] = run_label_fractions(
           *splits, fractions=self.fractions, seeds=self.seeds,

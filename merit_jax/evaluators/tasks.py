@@ -120,14 +120,20 @@ class TaskData:
 
   def features(self, encoder, split: str, kind: str = "pooled", corruption=None,
                seed: int = 0, reduced_leads_mode: str = "native") -> np.ndarray:
+    """(n, ...) `kind` features of the task's records of `split` (`FeatureStore.features`)."""
     parts = []
     for tfds_split, rows in self.index[split]:
       feats = self.store.features(encoder, tfds_split, corruption, seed,
-                                  reduced_leads_mode=reduced_leads_mode)
-      if kind not in feats:
-        raise ValueError(f"encoder {encoder.name!r} has no {kind!r} features")
+                                  reduced_leads_mode=reduced_leads_mode, kinds=(kind,))
       parts.append(feats[kind][rows])
     return np.concatenate(parts)
+
+  def prepare(self, encoder, kinds: Sequence[str]) -> None:
+    """Computes (or reads) every kind of `kinds` on every split in one pass per split, so
+    that the `features` calls after it, one kind at a time, run the encoder no more."""
+    for split in SPLITS:
+      for tfds_split, _ in self.index[split]:
+        self.store.features(encoder, tfds_split, kinds=tuple(kinds))
 
   def signals(self, split: str) -> np.ndarray:
     return np.concatenate([self.store.split(s).ecg[rows] for s, rows in self.index[split]])

@@ -40,7 +40,7 @@ class FeatureSource:
     if self.encoder is None:
       shape = (ecg.shape[0], NO_ECG_DIM) if kind == "pooled" else (ecg.shape[0], 1, NO_ECG_DIM)
       return np.zeros(shape, np.float32)
-    return self.encoder.embed_ecg(ecg, tokens=kind == "tokens")[kind]
+    return self.encoder.embed_kind(ecg, kind)
 
 
 def _read_run_config(run_dir: str) -> dict:
