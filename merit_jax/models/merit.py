@@ -10,7 +10,8 @@ L2-normalised; the text tower's pooled output is projected and normalised the sa
 API:
   build_model(config) -> MERIT, from the config schema in docs/ARCHITECTURE.md
     (model.size [+ width/depth/heads/mlp_dim overrides], patch_size, stem, stem_channels,
-    num_leads, mask_ratio, decoder, text, proj_dim, temperature_init, dtype, remat; data.preprocess.num_samples).
+    num_leads, mask_ratio, decoder, text, proj_dim, temperature_init, dtype, remat;
+    data.preprocess.num_samples).
   MERIT.__call__(ecg (B, leads, S), tokens (B, L), rng, *, reconstruction=True,
     contrastive=True, contrastive_view='masked') -> dict with
       'pred' (B, N, patch) predictions for every patch token (zeros if not reconstruction),
