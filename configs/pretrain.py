@@ -251,6 +251,11 @@ _PTBXL_SHARED_ALL = {
     # view). A run takes about 3× as long as at 50 (18–20 against 6 minutes on the 2-core
     # CPU, 2026-12-05; results/README.md).
     "model.patch_size": 25,
+    # Per-patch convolutions beside the linear patch map (models/ecg_vit.ConvStem), chosen on
+    # validation over the linear stem on MERIT λ = 0.3, seed 0 (results/lever_convstem.md:
+    # mean validation probe AUROC 71.5 below 100 % labels and 75.7 overall, against 69.4 /
+    # 73.2). The stem works at sample resolution, so a step costs more (results/README.md).
+    "model.stem": "conv",
     # The paired sources keep their 3:2 ratio (so a contrastive-only run, which drops the
     # ECG-only sources, reads exactly ptbxl_shared's stream); the ECG-only ones get weights in
     # proportion to their training records (181 and 817 against 541 + 571 paired), so an

@@ -41,17 +41,24 @@ def _ecg_encoder_params(config) -> int:
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"]["encoder"]))
 
 
-@pytest.mark.parametrize("variant,patch", [("quick", 50), ("ptbxl_shared_all", 25)])
-def test_cpu_variants_build_the_documented_ecg_vit(variant, patch):
+@pytest.mark.parametrize("variant,patch,conv_channels",
+                         [("quick", 50, 0), ("ptbxl_shared_all", 25, 32)])
+def test_cpu_variants_build_the_documented_ecg_vit(variant, patch, conv_channels):
   """'a 64-wide 3-layer ECG ViT (4 heads, MLP 128)' over 10 s at 100 Hz, with 50-sample
-  patches (quick) or the 25-sample patches validation chose on the real records."""
+  patches and a linear stem (quick), or the 25-sample patches and convolutional stem (32
+  channels) that validation chose on the real records."""
   d, layers, mlp, patches = 64, 3, 128, 1000 // patch
   # Per block: q, v, out with biases and k without (4d^2 + 3d), MLP (2 d mlp + mlp + d),
   # two LayerNorms (4d). Then the patch projection, 12 lead and 1000/patch time embeddings,
   # final LN.
   block = 4 * d * d + 3 * d + 2 * d * mlp + mlp + d + 4 * d
   embed = patch * d + d + 12 * d + patches * d + 2 * d
-  assert _ecg_encoder_params(pretrain.get_config(variant)) == layers * block + embed
+  # Conv stem: two width-5 convolutions (1 -> c, c -> c, with biases), then a dense map of
+  # their mean- and max-pooled channels (2c -> d).
+  c = conv_channels
+  stem = (5 * c + c) + (5 * c * c + c) + (2 * c * d + d) if c else 0
+  assert pretrain.get_config(variant).model.stem == ("conv" if c else "linear")
+  assert _ecg_encoder_params(pretrain.get_config(variant)) == layers * block + embed + stem
 
 
 def test_full_variant_is_vit_base_on_ptbxl():
