@@ -291,6 +291,16 @@ class Encoder:
     widths = wide_feature_widths(self.params, self.model.num_leads)
     return tuple(k for k in MODEL_FEATURE_KINDS if widths.get(k, 0) <= MAX_WIDE_FEATURES)
 
+  def check_kinds(self, kinds: Optional[Sequence[str]]) -> tuple[str, ...]:
+    """`kinds` as a tuple (None: every one of `feature_kinds`); a ValueError names any kind
+    this encoder does not offer."""
+    kinds = self.feature_kinds if kinds is None else tuple(kinds)
+    unknown = [k for k in kinds if k not in self.feature_kinds]
+    if unknown:
+      raise ValueError(f"encoder {self.name!r} has no {', '.join(map(repr, unknown))} "
+                       f"features (it offers {', '.join(self.feature_kinds)})")
+    return kinds
+
   # -------------------------------------------------------------------------------- building
 
   @classmethod
@@ -354,11 +364,7 @@ class Encoder:
     """Features of preprocessed ECGs (B, leads, S); see module docstring. `kinds`: which of
     `feature_kinds` to compute (None = all of them); the wide ones cost extra work."""
     ecg = np.asarray(ecg, np.float32)
-    kinds = self.feature_kinds if kinds is None else tuple(kinds)
-    unknown = [k for k in kinds if k not in self.feature_kinds]
-    if unknown:
-      raise ValueError(f"encoder {self.name!r} has no {', '.join(map(repr, unknown))} "
-                       f"features (it offers {', '.join(self.feature_kinds)})")
+    kinds = self.check_kinds(kinds)
     if self.model is None:
       if leads is not None or tokens:
         raise ValueError(f"encoder {self.name!r} takes neither lead subsets nor returns "

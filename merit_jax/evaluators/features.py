@@ -202,11 +202,7 @@ class FeatureStore:
         (`per_lead_max`, `per_layer`) are computed only when asked for.
     """
     check_reduced_leads_mode(reduced_leads_mode)
-    kinds = encoder.feature_kinds if kinds is None else tuple(kinds)
-    unknown = [k for k in kinds if k not in encoder.feature_kinds]
-    if unknown:
-      raise ValueError(f"encoder {encoder.name!r} has no {', '.join(map(repr, unknown))} "
-                       f"features (it offers {', '.join(encoder.feature_kinds)})")
+    kinds = encoder.check_kinds(kinds)
     native = (corruption is not None and corruption[0] == "reduced_leads"
               and reduced_leads_path(encoder, reduced_leads_mode) == "native")
     tag = corruption_tag(corruption, native)
