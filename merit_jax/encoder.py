@@ -294,11 +294,12 @@ class Encoder:
   def check_kinds(self, kinds: Optional[Sequence[str]]) -> tuple[str, ...]:
     """`kinds` as a tuple (None: every one of `feature_kinds`); a ValueError names any kind
     this encoder does not offer."""
-    kinds = self.feature_kinds if kinds is None else tuple(kinds)
-    unknown = [k for k in kinds if k not in self.feature_kinds]
+    offered = self.feature_kinds  # Derived from the parameters: read once.
+    kinds = offered if kinds is None else tuple(kinds)
+    unknown = [k for k in kinds if k not in offered]
     if unknown:
       raise ValueError(f"encoder {self.name!r} has no {', '.join(map(repr, unknown))} "
-                       f"features (it offers {', '.join(self.feature_kinds)})")
+                       f"features (it offers {', '.join(offered)})")
     return kinds
 
   # -------------------------------------------------------------------------------- building
