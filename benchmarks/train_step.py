@@ -452,9 +452,9 @@ def main(argv=None):
       r = bench_one(config, args.steps, devices, args.peak_repeats, window)
     except Exception as e:  # pylint: disable=broad-except
       # One failing config (e.g. out of memory at a large batch) must not lose the others.
-      print(f"FAILED {size} {rate}Hz {variant} {view} {tower} stem={stem} remat={remat} {dtype} b={batch_size} "
-            f"attention={attention}: {type(e).__name__}: {str(e)[:300]}", file=sys.stderr,
-            flush=True)
+      print(f"FAILED {size} {rate}Hz {variant} {view} {tower} stem={stem} remat={remat} {dtype} "
+            f"b={batch_size} attention={attention}: {type(e).__name__}: {str(e)[:300]}",
+            file=sys.stderr, flush=True)
       continue
     finally:
       ecg_vit.FUSED_ATTENTION = "auto"
