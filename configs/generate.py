@@ -109,6 +109,9 @@ def _defaults() -> ml_collections.ConfigDict:
   # Standardise each feature channel on the training split before the projector (the stats
   # are saved with it); without it a trained encoder's shared feature component dominates.
   c.standardize_features = False
+  # k > 0: append to each record's features the share of its k nearest training ECGs whose
+  # report names each SCP statement (report_gen/neighbours.py); 0 = off.
+  c.neighbour_statements = 0
   c.projector_kind = "mlp"  # 'mlp' on pooled features | 'resampler' over encoder tokens
   c.projector_hidden = 1024
   c.resampler = ml_collections.ConfigDict(dict(width=256, depth=2, num_heads=4))

@@ -418,6 +418,12 @@ def validate_generate_config(config: ml_collections.ConfigDict) -> None:
   for key in ("ban_markup", "stop_at_end_of_turn"):
     if not isinstance(config.decoding[key], bool):
       errors.append(f"config.decoding.{key}={config.decoding[key]!r} must be one of True, False")
+  hints = config.get("neighbour_statements", 0)
+  if isinstance(hints, bool) or not isinstance(hints, int) or hints < 0:
+    errors.append(f"config.neighbour_statements={hints!r} must be an integer >= 0 (0 = off)")
+  elif hints and config.projector_kind != "mlp":
+    errors.append(f"config.neighbour_statements={hints} needs projector_kind='mlp' (pooled "
+                  f"features), got {config.projector_kind!r}")
   if not isinstance(config.get("standardize_features", False), bool):
     errors.append(f"config.standardize_features={config.standardize_features!r} must be one "
                   "of True, False")

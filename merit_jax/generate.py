@@ -42,6 +42,7 @@ from merit_jax.models.llm import conditioning
 from merit_jax.report_gen import GenerateError
 from merit_jax.report_gen import data as data_lib
 from merit_jax.report_gen import decoding
+from merit_jax.report_gen import neighbours
 from merit_jax.report_gen import projector as projector_lib
 from merit_jax.report_gen import recipe_table
 from merit_jax.report_gen import reporting
@@ -99,6 +100,12 @@ def run_train(config, workdir: str, checkpoint: str | None = None, llm=None,
   stats = (data_lib.fit_feature_stats(train["features"]) if config.standardize_features
            else None)
   train["features"] = data_lib.standardize_features(train["features"], stats)
+  hints_k = neighbour_k(config)
+  bank = None
+  if hints_k:
+    bank = neighbours.build_bank(train["features"], train["reports"])
+    train["features"] = neighbours.with_hints(train["features"], neighbours.statement_shares(
+        bank, train["features"], hints_k, leave_one_out=True))
   gen = projector_lib.build_generator(config, llm)
   t0 = time.time()
   trainable, history = training.train_projector(config, gen, train, workdir=workdir,
@@ -106,6 +113,8 @@ def run_train(config, workdir: str, checkpoint: str | None = None, llm=None,
   train_s = time.time() - t0
   projector_lib.save_projector(workdir, config, source, trainable, train["features"].shape[1:],
                                feature_stats=stats)
+  if bank is not None:
+    neighbours.save_bank(workdir, bank)
   summary = {"encoder": source.source, "train_records": len(train["reports"]),
              "steps": int(config.total_steps), "batch_size": int(config.batch_size),
              "train_seconds": train_s, "first_loss": history[0]["loss"],
@@ -115,6 +124,9 @@ def run_train(config, workdir: str, checkpoint: str | None = None, llm=None,
     test = data_lib.compute_features(workdir, config, source, config.eval.split, kind,
                                      config.eval.max_records)
     test["features"] = data_lib.standardize_features(test["features"], stats)
+    if bank is not None:
+      test["features"] = neighbours.with_hints(
+          test["features"], neighbours.statement_shares(bank, test["features"], hints_k))
     scores, generated = _score_split(config, gen, trainable, test, workdir,
                                      bool(config.progress))
     metrics = scores["metrics"]
@@ -142,6 +154,7 @@ def run_predict(config) -> str:
       data_lib.record_features(source, records, meta["feature_kind"],
                                int(config.feature_batch_size)),
       meta.get("feature_stats"))  # Absent in projectors trained without standardisation.
+  features = _with_saved_hints(train_cfg, config.projector, features)
   gen = projector_lib.build_generator(train_cfg)
   reports = decoding.generate_reports(train_cfg, gen, trainable, features,
                                       bool(config.progress))
@@ -152,7 +165,25 @@ def run_predict(config) -> str:
 # recipe line (read from this invocation's config) describes the arms it shows.
 _TRAINED_RECIPE_KEYS = ("llm", "projector_kind", "num_prefix_tokens", "lora_rank", "lora_targets",
                         "standardize_features", "prompt", "max_report_tokens", "total_steps",
-                        "batch_size", "optim.lr", "train_split")
+                        "batch_size", "optim.lr", "train_split", "neighbour_statements")
+
+
+def neighbour_k(config) -> int:
+  """config.neighbour_statements (absent from an older run's config: 0, no hints)."""
+  return int(config.get("neighbour_statements") or 0)
+
+
+def _with_saved_hints(train_cfg, trained_dir: str, features):
+  """Standardised features plus the statement hints of the trained run's bank, if it used
+  them (`report_gen/neighbours.py`)."""
+  k = neighbour_k(train_cfg)
+  if not k:
+    return features
+  run_dir = os.path.abspath(os.path.expanduser(trained_dir))
+  if os.path.basename(run_dir) == projector_lib.PROJECTOR_DIR:
+    run_dir = os.path.dirname(run_dir)
+  bank = neighbours.load_bank(run_dir)
+  return neighbours.with_hints(features, neighbours.statement_shares(bank, features, k))
 
 
 def _check_same_recipe(config, train_cfg, trained_dir: str) -> None:
@@ -191,8 +222,9 @@ def _score_trained(config, trained_dir: str, workdir: str, llm=None,
   provision.ensure_datasets(config.data)
   split = data_lib.compute_features(workdir, config, source, config.eval.split,
                                     meta["feature_kind"], config.eval.max_records)
-  split["features"] = data_lib.standardize_features(split["features"],
-                                                    meta.get("feature_stats"))
+  split["features"] = _with_saved_hints(
+      train_cfg, trained_dir,
+      data_lib.standardize_features(split["features"], meta.get("feature_stats")))
   gen = projector_lib.build_generator(train_cfg, llm)
   summary = {"projector": os.path.abspath(os.path.expanduser(trained_dir)),
              "decoding": config.decoding.to_dict()}

@@ -34,6 +34,7 @@ RECIPE_KEYS = (("lora_rank", "LoRA rank"), ("lora_targets", "LoRA on"), ("optim.
                ("total_steps", "steps"), ("batch_size", "batch"),
                ("num_prefix_tokens", "prefix tokens"), ("projector_kind", "projector"),
                ("standardize_features", "standardised features"),
+               ("neighbour_statements", "neighbour statement hints (k)"),
                ("checkpoint", "encoder"),
                ("decoding.method", "decoding"), ("decoding.repetition_penalty", "rep. penalty"),
                ("decoding.no_repeat_ngram", "no-repeat n"),
@@ -47,7 +48,7 @@ METRIC_COLUMNS = (("bleu4", "BLEU-4"), ("rouge_l", "ROUGE-L"), ("meteor", "METEO
 PAIRED_BOOTSTRAP = 1000
 
 # Keys that runs saved before they existed did not write, and what those runs did.
-_OLD_RUN_VALUES = {"standardize_features": False}
+_OLD_RUN_VALUES = {"standardize_features": False, "neighbour_statements": 0}
 
 
 def recipe_value(tree: dict, dotted: str):

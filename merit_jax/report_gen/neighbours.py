@@ -1,0 +1,98 @@
+"""Statement hints from the nearest training ECGs, appended to an arm's features.
+
+With `config.neighbour_statements = k > 0`, each record's (standardised) pooled feature gets
+C more channels: for each of the C SCP statements the report matcher knows
+(`metrics.clinical.ScpMatcher`), the share of the record's k nearest training ECGs (cosine on
+the standardised features) whose *report* names that statement. The projector then sees which
+statements ECGs like this one were reported with, a signal it would otherwise have to learn
+from the LLM loss on ~1,000 reports. Only training-fold reports are used (no labels), and a
+training record never counts itself: its hints are computed leave-one-out, as a new record's
+are. An all-zero feature row (the no-ECG arm) has no neighbours: its hints are all zero.
+
+The bank (unit-norm training features and their statement matrix) is saved beside the
+projector so score and predict mode compute the same hints.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from merit_jax.report_gen import GenerateError
+
+BANK_FILE = "neighbour_bank.npz"
+
+
+def _unit_rows(features: np.ndarray) -> np.ndarray:
+  x = np.asarray(features, np.float64)
+  norm = np.linalg.norm(x, axis=1, keepdims=True)
+  return np.where(norm > 0, x / np.where(norm > 0, norm, 1.0), 0.0)
+
+
+def build_bank(train_features: np.ndarray, train_reports: Sequence[str], matcher=None) -> dict:
+  """{'features': unit-norm (N, D), 'statements': float32 (N, C) 0/1, 'codes': [C]}."""
+  from merit_jax.metrics import clinical  # pylint: disable=g-import-not-at-top
+  features = np.asarray(train_features)
+  if features.ndim != 2:
+    raise GenerateError("neighbour_statements needs pooled (N, D) features (projector_kind="
+                        f"'mlp'), got shape {features.shape}")
+  if len(train_reports) != features.shape[0]:
+    raise GenerateError(f"neighbour bank: {features.shape[0]} feature rows but "
+                        f"{len(train_reports)} reports")
+  matcher = matcher or clinical.ScpMatcher()
+  codes = list(matcher.codes)
+  column = {c: i for i, c in enumerate(codes)}
+  statements = np.zeros((len(train_reports), len(codes)), np.float32)
+  for row, report in enumerate(train_reports):
+    for code in matcher(report):
+      statements[row, column[code]] = 1.0
+  return {"features": _unit_rows(features).astype(np.float32), "statements": statements,
+          "codes": codes}
+
+
+def statement_shares(bank: dict, features: np.ndarray, k: int,
+                     leave_one_out: bool = False) -> np.ndarray:
+  """(M, C) share of each row's k nearest bank rows whose report names each statement.
+
+  leave_one_out: `features` are the bank's own rows in order; row i never counts itself.
+  """
+  n = bank["features"].shape[0]
+  if k < 1 or k > n - int(leave_one_out):
+    raise GenerateError(f"config.neighbour_statements={k} must be in [1, "
+                        f"{n - int(leave_one_out)}] (the training records with a report)")
+  query = _unit_rows(features)
+  if leave_one_out and query.shape[0] != n:
+    raise GenerateError("leave-one-out hints need the bank's own rows")
+  sims = query @ bank["features"].T.astype(np.float64)
+  if leave_one_out:
+    np.fill_diagonal(sims, -np.inf)
+  nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+  shares = bank["statements"][nearest].mean(axis=1)
+  shares[~np.any(query != 0, axis=1)] = 0.0  # No ECG, no neighbours.
+  return shares.astype(np.float32)
+
+
+def with_hints(features: np.ndarray, shares: np.ndarray) -> np.ndarray:
+  """Features with the statement shares appended as extra channels."""
+  return np.concatenate([np.asarray(features, np.float32), shares], axis=1)
+
+
+def save_bank(directory: str, bank: dict) -> None:
+  """Writes the bank atomically (a crash leaves the old file or none, never half of one)."""
+  path = os.path.join(directory, BANK_FILE)
+  tmp = path + ".tmp.npz"
+  np.savez(tmp, features=bank["features"], statements=bank["statements"],
+           codes=np.asarray(bank["codes"], dtype=object))
+  os.replace(tmp, path)
+
+
+def load_bank(directory: str) -> dict:
+  path = os.path.join(directory, BANK_FILE)
+  if not os.path.isfile(path):
+    raise GenerateError(f"{directory}: the projector was trained with neighbour_statements but "
+                        f"{BANK_FILE} is missing there")
+  with np.load(path, allow_pickle=True) as f:
+    return {"features": f["features"], "statements": f["statements"],
+            "codes": [str(c) for c in f["codes"]]}
