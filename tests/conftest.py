@@ -13,7 +13,22 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+import jax  # noqa: E402
 import pytest  # noqa: E402
+
+# A persistent compilation cache for this test process only (jax.config, not the environment,
+# so subprocesses started by tests are unaffected): tests that build the same computation
+# again (the same tiny step in several files, a fixture per module) load XLA's executable
+# instead of compiling it anew. Only compilations of 1 s or more are stored. The directory
+# is fresh per session and removed at exit, so nothing carries over between runs.
+_XLA_CACHE_DIR = tempfile.mkdtemp(prefix="merit_jax_tests_xla_cache_")
+atexit.register(shutil.rmtree, _XLA_CACHE_DIR, ignore_errors=True)
+jax.config.update("jax_compilation_cache_dir", _XLA_CACHE_DIR)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
