@@ -104,8 +104,8 @@ def run_train(config, workdir: str, checkpoint: str | None = None, llm=None,
   bank = None
   if hints_k:
     bank = neighbours.build_bank(train["features"], train["reports"])
-    train["features"] = neighbours.with_hints(train["features"], neighbours.statement_shares(
-        bank, train["features"], hints_k, leave_one_out=True))
+    train["features"] = neighbours.with_hints(bank, train["features"], hints_k,
+                                              leave_one_out=True)
   gen = projector_lib.build_generator(config, llm)
   t0 = time.time()
   trainable, history = training.train_projector(config, gen, train, workdir=workdir,
@@ -125,8 +125,7 @@ def run_train(config, workdir: str, checkpoint: str | None = None, llm=None,
                                      config.eval.max_records)
     test["features"] = data_lib.standardize_features(test["features"], stats)
     if bank is not None:
-      test["features"] = neighbours.with_hints(
-          test["features"], neighbours.statement_shares(bank, test["features"], hints_k))
+      test["features"] = neighbours.with_hints(bank, test["features"], hints_k)
     scores, generated = _score_split(config, gen, trainable, test, workdir,
                                      bool(config.progress))
     metrics = scores["metrics"]
@@ -179,11 +178,8 @@ def _with_saved_hints(train_cfg, trained_dir: str, features):
   k = neighbour_k(train_cfg)
   if not k:
     return features
-  run_dir = os.path.abspath(os.path.expanduser(trained_dir))
-  if os.path.basename(run_dir) == projector_lib.PROJECTOR_DIR:
-    run_dir = os.path.dirname(run_dir)
-  bank = neighbours.load_bank(run_dir)
-  return neighbours.with_hints(features, neighbours.statement_shares(bank, features, k))
+  bank = neighbours.load_bank(projector_lib.run_directory(trained_dir))
+  return neighbours.with_hints(bank, features, k)
 
 
 def _check_same_recipe(config, train_cfg, trained_dir: str) -> None:

@@ -14,6 +14,7 @@ from merit_jax import generate
 from merit_jax.metrics import clinical
 from merit_jax.report_gen import GenerateError
 from merit_jax.report_gen import neighbours
+from merit_jax.report_gen import projector as projector_lib
 from tests.test_generate import generate_config
 from tests.test_checkpoint import make_fake_run
 
@@ -75,8 +76,10 @@ def test_no_ecg_rows_get_no_hints_and_widths_add_up():
   bank = neighbours.build_bank(train, reports)
   shares = neighbours.statement_shares(bank, np.zeros((4, train.shape[1])), 3)
   assert shares.shape == (4, len(clinical.ScpMatcher().codes)) and not shares.any()
-  hinted = neighbours.with_hints(train[:4], shares)
+  hinted = neighbours.with_hints(bank, train[:4], 3)
   assert hinted.shape == (4, train.shape[1] + shares.shape[1]) and hinted.dtype == np.float32
+  np.testing.assert_array_equal(hinted[:, train.shape[1]:],
+                                neighbours.statement_shares(bank, train[:4], 3))
 
 
 def test_bad_k_and_shapes_are_refused():
@@ -108,7 +111,6 @@ def test_trained_run_with_hints_scores_the_same_after_reload(ptbxl_dir, tmp_path
   cfg.checkpoint = str(merit_run)
   cfg.neighbour_statements = 3
   summary = generate.run_train(cfg, str(tmp / "run"))
-  from merit_jax.report_gen import projector as projector_lib  # pylint: disable=g-import-not-at-top
   _, _, _, meta = projector_lib.load_projector(str(tmp / "run"))
   assert meta["feature_shape"] == [32 + len(clinical.ScpMatcher().codes)]
   assert (tmp / "run" / neighbours.BANK_FILE).is_file()

@@ -74,8 +74,10 @@ def statement_shares(bank: dict, features: np.ndarray, k: int,
   return shares.astype(np.float32)
 
 
-def with_hints(features: np.ndarray, shares: np.ndarray) -> np.ndarray:
-  """Features with the statement shares appended as extra channels."""
+def with_hints(bank: dict, features: np.ndarray, k: int,
+               leave_one_out: bool = False) -> np.ndarray:
+  """Features with their `statement_shares` appended as extra channels."""
+  shares = statement_shares(bank, features, k, leave_one_out)
   return np.concatenate([np.asarray(features, np.float32), shares], axis=1)
 
 

@@ -174,11 +174,17 @@ def save_projector(workdir: str, config, source: data_lib.FeatureSource, trainab
     json.dump(meta, f, indent=2, default=str)
 
 
-def load_projector(projector_dir: str, feature_batch_size: int = 64):
-  """(run config, FeatureSource, trainable, meta) of a workdir written by `save_projector`."""
+def run_directory(projector_dir: str) -> str:
+  """The generate workdir of `projector_dir`: that workdir itself or its projector/ folder."""
   run_dir = os.path.abspath(os.path.expanduser(projector_dir))
   if os.path.basename(run_dir) == PROJECTOR_DIR:
     run_dir = os.path.dirname(run_dir)
+  return run_dir
+
+
+def load_projector(projector_dir: str, feature_batch_size: int = 64):
+  """(run config, FeatureSource, trainable, meta) of a workdir written by `save_projector`."""
+  run_dir = run_directory(projector_dir)
   meta_path = os.path.join(run_dir, CONFIG_FILE)
   if not os.path.isfile(meta_path):
     raise GenerateError(f"config.projector={projector_dir!r}: no {CONFIG_FILE} there; pass the "
