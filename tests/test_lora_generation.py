@@ -141,8 +141,9 @@ def test_gradients_reach_attention_and_mlp_adapters_only():
   trainable = projector_lib.init_trainable(gen, (data_lib.NO_ECG_DIM,), 4, 0, cfg.lora_targets)
   tokens, input_mask, loss_mask = data_lib.training_sequences(
       gen.tokenizer, gen.prompt, data["reports"][:8], int(cfg.max_report_tokens))
-  grads, _ = jax.grad(gen.loss, has_aux=True)(trainable, gen.llm_params, data["features"][:8],
-                                              tokens, input_mask, loss_mask)
+  # Jitted: op by op, the backward pass of the whole LLM dispatched ~30 s of tiny ops.
+  grads, _ = jax.jit(jax.grad(gen.loss, has_aux=True))(
+      trainable, gen.llm_params, data["features"][:8], tokens, input_mask, loss_mask)
   # B = 0 at init: the gradient reaches every B (A's is zero until B moves).
   for layer, block in grads["lora"].items():
     assert set(block) == ALL_PROJECTIONS, layer
