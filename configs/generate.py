@@ -144,7 +144,12 @@ def _defaults() -> ml_collections.ConfigDict:
       stop_at_end_of_turn=True,
       # The longest report decoded, in tokens; None = max_report_tokens (the training
       # truncation). A decoding setting, so score mode can choose it on validation.
-      max_new_tokens=config_dict.placeholder(int)))
+      max_new_tokens=config_dict.placeholder(int),
+      # Choice among several decodes (report_gen/reranking.py): rerank_samples nucleus samples
+      # (temperature, top_p above) besides the `method` decode; the candidate whose statements
+      # agree best with the reports of the rerank_neighbours nearest training ECGs is kept.
+      # 0 = off (one decode).
+      rerank_samples=0, rerank_neighbours=40))
   c.eval = ml_collections.ConfigDict(dict(
       split="test", batch_size=16, max_records=config_dict.placeholder(int), num_examples=5,
       meteor=True,

@@ -418,6 +418,13 @@ def validate_generate_config(config: ml_collections.ConfigDict) -> None:
   for key in ("ban_markup", "stop_at_end_of_turn"):
     if not isinstance(config.decoding[key], bool):
       errors.append(f"config.decoding.{key}={config.decoding[key]!r} must be one of True, False")
+  rerank = config.decoding.get("rerank_samples", 0)
+  positive_int("decoding.rerank_samples", rerank, minimum=0)
+  if rerank:
+    positive_int("decoding.rerank_neighbours", config.decoding.get("rerank_neighbours"))
+    if config.projector_kind != "mlp":
+      errors.append(f"config.decoding.rerank_samples={rerank!r} needs projector_kind='mlp' "
+                    f"(pooled features for the neighbour search), got {config.projector_kind!r}")
   hints = config.get("neighbour_statements", 0)
   if isinstance(hints, bool) or not isinstance(hints, int) or hints < 0:
     errors.append(f"config.neighbour_statements={hints!r} must be an integer >= 0 (0 = off)")

@@ -55,14 +55,15 @@ _WORKDIR = None
 
 
 def _score_split(config, gen, trainable, split: dict, workdir: str,
-                 progress: bool) -> tuple[dict, list]:
+                 progress: bool, bank: dict | None = None) -> tuple[dict, list]:
   """Teacher-forced loss and decoded-report metrics of a trained model on `split` (features
-  already standardised as in training); writes workdir/samples.csv. Returns ({eval_split,
-  eval_loss, metrics, eval_seconds}, generated reports)."""
+  already standardised as in training; `bank`: the neighbour bank decoding may rerank with);
+  writes workdir/samples.csv. Returns ({eval_split, eval_loss, metrics, eval_seconds},
+  generated reports)."""
   t0 = time.time()
   # Teacher-forced loss on the eval split (validation when choosing a recipe).
   loss = training.eval_loss(config, gen, trainable, split)["loss"]
-  metrics, generated = decoding.evaluate(config, gen, trainable, split, progress)
+  metrics, generated = decoding.evaluate(config, gen, trainable, split, progress, bank)
   reporting.write_samples(os.path.join(workdir, "samples.csv"), split, generated)
   return ({"eval_split": config.eval.split, "eval_loss": loss, "metrics": metrics,
            "eval_seconds": time.time() - t0}, generated)
@@ -101,9 +102,11 @@ def run_train(config, workdir: str, checkpoint: str | None = None, llm=None,
            else None)
   train["features"] = data_lib.standardize_features(train["features"], stats)
   hints_k = neighbour_k(config)
-  bank = None
+  # The training reports' neighbour bank, saved with every projector: the statement hints
+  # and decoding's reranking read it (predict and score mode too).
+  bank = (neighbours.build_bank(train["features"], train["reports"])
+          if kind == "pooled" else None)
   if hints_k:
-    bank = neighbours.build_bank(train["features"], train["reports"])
     train["features"] = neighbours.with_hints(bank, train["features"], hints_k,
                                               leave_one_out=True)
   gen = projector_lib.build_generator(config, llm)
@@ -124,10 +127,10 @@ def run_train(config, workdir: str, checkpoint: str | None = None, llm=None,
     test = data_lib.compute_features(workdir, config, source, config.eval.split, kind,
                                      config.eval.max_records)
     test["features"] = data_lib.standardize_features(test["features"], stats)
-    if bank is not None:
+    if hints_k:
       test["features"] = neighbours.with_hints(bank, test["features"], hints_k)
     scores, generated = _score_split(config, gen, trainable, test, workdir,
-                                     bool(config.progress))
+                                     bool(config.progress), bank)
     metrics = scores["metrics"]
     print(f"{config.eval.split}: loss {scores['eval_loss']:.4f}, statement F1 micro "
           f"{metrics.get('clinical_micro_f1', float('nan')):.4f} macro "
@@ -154,9 +157,11 @@ def run_predict(config) -> str:
                                int(config.feature_batch_size)),
       meta.get("feature_stats"))  # Absent in projectors trained without standardisation.
   features = _with_saved_hints(train_cfg, config.projector, features)
+  bank = (neighbours.load_bank(projector_lib.run_directory(config.projector))
+          if decoding.rerank_samples(config) else None)
   gen = projector_lib.build_generator(train_cfg)
   reports = decoding.generate_reports(train_cfg, gen, trainable, features,
-                                      bool(config.progress))
+                                      bool(config.progress), bank)
   return reporting.write_predictions(config.output, ids, reports)
 
 
@@ -180,6 +185,22 @@ def _with_saved_hints(train_cfg, trained_dir: str, features):
     return features
   bank = neighbours.load_bank(projector_lib.run_directory(trained_dir))
   return neighbours.with_hints(bank, features, k)
+
+
+def _decoding_bank(config, trained_dir: str, workdir: str, source, meta: dict) -> dict | None:
+  """The neighbour bank decoding reranks with (None when reranking is off): the one saved
+  beside the projector, else (a projector trained before banks were saved) built from the
+  training split's features, standardised as in training."""
+  if not decoding.rerank_samples(config):
+    return None
+  run_dir = projector_lib.run_directory(trained_dir)
+  if os.path.isfile(os.path.join(run_dir, neighbours.BANK_FILE)):
+    return neighbours.load_bank(run_dir)
+  train = data_lib.compute_features(workdir, config, source, config.train_split,
+                                    meta["feature_kind"])
+  return neighbours.build_bank(
+      data_lib.standardize_features(train["features"], meta.get("feature_stats")),
+      train["reports"])
 
 
 def _check_same_recipe(config, train_cfg, trained_dir: str) -> None:
@@ -221,11 +242,12 @@ def _score_trained(config, trained_dir: str, workdir: str, llm=None,
   split["features"] = _with_saved_hints(
       train_cfg, trained_dir,
       data_lib.standardize_features(split["features"], meta.get("feature_stats")))
+  bank = _decoding_bank(config, trained_dir, workdir, source, meta)
   gen = projector_lib.build_generator(train_cfg, llm)
   summary = {"projector": os.path.abspath(os.path.expanduser(trained_dir)),
              "decoding": config.decoding.to_dict()}
   scores, generated = _score_split(train_cfg, gen, trainable, split, workdir,
-                                   bool(config.progress))
+                                   bool(config.progress), bank)
   summary.update(scores)
   return summary, generated, split
 

@@ -11,6 +11,9 @@ min_new_tokens, max_new_tokens (default: max_report_tokens), stop_at_end_of_turn
 token whose text holds '<', '>' or an '&name' entity start is never generated; computed once
 per tokenizer from its vocabulary).
 `evaluate` counts the reports that still break a rule (`metrics/degeneracy.py`).
+
+`decoding.rerank_samples` / `rerank_neighbours` turn on the choice among several decodes of
+`report_gen/reranking.py` (0 = off: one decode).
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from merit_jax.models.llm import decode
+from merit_jax.report_gen import GenerateError
+from merit_jax.report_gen import neighbours
 from merit_jax.report_gen import projector as projector_lib
+from merit_jax.report_gen import reranking
 
 METHODS = ("greedy", "beam", "nucleus")
 END_OF_TURN = "<end_of_turn>"  # Gemma's end of a chat turn: a control token of the GGUF vocab.
@@ -89,13 +95,14 @@ def max_new_tokens(config) -> int:
   return int(config.max_report_tokens if limit is None else limit)
 
 
-def _decode_batch(config, gen: projector_lib.Generator, params, prefix, tokens, rng, rules):
+def _decode_batch(config, gen: projector_lib.Generator, params, prefix, tokens, rng, rules,
+                  method: str):
   dec = config.decoding
   kwargs = dict(max_new_tokens=max_new_tokens(config), eos_id=gen.tokenizer.eos_id,
                 pad_id=gen.tokenizer.pad_id, prefix_embeddings=prefix, **rules)
-  if dec.method == "greedy":
+  if method == "greedy":
     return decode.greedy_decode(gen.llm, params, tokens, **kwargs)
-  if dec.method == "beam":
+  if method == "beam":
     ids, _ = decode.beam_search(gen.llm, params, tokens, beam_width=int(dec.beam_width),
                                 length_penalty=float(dec.length_penalty), **kwargs)
     return ids
@@ -103,17 +110,13 @@ def _decode_batch(config, gen: projector_lib.Generator, params, prefix, tokens, 
                               top_p=float(dec.top_p), **kwargs)
 
 
-def generate_reports(config, gen: projector_lib.Generator, trainable, features: np.ndarray,
-                     progress: bool = True) -> list[str]:
-  """Decodes one report per feature row (greedy / beam / nucleus from config.decoding)."""
-  method = config.decoding.method
-  if method not in METHODS:
-    raise ValueError(f"config.decoding.method={method!r} must be one of {', '.join(METHODS)}")
+def _decode_all(config, gen: projector_lib.Generator, llm_params, prefix_fn,
+                features: np.ndarray, method: str, seed: int, progress: bool) -> list[str]:
+  """One report per feature row by `method` (the other decoding settings from config);
+  prefix_fn: features → soft prefix (the trained projector, jitted)."""
   bs = int(config.eval.batch_size)
-  params = gen.llm_params_with(trainable)
-  prefix_fn = jax.jit(gen.prefix)
   prompt = np.asarray(gen.prompt, np.int32)
-  rng = jax.random.PRNGKey(int(config.seed))
+  rng = jax.random.PRNGKey(seed)
   rules = decode_rules(config, gen.tokenizer)
   ends = {int(gen.tokenizer.eos_id), *rules["stop_ids"]}
   out: list[str] = []
@@ -126,12 +129,12 @@ def generate_reports(config, gen: projector_lib.Generator, trainable, features: 
     real = chunk.shape[0]
     if real < bs:  # One shape for every batch: no recompiles.
       chunk = np.concatenate([chunk, np.zeros((bs - real,) + chunk.shape[1:], np.float32)])
-    prefix = prefix_fn(trainable, jnp.asarray(chunk))
+    prefix = prefix_fn(jnp.asarray(chunk))
     tokens = jnp.asarray(np.tile(prompt, (bs, 1)))
     sub = None
     if method == "nucleus":  # Only sampling draws: greedy and beam leave the key alone.
       rng, sub = jax.random.split(rng)
-    ids = _decode_batch(config, gen, params, prefix, tokens, sub, rules)
+    ids = _decode_batch(config, gen, llm_params, prefix, tokens, sub, rules, method)
     for row in np.asarray(ids)[:real].tolist():
       # Cut at the first end id: a stop id (<end_of_turn>) ends the report like eos.
       end = next((i for i, t in enumerate(row) if t in ends), len(row))
@@ -139,12 +142,49 @@ def generate_reports(config, gen: projector_lib.Generator, trainable, features: 
   return out
 
 
+def rerank_samples(config) -> int:
+  """config.decoding.rerank_samples (absent from an older run's config: 0, no reranking)."""
+  return int(config.decoding.get("rerank_samples") or 0)
+
+
+def generate_reports(config, gen: projector_lib.Generator, trainable, features: np.ndarray,
+                     progress: bool = True, bank: dict | None = None) -> list[str]:
+  """Decodes one report per feature row (greedy / beam / nucleus from config.decoding).
+
+  With decoding.rerank_samples = n > 0, also draws n nucleus samples per row and keeps the
+  candidate that `reranking.pick_reports` prefers; `bank` (`neighbours.build_bank` on the
+  standardised training features) is then required.
+  """
+  method = config.decoding.method
+  if method not in METHODS:
+    raise ValueError(f"config.decoding.method={method!r} must be one of {', '.join(METHODS)}")
+  llm_params = gen.llm_params_with(trainable)
+  prefix_jit = jax.jit(gen.prefix)
+  prefix_fn = lambda chunk: prefix_jit(trainable, chunk)
+  seed = int(config.seed)
+  n = rerank_samples(config)
+  if n and bank is None:
+    raise GenerateError("config.decoding.rerank_samples needs the training reports' neighbour "
+                        "bank (neighbour_bank.npz beside the projector, or the training split)")
+  reports = _decode_all(config, gen, llm_params, prefix_fn, features, method, seed, progress)
+  if not n:
+    return reports
+  candidates = [[r] for r in reports]
+  for s in range(n):  # Each sample set its own stream, distinct from the first decode's.
+    for row, text in zip(candidates, _decode_all(config, gen, llm_params, prefix_fn, features,
+                                                 "nucleus", seed + 1 + s, progress)):
+      row.append(text)
+  k = int(config.decoding.get("rerank_neighbours") or 0)
+  return reranking.pick_reports(candidates, neighbours.neighbour_statement_sets(bank, features, k))
+
+
 def evaluate(config, gen: projector_lib.Generator, trainable, test: dict,
-             progress: bool = True) -> tuple[dict, list[str]]:
-  """(metrics dict, generated reports) on precomputed test features."""
+             progress: bool = True, bank: dict | None = None) -> tuple[dict, list[str]]:
+  """(metrics dict, generated reports) on precomputed test features (`bank`: as in
+  `generate_reports`)."""
   from merit_jax.metrics import degeneracy  # pylint: disable=g-import-not-at-top
   from merit_jax.metrics import generation  # pylint: disable=g-import-not-at-top
-  generated = generate_reports(config, gen, trainable, test["features"], progress)
+  generated = generate_reports(config, gen, trainable, test["features"], progress, bank)
   # An empty generation (EOS first) is scored as the empty string, i.e. as a miss.
   metrics = generation.report_generation_metrics(
       generated, test["reports"], labels=test["codes"], with_meteor=bool(config.eval.meteor))

@@ -10,7 +10,8 @@ training record never counts itself: its hints are computed leave-one-out, as a 
 are. An all-zero feature row (the no-ECG arm) has no neighbours: its hints are all zero.
 
 The bank (unit-norm training features and their statement matrix) is saved beside the
-projector so score and predict mode compute the same hints.
+projector so score and predict mode compute the same hints. Decoding uses the same bank to
+choose among candidate reports (`neighbour_statement_sets`, `report_gen/reranking.py`).
 """
 
 from __future__ import annotations
@@ -52,26 +53,53 @@ def build_bank(train_features: np.ndarray, train_reports: Sequence[str], matcher
           "codes": codes}
 
 
+def nearest(bank: dict, features: np.ndarray, k: int, leave_one_out: bool = False,
+            key: str = "config.neighbour_statements") -> tuple[np.ndarray, np.ndarray]:
+  """(indices (M, k) of each row's k nearest bank rows by cosine, in no particular order;
+  has_ecg (M,) bool: False for an all-zero row, which has no neighbours).
+
+  Only the bank's D leading channels of `features` are compared (hints appended after them
+  are not part of the neighbour search). leave_one_out: `features` are the bank's own rows
+  in order; row i never counts itself. `key` names the setting in error messages.
+  """
+  n, d = bank["features"].shape
+  if k < 1 or k > n - int(leave_one_out):
+    raise GenerateError(f"{key}={k} must be in [1, {n - int(leave_one_out)}] (the training "
+                        "records with a report)")
+  features = np.asarray(features)
+  if features.ndim != 2 or features.shape[1] < d:
+    raise GenerateError(f"neighbour search: features of shape {features.shape} but the bank "
+                        f"was built on {d} channels")
+  query = _unit_rows(features[:, :d])
+  if leave_one_out and query.shape[0] != n:
+    raise GenerateError("leave-one-out hints need the bank's own rows")
+  sims = query @ bank["features"].T.astype(np.float64)
+  if leave_one_out:
+    np.fill_diagonal(sims, -np.inf)
+  return np.argpartition(-sims, k - 1, axis=1)[:, :k], np.any(query != 0, axis=1)
+
+
 def statement_shares(bank: dict, features: np.ndarray, k: int,
                      leave_one_out: bool = False) -> np.ndarray:
   """(M, C) share of each row's k nearest bank rows whose report names each statement.
 
   leave_one_out: `features` are the bank's own rows in order; row i never counts itself.
   """
-  n = bank["features"].shape[0]
-  if k < 1 or k > n - int(leave_one_out):
-    raise GenerateError(f"config.neighbour_statements={k} must be in [1, "
-                        f"{n - int(leave_one_out)}] (the training records with a report)")
-  query = _unit_rows(features)
-  if leave_one_out and query.shape[0] != n:
-    raise GenerateError("leave-one-out hints need the bank's own rows")
-  sims = query @ bank["features"].T.astype(np.float64)
-  if leave_one_out:
-    np.fill_diagonal(sims, -np.inf)
-  nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-  shares = bank["statements"][nearest].mean(axis=1)
-  shares[~np.any(query != 0, axis=1)] = 0.0  # No ECG, no neighbours.
+  indices, has_ecg = nearest(bank, features, k, leave_one_out)
+  shares = bank["statements"][indices].mean(axis=1)
+  shares[~has_ecg] = 0.0  # No ECG, no neighbours.
   return shares.astype(np.float32)
+
+
+def neighbour_statement_sets(bank: dict, features: np.ndarray, k: int,
+                             key: str = "config.decoding.rerank_neighbours"
+                             ) -> list[list[frozenset]]:
+  """Per row, the statement set of each of its k nearest training reports ([] without an
+  ECG)."""
+  indices, has_ecg = nearest(bank, features, k, key=key)
+  codes = np.asarray(bank["codes"], dtype=object)
+  per_report = [frozenset(codes[row > 0]) for row in bank["statements"]]
+  return [[per_report[j] for j in row] if ecg else [] for row, ecg in zip(indices, has_ecg)]
 
 
 def with_hints(bank: dict, features: np.ndarray, k: int,
@@ -93,8 +121,9 @@ def save_bank(directory: str, bank: dict) -> None:
 def load_bank(directory: str) -> dict:
   path = os.path.join(directory, BANK_FILE)
   if not os.path.isfile(path):
-    raise GenerateError(f"{directory}: the projector was trained with neighbour_statements but "
-                        f"{BANK_FILE} is missing there")
+    raise GenerateError(f"{directory}: {BANK_FILE} is missing there (the training reports' "
+                        "neighbour bank, which the statement hints and decoding.rerank_samples "
+                        "read); retrain the projector with this version")
   with np.load(path, allow_pickle=True) as f:
     return {"features": f["features"], "statements": f["statements"],
             "codes": [str(c) for c in f["codes"]]}

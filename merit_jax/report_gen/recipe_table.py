@@ -39,7 +39,11 @@ RECIPE_KEYS = (("lora_rank", "LoRA rank"), ("lora_targets", "LoRA on"), ("optim.
                ("decoding.method", "decoding"), ("decoding.repetition_penalty", "rep. penalty"),
                ("decoding.no_repeat_ngram", "no-repeat n"),
                ("decoding.min_new_tokens", "min tokens"),
-               ("decoding.max_new_tokens", "max tokens"))
+               ("decoding.max_new_tokens", "max tokens"),
+               ("decoding.rerank_samples", "reranked samples"),
+               ("decoding.rerank_neighbours", "rerank neighbours (k)"),
+               ("decoding.temperature", "sample temperature"),
+               ("decoding.top_p", "sample top-p"))
 METRIC_COLUMNS = (("bleu4", "BLEU-4"), ("rouge_l", "ROUGE-L"), ("meteor", "METEOR"),
                   ("clinical_micro_f1", "F1 micro"), ("clinical_macro_f1", "F1 macro"))
 
@@ -48,7 +52,8 @@ METRIC_COLUMNS = (("bleu4", "BLEU-4"), ("rouge_l", "ROUGE-L"), ("meteor", "METEO
 PAIRED_BOOTSTRAP = 1000
 
 # Keys that runs saved before they existed did not write, and what those runs did.
-_OLD_RUN_VALUES = {"standardize_features": False, "neighbour_statements": 0}
+_OLD_RUN_VALUES = {"standardize_features": False, "neighbour_statements": 0,
+                   "decoding.rerank_samples": 0}
 
 
 def recipe_value(tree: dict, dotted: str):
