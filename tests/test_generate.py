@@ -45,6 +45,18 @@ def _load_config_module():
 generate_config = _load_config_module()
 
 
+def real_records_config(tmp, ptbxl_dir):
+  """The `test` config over a fake MERIT run (made in tmp) and the real PTB-XL folder."""
+  merit_run = tmp / "merit_run"
+  make_fake_run(merit_run, seed=1)
+  cfg = generate_config.get_config("test")
+  cfg.data.data_dir = str(tmp / "tfds")
+  cfg.data.manual_dir = str(ptbxl_dir)
+  cfg.data.sources = None
+  cfg.checkpoint = str(merit_run)
+  return cfg
+
+
 @pytest.fixture(scope="module")
 def config():
   return generate_config.get_config("test")

@@ -16,7 +16,7 @@ from merit_jax.report_gen import GenerateError
 from merit_jax.report_gen import neighbours
 from merit_jax.report_gen import projector as projector_lib
 from tests.test_generate import generate_config
-from tests.test_checkpoint import make_fake_run
+from tests.test_generate import real_records_config
 
 _REPORTS = ("sinus rhythm. normal ecg", "atrial fibrillation", "sinus rhythm. left bundle "
             "branch block", "sinus tachycardia", "", "sinus bradycardia. left axis deviation")
@@ -102,13 +102,7 @@ def test_trained_run_with_hints_scores_the_same_after_reload(ptbxl_dir, tmp_path
   """End to end on real PTB-XL reports: the hints widen the features the projector trains
   on, the bank is saved beside it, and score mode reproduces the run's loss and reports."""
   tmp = tmp_path_factory.mktemp("hints")
-  merit_run = tmp / "merit_run"
-  make_fake_run(merit_run, seed=1)
-  cfg = generate_config.get_config("test")
-  cfg.data.data_dir = str(tmp / "tfds")
-  cfg.data.manual_dir = str(ptbxl_dir)
-  cfg.data.sources = None
-  cfg.checkpoint = str(merit_run)
+  cfg = real_records_config(tmp, ptbxl_dir)
   cfg.neighbour_statements = 3
   summary = generate.run_train(cfg, str(tmp / "run"))
   _, _, _, meta = projector_lib.load_projector(str(tmp / "run"))

@@ -18,8 +18,8 @@ from merit_jax.report_gen import decoding
 from merit_jax.report_gen import neighbours
 from merit_jax.report_gen import projector as projector_lib
 from merit_jax.report_gen import reranking
-from tests.test_checkpoint import make_fake_run
 from tests.test_generate import generate_config
+from tests.test_generate import real_records_config
 
 SR, AFIB, CLBBB = frozenset({"SR"}), frozenset({"AFIB"}), frozenset({"CLBBB"})
 
@@ -120,13 +120,7 @@ def test_score_mode_reranks_with_the_saved_or_a_rebuilt_bank(ptbxl_dir, tmp_path
   with the bank deleted (a projector of an older version) rebuilds the same one from the
   training split; predict mode without it is refused clearly."""
   tmp = tmp_path_factory.mktemp("rerank")
-  merit_run = tmp / "merit_run"
-  make_fake_run(merit_run, seed=1)
-  cfg = generate_config.get_config("test")
-  cfg.data.data_dir = str(tmp / "tfds")
-  cfg.data.manual_dir = str(ptbxl_dir)
-  cfg.data.sources = None
-  cfg.checkpoint = str(merit_run)
+  cfg = real_records_config(tmp, ptbxl_dir)
   cfg.eval.max_records = 8
   generate.run_train(cfg, str(tmp / "run"), evaluate_after=False)
   assert (tmp / "run" / neighbours.BANK_FILE).is_file()
