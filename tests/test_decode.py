@@ -119,6 +119,30 @@ def test_beam_score_is_sequence_log_prob(tiny):
   assert float(score[0]) >= float(jnp.sum(greedy_logp[0, len(prompt) - 1:])) - 1e-4
 
 
+def _numpy_nucleus(logits: np.ndarray, top_p: float) -> np.ndarray:
+  """Reference: per row, the most probable tokens until their mass reaches top_p."""
+  kept = np.zeros(logits.shape, bool)
+  for row, values in enumerate(logits.astype(np.float64)):
+    probs = np.exp(values - values.max())
+    probs /= probs.sum()
+    order = np.argsort(-probs, kind="stable")
+    count = int(np.searchsorted(np.cumsum(probs[order]), top_p) + 1)
+    kept[row, order[:min(count, len(order))]] = True
+  return kept
+
+
+@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.95])
+def test_top_p_filter_equals_a_full_sort_with_and_without_the_fast_path(top_p):
+  rng = np.random.default_rng(0)
+  vocab = 4 * decode.TOP_P_CANDIDATES
+  peaked = rng.normal(size=(3, vocab))
+  peaked[:, :20] += 10.0  # The nucleus lies among the first candidates: the top-k path.
+  flat = rng.normal(scale=0.1, size=(2, vocab))  # 256 candidates hold ~25 %: the full sort.
+  for logits in (peaked, flat, np.concatenate([peaked, flat])):
+    kept = np.asarray(decode.top_p_filter(jnp.asarray(logits, jnp.float32), top_p) > -1e29)
+    np.testing.assert_array_equal(kept, _numpy_nucleus(logits.astype(np.float32), top_p))
+
+
 def test_top_p_filter_and_sampling(tiny):
   logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
   kept = np.asarray(decode.top_p_filter(logits, 0.7)[0] > -1e29)
