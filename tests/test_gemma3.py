@@ -222,4 +222,10 @@ def test_frozen_gemma3_tower_pools_the_chosen_layer(real, monkeypatch):
       expected = (states * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
     else:
       expected = states[np.arange(3), mask.sum(1) - 1]
-    np.testing.assert_allclose(tower.embed(texts), expected, atol=2e-3, rtol=1e-4)
+    # Gemma's hidden states reach ~10^4, and batches of 2 (the tower) and 3 (here) round
+    # differently in float32 (2.5e-3 apart in a row whose largest entry is ~1.5e4, on one
+    # CPU), so the tolerance scales with each row's largest entry; a wrong layer or pooling
+    # differs by a sizeable fraction of it.
+    diff = np.abs(tower.embed(texts) - expected)
+    row_scale = np.abs(expected).max(axis=1, keepdims=True)
+    np.testing.assert_array_less(diff, np.broadcast_to(2e-6 * row_scale, diff.shape))
