@@ -155,7 +155,8 @@ def _load_trace(trace_dir: str):
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
-  p.add_argument("--size", default="base")
+  p.add_argument("--size", default="base",
+                 help="tiny / small / base, or cpu (the quick start's model)")
   p.add_argument("--variant", default="mae", help="merit | mae (λ = 0)")
   p.add_argument("--view", default="masked")
   p.add_argument("--rate", type=int, default=100)

@@ -2,7 +2,7 @@
 
     python -m benchmarks.train_step                               # tiny/small/base, 100+500 Hz
     python -m benchmarks.train_step --sizes=base --rates=100 --batch_sizes=16,32 --json
-    python -m benchmarks.train_step --sizes=tiny --steps=3 --variants=merit --json   # CI smoke
+    python -m benchmarks.train_step --sizes=cpu --steps=3 --variants=merit --json    # CI smoke
     python -m benchmarks.train_step --sizes=base --input_data_dir=DIR   # + input pipeline
     python -m benchmarks.train_step --sizes=small --variants=merit --text_towers=scratch,frozen
     python -m benchmarks.train_step --sizes=tiny --variants=merit --text_towers=frozen,gemma_tuned
@@ -85,11 +85,37 @@ GEMMA_TUNED_TOWER = dict(kind="gemma3", frozen=True, layer=9, tune_blocks=1, max
                          pooling="mean")
 
 
+# 'cpu': the model of configs/pretrain.py:quick (the README's quick start: the 64-wide, 3-layer
+# ECG ViT of every CPU-sized variant, with a 64-wide, 2-layer text tower), for runs on a CPU.
+CPU_SIZE = "cpu"
+SIZE_NAMES = (CPU_SIZE, *ecg_vit.SIZES)
+
+
+def _model_overrides(variant: str) -> dict:
+  """The model keys (and the text length they imply) a configs/pretrain.py variant sets."""
+  return {key: value for key, value in pretrain.VARIANTS[variant].items()
+          if key.startswith("model.") or key == "data.max_text_len"}
+
+
 def make_config(size: str, rate: int, variant: str, view: str, remat: bool, dtype: str,
                 batch_size: int, num_devices: int = 1, text_tower: str = "scratch",
                 stem: str = "linear"):
-  """The full-scale pretraining config with the benchmark's knobs applied."""
+  """The full-scale pretraining config with the benchmark's knobs applied.
+
+  `size` is a name of ecg_vit.SIZES or 'cpu' (the quick variant's model).
+  """
+  if size not in SIZE_NAMES:
+    raise ValueError(f"unknown size {size!r}; expected one of {SIZE_NAMES}")
   config = pretrain.get_config()
+  if size == CPU_SIZE:
+    for key, value in _model_overrides("quick").items():
+      section, *path = key.split(".")
+      node = config[section]
+      for part in path[:-1]:
+        node = node[part]
+      node[path[-1]] = value
+  else:
+    config.model.size = size
   if stem not in STEMS:
     raise ValueError(f"unknown stem {stem!r}; expected one of {STEMS}")
   config.model.stem = stem
@@ -100,7 +126,6 @@ def make_config(size: str, rate: int, variant: str, view: str, remat: bool, dtyp
     config.data.max_text_len = GEMMA_TUNED_TOWER["max_len"]
   elif text_tower != "scratch":
     raise ValueError(f"unknown text tower {text_tower!r}; expected one of {TEXT_TOWERS}")
-  config.model.size = size
   config.model.dtype = dtype
   config.model.remat = remat
   config.model.text.vocab_size = VOCAB_SIZE
@@ -161,6 +186,11 @@ def encoder_dims(config) -> tuple[int, int, int]:
   width, depth, _ = ecg_vit.SIZES[m.size]
   width = m.width or width
   return width, m.depth or depth, m.mlp_dim or 4 * width
+
+
+def encoder_heads(config) -> int:
+  """Attention heads of the config's ECG encoder."""
+  return config.model.heads or ecg_vit.SIZES[config.model.size][2]
 
 
 def token_counts(config) -> tuple[int, int]:
@@ -393,7 +423,8 @@ def _print_row(r: dict) -> None:
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
-  p.add_argument("--sizes", default="tiny,small,base")
+  p.add_argument("--sizes", default="tiny,small,base",
+                 help=f"comma list of {'/'.join(SIZE_NAMES)} (cpu: the quick start's model)")
   p.add_argument("--rates", default="100,500")
   p.add_argument("--variants", default="merit,mae")
   p.add_argument("--views", default="masked,full")
@@ -447,7 +478,7 @@ def main(argv=None):
                          tower, stem)
     ecg_vit.FUSED_ATTENTION = attention
     impl = ecg_vit.attention_implementation(
-        dtype, encoder_dims(config)[0] // ecg_vit.SIZES[size][2], masked=False)
+        dtype, encoder_dims(config)[0] // encoder_heads(config), masked=False)
     try:
       r = bench_one(config, args.steps, devices, args.peak_repeats, window)
     except Exception as e:  # pylint: disable=broad-except
@@ -458,6 +489,7 @@ def main(argv=None):
       continue
     finally:
       ecg_vit.FUSED_ATTENTION = "auto"
+    r["model"] = size  # config.model.size is 'tiny' under the 'cpu' overrides.
     r["fused_attention"] = attention
     r["attention_implementation"] = impl
     r["commit"] = commit

@@ -1,4 +1,4 @@
-"""The train-step benchmark harness runs at tiny size and produces well-formed numbers."""
+"""The train-step benchmark harness runs at the quick start's size and produces well-formed numbers."""
 
 import contextlib
 import io
@@ -10,6 +10,7 @@ import pytest
 
 from benchmarks import peak
 from benchmarks import train_step
+from configs import pretrain
 
 REQUIRED = ("model", "sample_rate", "dtype", "step_time_s", "ecgs_per_s", "flops_per_step",
             "peak_flops_per_s", "fraction_of_peak")
@@ -24,7 +25,7 @@ def records():
   """The harness's --json output for one tiny config (stdout captured, then parsed)."""
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
-    train_step.main(["--sizes=tiny", "--rates=100", "--variants=merit", "--views=masked",
+    train_step.main(["--sizes=cpu", "--rates=100", "--variants=merit", "--views=masked",
                      "--remat=false", "--dtypes=float32", "--batch_sizes=4", "--steps=2",
                      "--peak_repeats=1", "--json",
                      # JAX is already running in this test process: leave XLA_FLAGS alone.
@@ -37,7 +38,7 @@ def test_json_records_are_well_formed(records):
   r = records[0]
   for key in REQUIRED:
     assert key in r, key
-  assert (r["model"], r["sample_rate"], r["dtype"], r["batch_size"]) == ("tiny", 100, "float32", 4)
+  assert (r["model"], r["sample_rate"], r["dtype"], r["batch_size"]) == ("cpu", 100, "float32", 4)
   for key in POSITIVE:
     assert isinstance(r[key], float) and math.isfinite(r[key]) and r[key] > 0, (key, r[key])
   assert r["loss_finite"]
@@ -53,6 +54,19 @@ def test_analytic_flops_agree_with_compiled_computation(records):
     pytest.skip("this backend has no cost_analysis")
   # XLA also counts elementwise work and the optimizer; matmuls dominate even at tiny size.
   assert 0.7 < r["xla_flops_per_step"] / r["flops_per_step"] < 1.6
+
+
+def test_cpu_size_is_the_quick_start_model():
+  cpu = train_step.make_config("cpu", 100, "merit", "masked", False, "float32", 8)
+  quick = pretrain.get_config("quick")
+  for key in ("width", "depth", "heads", "mlp_dim", "proj_dim"):
+    assert cpu.model[key] == quick.model[key], key
+  assert cpu.model.decoder.to_dict() == quick.model.decoder.to_dict()
+  assert (cpu.model.text.width, cpu.model.text.depth) == (quick.model.text.width,
+                                                          quick.model.text.depth)
+  assert train_step.encoder_dims(cpu) == (64, 3, 128)
+  with pytest.raises(ValueError, match="unknown size"):
+    train_step.make_config("huge", 100, "merit", "masked", False, "float32", 8)
 
 
 def test_analytic_flops_scale_with_batch_and_view():

@@ -1,4 +1,4 @@
-"""benchmarks/op_profile.py: HLO parsing, op kinds, model paths, and one tiny end-to-end run."""
+"""benchmarks/op_profile.py: HLO parsing, op kinds, model paths, one run of the quick start's model."""
 
 import contextlib
 import io
@@ -59,10 +59,10 @@ def test_summarise_averages_over_steps_and_skips_unknown_events():
   assert sum(by_path.values()) == 225.0
 
 
-def test_tiny_step_end_to_end():
+def test_cpu_size_step_end_to_end():
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
-    op_profile.main(["--size=tiny", "--variant=mae", "--batch_size=2", "--steps=1",
+    op_profile.main(["--size=cpu", "--variant=mae", "--batch_size=2", "--steps=1",
                      "--top=1000", "--no_xla_defaults"])  # Every path: the order is timing's.
   text = out.getvalue()
   assert "by kind of op:" in text and "matmul" in text
