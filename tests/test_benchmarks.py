@@ -1,4 +1,4 @@
-"""The train-step benchmark harness runs at the quick start's size and produces well-formed numbers."""
+"""The train-step benchmark harness runs the quick start's model and gives well-formed numbers."""
 
 import contextlib
 import io

@@ -1,4 +1,4 @@
-"""benchmarks/op_profile.py: HLO parsing, op kinds, model paths, one run of the quick start's model."""
+"""benchmarks/op_profile.py: HLO parsing, op kinds, model paths, a run of the quick start model."""
 
 import contextlib
 import io
