@@ -30,6 +30,21 @@ atexit.register(shutil.rmtree, _XLA_CACHE_DIR, ignore_errors=True)
 jax.config.update("jax_compilation_cache_dir", _XLA_CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
+# The test files that take a minute or more on the 2-core CI machine, longest first. They run
+# before the rest: with the README's two workers (`-n 2 --dist loadfile --no-loadscope-reorder`,
+# one file at a time per worker, in collection order) a long file handed out last would run
+# alone at the end while the other worker idles.
+SLOW_FILES_FIRST = ("test_preemption.py", "test_multihost.py", "test_evaluate.py",
+                    "test_degenerate_decoding.py", "test_gemma3.py", "test_gemma_text_head.py",
+                    "test_train.py", "test_lora_generation.py", "test_step.py", "test_fsdp.py")
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+  # A stable sort: every file keeps its own test order, the other files their usual order.
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 PTBXL_DIR = SHARED_DATA / "ptbxl"
