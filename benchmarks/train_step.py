@@ -108,12 +108,7 @@ def make_config(size: str, rate: int, variant: str, view: str, remat: bool, dtyp
     raise ValueError(f"unknown size {size!r}; expected one of {SIZE_NAMES}")
   config = pretrain.get_config()
   if size == CPU_SIZE:
-    for key, value in _model_overrides("quick").items():
-      section, *path = key.split(".")
-      node = config[section]
-      for part in path[:-1]:
-        node = node[part]
-      node[path[-1]] = value
+    pretrain.apply_overrides(config, _model_overrides("quick"), "quick")
   else:
     config.model.size = size
   if stem not in STEMS:

@@ -283,7 +283,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"configs/pretrain.py: unknown variant {variant!r}; choose one of "
                      f"{', '.join(VARIANTS)} (e.g. --config=configs/pretrain.py:quick)")
   config = _base_config()
-  for key, value in VARIANTS[variant].items():
+  apply_overrides(config, VARIANTS[variant], variant)
+  return config
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict, variant: str) -> None:
+  """Sets each dotted key of `overrides` (a VARIANTS entry or part of one) in `config`."""
+  for key, value in overrides.items():
     *parents, leaf = key.split(".")
     node = config
     for part in parents:
@@ -291,4 +297,3 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if leaf not in node:  # An override may only change a key the defaults define.
       raise KeyError(f"configs/pretrain.py: variant {variant!r} overrides unknown key {key!r}")
     node[leaf] = value
-  return config

@@ -30,7 +30,7 @@ atexit.register(shutil.rmtree, _XLA_CACHE_DIR, ignore_errors=True)
 jax.config.update("jax_compilation_cache_dir", _XLA_CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
-# The test files that take a minute or more on the 2-core CI machine, longest first. They run
+# The longest test files on the 2-core CI machine (serial --durations), longest first. They run
 # before the rest: with the README's two workers (`-n 2 --dist loadfile --no-loadscope-reorder`,
 # one file at a time per worker, in collection order) a long file handed out last would run
 # alone at the end while the other worker idles.

@@ -22,7 +22,7 @@ POSITIVE = ("compile_s", "step_time_s", "step_time_min_s",
 
 @pytest.fixture(scope="module")
 def records():
-  """The harness's --json output for one tiny config (stdout captured, then parsed)."""
+  """The harness's --json output for one 'cpu'-size config (stdout captured, then parsed)."""
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
     train_step.main(["--sizes=cpu", "--rates=100", "--variants=merit", "--views=masked",
