@@ -112,6 +112,13 @@ def _defaults() -> ml_collections.ConfigDict:
   # k > 0: append to each record's features the share of its k nearest training ECGs whose
   # report names each SCP statement (report_gen/neighbours.py); 0 = off.
   c.neighbour_statements = 0
+  # Statements a linear classifier on the training features predicts for a record, written
+  # into its prompt ("Statements: SR NORM.\n" + prompt; report_gen/statement_hints.py): one
+  # logistic regression (L2 strength l2) per statement with min_positives training positives,
+  # thresholds and the training records' own hints out-of-fold (`folds`), statements whose
+  # out-of-fold F1 is below min_f1 never hinted. Pooled features only.
+  c.statement_hints = ml_collections.ConfigDict(dict(
+      enabled=False, folds=5, min_positives=5, min_f1=0.3, l2=1.0))
   c.projector_kind = "mlp"  # 'mlp' on pooled features | 'resampler' over encoder tokens
   c.projector_hidden = 1024
   c.resampler = ml_collections.ConfigDict(dict(width=256, depth=2, num_heads=4))

@@ -375,6 +375,30 @@ def validate_evaluate_config(config: ml_collections.ConfigDict) -> None:
 GENERATE_MODES = ("train", "predict", "score", "compare")
 
 
+def _statement_hint_errors(config) -> list[str]:
+  """What is wrong with config.statement_hints (absent from an older run's config: nothing)."""
+  hints = config.get("statement_hints")
+  if not hints:
+    return []
+  errors = []
+  if not isinstance(hints.get("enabled", False), bool):
+    errors.append(f"config.statement_hints.enabled={hints.enabled!r} must be one of True, False")
+  for key, low in (("folds", 2), ("min_positives", 1)):
+    value = hints.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+      errors.append(f"config.statement_hints.{key}={value!r} must be an integer >= {low}")
+  min_f1 = hints.get("min_f1")
+  if isinstance(min_f1, bool) or not isinstance(min_f1, (int, float)) or not 0 <= min_f1 <= 1:
+    errors.append(f"config.statement_hints.min_f1={min_f1!r} must be a number in [0, 1]")
+  l2 = hints.get("l2")
+  if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not l2 > 0:
+    errors.append(f"config.statement_hints.l2={l2!r} must be a number > 0")
+  if hints.get("enabled") is True and config.projector_kind != "mlp":
+    errors.append("config.statement_hints.enabled needs projector_kind='mlp' (pooled "
+                  f"features), got {config.projector_kind!r}")
+  return errors
+
+
 def validate_generate_config(config: ml_collections.ConfigDict) -> None:
   """Checks a `configs/generate.py` config before anything loads or trains.
 
@@ -431,6 +455,7 @@ def validate_generate_config(config: ml_collections.ConfigDict) -> None:
   elif hints and config.projector_kind != "mlp":
     errors.append(f"config.neighbour_statements={hints} needs projector_kind='mlp' (pooled "
                   f"features), got {config.projector_kind!r}")
+  errors += _statement_hint_errors(config)
   if not isinstance(config.get("standardize_features", False), bool):
     errors.append(f"config.standardize_features={config.standardize_features!r} must be one "
                   "of True, False")

@@ -48,6 +48,7 @@ from merit_jax.report_gen import neighbours
 from merit_jax.report_gen import projector as projector_lib
 from merit_jax.report_gen import recipe_table
 from merit_jax.report_gen import reporting
+from merit_jax.report_gen import statement_hints
 from merit_jax.report_gen import training
 
 # Flags are defined only when run as a program (`cli_main`): merit_jax.train, which tests
@@ -103,6 +104,11 @@ def run_train(config, workdir: str, checkpoint: str | None = None, llm=None,
   stats = (data_lib.fit_feature_stats(train["features"]) if config.standardize_features
            else None)
   train["features"] = data_lib.standardize_features(train["features"], stats)
+  gen = projector_lib.build_generator(config, llm)
+  hint_classifier = None
+  if statement_hints.enabled(config):
+    hint_classifier, train_hints = _fit_statement_hints(config, train)
+    train["prompts"] = statement_hints.prompt_ids(gen.tokenizer, train_hints, config.prompt)
   hints_k = neighbour_k(config)
   # The training reports' neighbour bank, saved with every projector: the statement hints
   # and decoding's reranking read it (predict and score mode too).
@@ -111,7 +117,6 @@ def run_train(config, workdir: str, checkpoint: str | None = None, llm=None,
   if hints_k:
     train["features"] = neighbours.with_hints(bank, train["features"], hints_k,
                                               leave_one_out=True)
-  gen = projector_lib.build_generator(config, llm)
   t0 = time.time()
   trainable, history = training.train_projector(config, gen, train, workdir=workdir,
                                                 progress=bool(config.progress))
@@ -120,6 +125,8 @@ def run_train(config, workdir: str, checkpoint: str | None = None, llm=None,
                                feature_stats=stats)
   if bank is not None:
     neighbours.save_bank(workdir, bank)
+  if hint_classifier is not None:
+    statement_hints.save(workdir, hint_classifier)
   summary = {"encoder": source.source, "train_records": len(train["reports"]),
              "steps": int(config.total_steps), "batch_size": int(config.batch_size),
              "train_seconds": train_s, "first_loss": history[0]["loss"],
@@ -129,6 +136,10 @@ def run_train(config, workdir: str, checkpoint: str | None = None, llm=None,
     test = data_lib.compute_features(workdir, config, source, config.eval.split, kind,
                                      config.eval.max_records)
     test["features"] = data_lib.standardize_features(test["features"], stats)
+    if hint_classifier is not None:
+      test["prompts"] = statement_hints.prompt_ids(
+          gen.tokenizer, statement_hints.predict(hint_classifier, test["features"]),
+          config.prompt)
     if hints_k:
       test["features"] = neighbours.with_hints(bank, test["features"], hints_k)
     scores, generated = _score_split(config, gen, trainable, test, workdir,
@@ -158,12 +169,13 @@ def run_predict(config) -> str:
       data_lib.record_features(source, records, meta["feature_kind"],
                                int(config.feature_batch_size)),
       meta.get("feature_stats"))  # Absent in projectors trained without standardisation.
+  gen = projector_lib.build_generator(train_cfg)
+  prompts = _saved_hint_prompts(train_cfg, config.projector, gen.tokenizer, features)
   features = _with_saved_hints(train_cfg, config.projector, features)
   bank = (neighbours.load_bank(projector_lib.run_directory(config.projector))
           if decoding.rerank_samples(config) else None)
-  gen = projector_lib.build_generator(train_cfg)
   reports = decoding.generate_reports(train_cfg, gen, trainable, features,
-                                      bool(config.progress), bank)
+                                      bool(config.progress), bank, prompts)
   return reporting.write_predictions(config.output, ids, reports)
 
 
@@ -171,12 +183,38 @@ def run_predict(config) -> str:
 # recipe line (read from this invocation's config) describes the arms it shows.
 _TRAINED_RECIPE_KEYS = ("llm", "projector_kind", "num_prefix_tokens", "lora_rank", "lora_targets",
                         "standardize_features", "prompt", "max_report_tokens", "total_steps",
-                        "batch_size", "optim.lr", "train_split", "neighbour_statements")
+                        "batch_size", "optim.lr", "train_split", "neighbour_statements",
+                        "statement_hints.enabled")
 
 
 def neighbour_k(config) -> int:
   """config.neighbour_statements (absent from an older run's config: 0, no hints)."""
   return int(config.get("neighbour_statements") or 0)
+
+
+def _fit_statement_hints(config, train: dict) -> tuple[dict, list[list[str]]]:
+  """The statement-hint classifier of the training split (standardised pooled features) and
+  its out-of-fold hints for the training records; prints what it hints."""
+  from merit_jax.metrics import clinical  # pylint: disable=g-import-not-at-top
+  hints_cfg = config.statement_hints
+  classifier, train_hints = statement_hints.fit(
+      train["features"], train["codes"], clinical.ScpMatcher().codes,
+      folds=int(hints_cfg.folds), min_positives=int(hints_cfg.min_positives),
+      min_f1=float(hints_cfg.min_f1), l2=float(hints_cfg.l2), seed=int(config.seed))
+  listed = ", ".join(f"{c} {f:.2f}" for c, f in zip(classifier["codes"], classifier["oof_f1"]))
+  print(f"statement hints: {len(classifier['codes'])} statements (out-of-fold F1 on the "
+        f"training split: {listed or 'none'})", flush=True)
+  return classifier, train_hints
+
+
+def _saved_hint_prompts(train_cfg, trained_dir: str, tokenizer, features):
+  """Per-record prompts from the trained run's statement-hint classifier (None when the run
+  used none); `features`: standardised, before any neighbour hints are appended."""
+  if not statement_hints.enabled(train_cfg):
+    return None
+  classifier = statement_hints.load(projector_lib.run_directory(trained_dir))
+  return statement_hints.prompt_ids(tokenizer, statement_hints.predict(classifier, features),
+                                    train_cfg.prompt)
 
 
 def _with_saved_hints(train_cfg, trained_dir: str, features):
@@ -241,11 +279,13 @@ def _score_trained(config, trained_dir: str, workdir: str, llm=None,
   provision.ensure_datasets(config.data)
   split = data_lib.compute_features(workdir, config, source, config.eval.split,
                                     meta["feature_kind"], config.eval.max_records)
-  split["features"] = _with_saved_hints(
-      train_cfg, trained_dir,
-      data_lib.standardize_features(split["features"], meta.get("feature_stats")))
-  bank = _decoding_bank(config, trained_dir, workdir, source, meta)
   gen = projector_lib.build_generator(train_cfg, llm)
+  standardized = data_lib.standardize_features(split["features"], meta.get("feature_stats"))
+  prompts = _saved_hint_prompts(train_cfg, trained_dir, gen.tokenizer, standardized)
+  if prompts is not None:
+    split["prompts"] = prompts
+  split["features"] = _with_saved_hints(train_cfg, trained_dir, standardized)
+  bank = _decoding_bank(config, trained_dir, workdir, source, meta)
   summary = {"projector": os.path.abspath(os.path.expanduser(trained_dir)),
              "decoding": config.decoding.to_dict()}
   scores, generated = _score_split(train_cfg, gen, trainable, split, workdir,

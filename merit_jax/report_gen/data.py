@@ -228,9 +228,14 @@ def prompt_ids(tokenizer, prompt: str) -> list[int]:
   return tokenizer.encode(prompt, add_bos=True)
 
 
-def training_sequences(tokenizer, prompt: Sequence[int], reports: Sequence[str],
+def training_sequences(tokenizer, prompt: Sequence[int] | Sequence[Sequence[int]],
+                       reports: Sequence[str],
                        max_report_tokens: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Right-padded [prompt | report tokens + EOS] rows.
+  """[prompt | report tokens + EOS] rows, right-padded.
+
+  `prompt`: one prompt for every report, or one per report (`statement_hints`); prompts of
+  different lengths are left-padded to the longest, so every report starts in the same column
+  (a masked pad is invisible to the LLM: positions count valid slots only).
 
   Returns:
     tokens int32 (N, P + R), input_mask bool (N, P + R) (False at pads), loss_mask bool
@@ -238,18 +243,42 @@ def training_sequences(tokenizer, prompt: Sequence[int], reports: Sequence[str],
   """
   if max_report_tokens <= 1:
     raise GenerateError(f"max_report_tokens must be > 1, got {max_report_tokens}")
-  p = len(prompt)
+  prompt_tokens, prompt_mask = left_padded(per_record_prompts(prompt, len(reports)),
+                                           tokenizer.pad_id)
+  p = prompt_tokens.shape[1]
   width = p + max_report_tokens
   tokens = np.full((len(reports), width), tokenizer.pad_id, np.int32)
   input_mask = np.zeros((len(reports), width), bool)
   loss_mask = np.zeros((len(reports), width), bool)
+  tokens[:, :p], input_mask[:, :p] = prompt_tokens, prompt_mask
   for row, report in enumerate(reports):
     ids = tokenizer.encode(report, add_bos=False)[:max_report_tokens - 1] + [tokenizer.eos_id]
-    tokens[row, :p] = prompt
     tokens[row, p:p + len(ids)] = ids
-    input_mask[row, :p + len(ids)] = True
+    input_mask[row, p:p + len(ids)] = True
     loss_mask[row, p:p + len(ids)] = True
   return tokens, input_mask, loss_mask
+
+
+def per_record_prompts(prompt: Sequence[int] | Sequence[Sequence[int]],
+                       n: int) -> list[list[int]]:
+  """`prompt` as n token lists: one shared prompt repeated, or the n given ones checked."""
+  if len(prompt) and not np.isscalar(prompt[0]):
+    if len(prompt) != n:
+      raise GenerateError(f"{len(prompt)} prompts for {n} records")
+    return [list(q) for q in prompt]
+  return [list(prompt)] * n
+
+
+def left_padded(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+  """(tokens int32 (N, P), input_mask bool (N, P)): prompts left-padded to the longest."""
+  p = max((len(q) for q in prompts), default=0)
+  tokens = np.full((len(prompts), p), pad_id, np.int32)
+  mask = np.zeros((len(prompts), p), bool)
+  for row, q in enumerate(prompts):
+    if len(q):
+      tokens[row, p - len(q):] = q
+      mask[row, p - len(q):] = True
+  return tokens, mask
 
 
 # ----------------------------------------------------------------------------- predict inputs

@@ -28,6 +28,7 @@ import numpy as np
 
 from merit_jax.models.llm import decode
 from merit_jax.report_gen import GenerateError
+from merit_jax.report_gen import data as data_lib
 from merit_jax.report_gen import neighbours
 from merit_jax.report_gen import projector as projector_lib
 from merit_jax.report_gen import reranking
@@ -95,11 +96,12 @@ def max_new_tokens(config) -> int:
   return int(config.max_report_tokens if limit is None else limit)
 
 
-def _decode_batch(config, gen: projector_lib.Generator, params, prefix, tokens, rng, rules,
-                  method: str):
+def _decode_batch(config, gen: projector_lib.Generator, params, prefix, tokens, input_mask,
+                  rng, rules, method: str):
   dec = config.decoding
   kwargs = dict(max_new_tokens=max_new_tokens(config), eos_id=gen.tokenizer.eos_id,
-                pad_id=gen.tokenizer.pad_id, prefix_embeddings=prefix, **rules)
+                pad_id=gen.tokenizer.pad_id, prefix_embeddings=prefix, input_mask=input_mask,
+                **rules)
   if method == "greedy":
     return decode.greedy_decode(gen.llm, params, tokens, **kwargs)
   if method == "beam":
@@ -111,11 +113,16 @@ def _decode_batch(config, gen: projector_lib.Generator, params, prefix, tokens, 
 
 
 def _decode_all(config, gen: projector_lib.Generator, llm_params, prefix_fn,
-                features: np.ndarray, method: str, seed: int, progress: bool) -> list[str]:
+                features: np.ndarray, method: str, seed: int, progress: bool,
+                prompts=None) -> list[str]:
   """One report per feature row by `method` (the other decoding settings from config);
-  prefix_fn: features → soft prefix (the trained projector, jitted)."""
+  prefix_fn: features → soft prefix (the trained projector, jitted); prompts: per-row prompt
+  token ids (None: the run's one prompt for every row)."""
   bs = int(config.eval.batch_size)
-  prompt = np.asarray(gen.prompt, np.int32)
+  # Every row's prompt, left-padded to the longest (one width for every batch: one compile).
+  prompt_tokens, prompt_mask = data_lib.left_padded(
+      data_lib.per_record_prompts(gen.prompt if prompts is None else prompts, len(features)),
+      gen.tokenizer.pad_id)
   rng = jax.random.PRNGKey(seed)
   rules = decode_rules(config, gen.tokenizer)
   ends = {int(gen.tokenizer.eos_id), *rules["stop_ids"]}
@@ -130,11 +137,12 @@ def _decode_all(config, gen: projector_lib.Generator, llm_params, prefix_fn,
     if real < bs:  # One shape for every batch: no recompiles.
       chunk = np.concatenate([chunk, np.zeros((bs - real,) + chunk.shape[1:], np.float32)])
     prefix = prefix_fn(jnp.asarray(chunk))
-    tokens = jnp.asarray(np.tile(prompt, (bs, 1)))
+    rows = np.minimum(np.arange(start, start + bs), len(features) - 1)  # Pads: any prompt.
+    tokens, mask = jnp.asarray(prompt_tokens[rows]), jnp.asarray(prompt_mask[rows])
     sub = None
     if method == "nucleus":  # Only sampling draws: greedy and beam leave the key alone.
       rng, sub = jax.random.split(rng)
-    ids = _decode_batch(config, gen, llm_params, prefix, tokens, sub, rules, method)
+    ids = _decode_batch(config, gen, llm_params, prefix, tokens, mask, sub, rules, method)
     for row in np.asarray(ids)[:real].tolist():
       # Cut at the first end id: a stop id (<end_of_turn>) ends the report like eos.
       end = next((i for i, t in enumerate(row) if t in ends), len(row))
@@ -148,8 +156,11 @@ def rerank_samples(config) -> int:
 
 
 def generate_reports(config, gen: projector_lib.Generator, trainable, features: np.ndarray,
-                     progress: bool = True, bank: dict | None = None) -> list[str]:
+                     progress: bool = True, bank: dict | None = None,
+                     prompts=None) -> list[str]:
   """Decodes one report per feature row (greedy / beam / nucleus from config.decoding).
+
+  prompts: per-row prompt token ids (`statement_hints`); None: the run's one prompt.
 
   With decoding.rerank_samples = n > 0, also draws n nucleus samples per row and keeps the
   candidate that `reranking.pick_reports` prefers; `bank` (`neighbours.build_bank` on the
@@ -166,13 +177,14 @@ def generate_reports(config, gen: projector_lib.Generator, trainable, features: 
   if n and bank is None:
     raise GenerateError("config.decoding.rerank_samples needs the training reports' neighbour "
                         "bank (neighbour_bank.npz beside the projector, or the training split)")
-  reports = _decode_all(config, gen, llm_params, prefix_fn, features, method, seed, progress)
+  reports = _decode_all(config, gen, llm_params, prefix_fn, features, method, seed, progress,
+                        prompts)
   if not n:
     return reports
   candidates = [[r] for r in reports]
   for s in range(n):  # Each sample set its own stream, distinct from the first decode's.
     for row, text in zip(candidates, _decode_all(config, gen, llm_params, prefix_fn, features,
-                                                 "nucleus", seed + 1 + s, progress)):
+                                                 "nucleus", seed + 1 + s, progress, prompts)):
       row.append(text)
   k = int(config.decoding.get("rerank_neighbours") or 0)
   return reranking.pick_reports(candidates, neighbours.neighbour_statement_sets(bank, features, k))
@@ -184,7 +196,8 @@ def evaluate(config, gen: projector_lib.Generator, trainable, test: dict,
   `generate_reports`)."""
   from merit_jax.metrics import degeneracy  # pylint: disable=g-import-not-at-top
   from merit_jax.metrics import generation  # pylint: disable=g-import-not-at-top
-  generated = generate_reports(config, gen, trainable, test["features"], progress, bank)
+  generated = generate_reports(config, gen, trainable, test["features"], progress, bank,
+                               test.get("prompts"))
   # An empty generation (EOS first) is scored as the empty string, i.e. as a miss.
   metrics = generation.report_generation_metrics(
       generated, test["reports"], labels=test["codes"], with_meteor=bool(config.eval.meteor))

@@ -35,6 +35,7 @@ RECIPE_KEYS = (("lora_rank", "LoRA rank"), ("lora_targets", "LoRA on"), ("optim.
                ("num_prefix_tokens", "prefix tokens"), ("projector_kind", "projector"),
                ("standardize_features", "standardised features"),
                ("neighbour_statements", "neighbour statement hints (k)"),
+               ("statement_hints.enabled", "statement hints in the prompt"),
                ("checkpoint", "encoder"),
                ("decoding.method", "decoding"), ("decoding.repetition_penalty", "rep. penalty"),
                ("decoding.no_repeat_ngram", "no-repeat n"),
@@ -53,7 +54,7 @@ PAIRED_BOOTSTRAP = 1000
 
 # Keys that runs saved before they existed did not write, and what those runs did.
 _OLD_RUN_VALUES = {"standardize_features": False, "neighbour_statements": 0,
-                   "decoding.rerank_samples": 0}
+                   "decoding.rerank_samples": 0, "statement_hints.enabled": False}
 
 
 def recipe_value(tree: dict, dotted: str):

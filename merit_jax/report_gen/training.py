@@ -47,7 +47,8 @@ def make_train_step(gen: projector_lib.Generator, optimizer, mesh):
 def train_projector(config, gen: projector_lib.Generator, train: dict, mesh=None,
                     workdir: str | None = None,
                     progress: bool = True) -> tuple[dict, list[dict]]:
-  """Trains the projector (and LoRA) on `train` = {'features', 'reports'}.
+  """Trains the projector (and LoRA) on `train` = {'features', 'reports'[, 'prompts']}
+  ('prompts': per-record prompt token ids instead of the run's one prompt).
 
   Logs loss, grad norm and seconds per step every `config.log_every` steps (and at the first
   and last) to the returned history and, with a `workdir`, to its metrics.jsonl and
@@ -61,7 +62,8 @@ def train_projector(config, gen: projector_lib.Generator, train: dict, mesh=None
                         f"{shards} batch shards of the mesh")
   feats = np.asarray(train["features"], np.float32)
   tokens, input_mask, loss_mask = data_lib.training_sequences(
-      gen.tokenizer, gen.prompt, train["reports"], int(config.max_report_tokens))
+      gen.tokenizer, train.get("prompts", gen.prompt), train["reports"],
+      int(config.max_report_tokens))
   trainable = projector_lib.init_trainable(gen, feats.shape[1:], int(config.lora_rank),
                                            int(config.seed), tuple(config.lora_targets))
   rep = parallel.replicated(mesh)
@@ -105,7 +107,8 @@ def train_projector(config, gen: projector_lib.Generator, train: dict, mesh=None
 
 
 def eval_loss(config, gen: projector_lib.Generator, trainable, split: dict) -> dict:
-  """Teacher-forced report-token cross-entropy on `split` = {'features', 'reports'}.
+  """Teacher-forced report-token cross-entropy on `split` = {'features', 'reports'[,
+  'prompts']}.
 
   Batches of config.eval.batch_size (the last padded with rows that score no token, so one
   compile); the mean is over every report token of the split, as the training loss is.
@@ -113,7 +116,8 @@ def eval_loss(config, gen: projector_lib.Generator, trainable, split: dict) -> d
   """
   feats = np.asarray(split["features"], np.float32)
   tokens, input_mask, loss_mask = data_lib.training_sequences(
-      gen.tokenizer, gen.prompt, split["reports"], int(config.max_report_tokens))
+      gen.tokenizer, split.get("prompts", gen.prompt), split["reports"],
+      int(config.max_report_tokens))
   bs = int(config.eval.batch_size)
   loss_fn = jax.jit(gen.loss)
   total, count = 0.0, 0.0
