@@ -50,7 +50,7 @@ def shapes(size: str, rate: int) -> dict:
   width, depth, mlp = bench.encoder_dims(config)
   return dict(leads=m.num_leads, samples=config.data.preprocess.num_samples,
               patch=m.patch_size, tokens=tokens, visible=visible, width=width, depth=depth,
-              heads=m.heads or ecg_vit.SIZES[m.size][2], mlp=mlp,
+              heads=bench.encoder_heads(config), mlp=mlp,
               decoder=(m.decoder.width, m.decoder.depth, m.decoder.heads))
 
 

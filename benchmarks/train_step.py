@@ -177,15 +177,13 @@ def text_tower_name(text_cfg) -> str:
 
 def encoder_dims(config) -> tuple[int, int, int]:
   """(width, depth, MLP width) of the config's ECG encoder."""
-  m = config.model
-  width, depth, _ = ecg_vit.SIZES[m.size]
-  width = m.width or width
-  return width, m.depth or depth, m.mlp_dim or 4 * width
+  width, depth, _, mlp = merit_lib.encoder_shape(config.model)
+  return width, depth, mlp
 
 
 def encoder_heads(config) -> int:
   """Attention heads of the config's ECG encoder."""
-  return config.model.heads or ecg_vit.SIZES[config.model.size][2]
+  return merit_lib.encoder_shape(config.model)[2]
 
 
 def token_counts(config) -> tuple[int, int]:

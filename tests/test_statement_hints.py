@@ -6,7 +6,6 @@ predict modes write the prompts it was trained with.
 
 import csv
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -183,6 +183,17 @@ class MERIT(nn.Module):
     return {"pooled": pooled, "projected": self._project(self.text_projection, pooled)}
 
 
+def encoder_shape(model_config) -> tuple[int, int, int, int]:
+  """(width, depth, heads, MLP width) of the ECG encoder of `config.model`: each None key is
+  the size preset's (`ecg_vit.SIZES`), the MLP 4 × width."""
+  m = model_config
+  width, depth, heads = ecg_vit.SIZES[m.size]
+  width = width if m.width is None else m.width
+  depth = depth if m.depth is None else m.depth
+  heads = heads if m.heads is None else m.heads
+  return width, depth, heads, 4 * width if m.mlp_dim is None else m.mlp_dim
+
+
 def build_model(config) -> MERIT:
   """Builds MERIT from the full config (needs `model` and `data.preprocess.num_samples`).
 
@@ -192,12 +203,7 @@ def build_model(config) -> MERIT:
   m = config.model
   if m.size not in ecg_vit.SIZES:
     raise ValueError(f"config.model.size={m.size!r} must be one of {sorted(ecg_vit.SIZES)}")
-  width, depth, heads = ecg_vit.SIZES[m.size]
-  # width/depth/heads None: the size preset's.
-  width = width if m.width is None else m.width
-  depth = depth if m.depth is None else m.depth
-  heads = heads if m.heads is None else m.heads
-  mlp_dim = 4 * width if m.mlp_dim is None else m.mlp_dim
+  width, depth, heads, mlp_dim = encoder_shape(m)
   if m.dtype not in DTYPES:
     raise ValueError(f"config.model.dtype={m.dtype!r} must be one of {sorted(DTYPES)}")
   dtype = DTYPES[m.dtype]
