@@ -19,10 +19,11 @@ This module holds the flags and the flow of each mode.
 Workdir after training: generate_config.json (the config, the encoder's source and the
 feature shape), projector/ (Orbax: projector + LoRA params, and the random encoder's params
 for `checkpoint='random'`), neighbour_bank.npz (the training reports' statements by feature,
-for the statement hints and decoding's reranking; pooled features only), metrics.jsonl and
-tensorboard/, summary.json, samples.csv (test split), features_*.npz. Compare mode writes one
-such workdir per arm under workdir/<arm>/ and the table in workdir/report_generation.{md,json}
-and `config.results_path`.
+for the neighbour hints and decoding's reranking; pooled features only), statement_hints.npz
+(with `statement_hints.enabled`: the classifier that writes each record's prompt),
+metrics.jsonl and tensorboard/, summary.json, samples.csv (test split), features_*.npz.
+Compare mode writes one such workdir per arm under workdir/<arm>/ and the table in
+workdir/report_generation.{md,json} and `config.results_path`.
 """
 
 from __future__ import annotations
