@@ -116,9 +116,11 @@ def _defaults() -> ml_collections.ConfigDict:
   # into its prompt ("Statements: SR NORM.\n" + prompt; report_gen/statement_hints.py): one
   # logistic regression (L2 strength l2) per statement with min_positives training positives,
   # thresholds and the training records' own hints out-of-fold (`folds`), statements whose
-  # out-of-fold F1 is below min_f1 never hinted. Pooled features only.
+  # out-of-fold F1 is below min_f1 never hinted. train_on: the training records' hints are
+  # 'out_of_fold' predictions or their own 'labels' (among the hinted statements). Pooled
+  # features only.
   c.statement_hints = ml_collections.ConfigDict(dict(
-      enabled=False, folds=5, min_positives=5, min_f1=0.3, l2=1.0))
+      enabled=False, folds=5, min_positives=5, min_f1=0.3, l2=1.0, train_on="out_of_fold"))
   c.projector_kind = "mlp"  # 'mlp' on pooled features | 'resampler' over encoder tokens
   c.projector_hidden = 1024
   c.resampler = ml_collections.ConfigDict(dict(width=256, depth=2, num_heads=4))

@@ -393,6 +393,9 @@ def _statement_hint_errors(config) -> list[str]:
   l2 = hints.get("l2")
   if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not l2 > 0:
     errors.append(f"config.statement_hints.l2={l2!r} must be a number > 0")
+  if hints.get("train_on", "out_of_fold") not in ("out_of_fold", "labels"):
+    errors.append(f"config.statement_hints.train_on={hints.train_on!r} must be one of "
+                  "out_of_fold, labels")
   if hints.get("enabled") is True and config.projector_kind != "mlp":
     errors.append("config.statement_hints.enabled needs projector_kind='mlp' (pooled "
                   f"features), got {config.projector_kind!r}")

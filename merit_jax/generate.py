@@ -185,7 +185,7 @@ def run_predict(config) -> str:
 _TRAINED_RECIPE_KEYS = ("llm", "projector_kind", "num_prefix_tokens", "lora_rank", "lora_targets",
                         "standardize_features", "prompt", "max_report_tokens", "total_steps",
                         "batch_size", "optim.lr", "train_split", "neighbour_statements",
-                        "statement_hints.enabled")
+                        "statement_hints.enabled", "statement_hints.train_on")
 
 
 def neighbour_k(config) -> int:
@@ -195,7 +195,8 @@ def neighbour_k(config) -> int:
 
 def _fit_statement_hints(config, train: dict) -> tuple[dict, list[list[str]]]:
   """The statement-hint classifier of the training split (standardised pooled features) and
-  its out-of-fold hints for the training records; prints what it hints."""
+  the training records' hints (its out-of-fold predictions, or with train_on='labels' their
+  own hintable statements); prints what it hints."""
   from merit_jax.metrics import clinical  # pylint: disable=g-import-not-at-top
   hints_cfg = config.statement_hints
   classifier, train_hints = statement_hints.fit(
@@ -205,6 +206,8 @@ def _fit_statement_hints(config, train: dict) -> tuple[dict, list[list[str]]]:
   listed = ", ".join(f"{c} {f:.2f}" for c, f in zip(classifier["codes"], classifier["oof_f1"]))
   print(f"statement hints: {len(classifier['codes'])} statements (out-of-fold F1 on the "
         f"training split: {listed or 'none'})", flush=True)
+  if hints_cfg.get("train_on", "out_of_fold") == "labels":
+    train_hints = statement_hints.label_hints(classifier, train["codes"])
   return classifier, train_hints
 
 

@@ -75,13 +75,21 @@ def test_training_hints_are_out_of_fold():
   assert classifier["oof_f1"][0] < 0.6  # ... but not out of fold.
 
 
+def test_label_hints_keep_the_hinted_statements_in_order():
+  classifier = {"codes": ["NORM", "SR", "AFIB"]}
+  assert statement_hints.label_hints(classifier, [["SR", "NORM", "LVH"], ["LVH"], []]) == [
+      ["NORM", "SR"], [], []]
+
+
 def test_prompt_text_and_config_checks():
   assert statement_hints.prompt_text(["SR", "NORM"], "ECG:") == "Statements: SR NORM.\nECG:"
   assert statement_hints.prompt_text([], "ECG:") == "Statements: none.\nECG:"
   cfg = generate_config.get_config("test")
   cfg.statement_hints.folds = 1
   cfg.statement_hints.min_f1 = 1.5
-  with pytest.raises(ValueError, match=r"folds=1 must be an integer >= 2[\s\S]*min_f1=1.5"):
+  cfg.statement_hints.train_on = "oracle"
+  with pytest.raises(ValueError, match=r"folds=1 must be an integer >= 2[\s\S]*min_f1=1.5"
+                                       r"[\s\S]*train_on='oracle'"):
     config_validation.validate_generate_config(cfg)
   cfg = generate_config.get_config("test")
   cfg.statement_hints.enabled, cfg.projector_kind = True, "resampler"

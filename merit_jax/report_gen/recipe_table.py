@@ -36,6 +36,7 @@ RECIPE_KEYS = (("lora_rank", "LoRA rank"), ("lora_targets", "LoRA on"), ("optim.
                ("standardize_features", "standardised features"),
                ("neighbour_statements", "neighbour statement hints (k)"),
                ("statement_hints.enabled", "statement hints in the prompt"),
+               ("statement_hints.train_on", "training hints"),
                ("checkpoint", "encoder"),
                ("decoding.method", "decoding"), ("decoding.repetition_penalty", "rep. penalty"),
                ("decoding.no_repeat_ngram", "no-repeat n"),
@@ -54,7 +55,8 @@ PAIRED_BOOTSTRAP = 1000
 
 # Keys that runs saved before they existed did not write, and what those runs did.
 _OLD_RUN_VALUES = {"standardize_features": False, "neighbour_statements": 0,
-                   "decoding.rerank_samples": 0, "statement_hints.enabled": False}
+                   "decoding.rerank_samples": 0, "statement_hints.enabled": False,
+                   "statement_hints.train_on": "out_of_fold"}
 
 
 def recipe_value(tree: dict, dotted: str):

@@ -10,7 +10,9 @@ codes), and each record's prompt becomes
 then copy a statement it is told instead of having to read it out of the soft prefix, which on
 ~1,000 training reports it does for the most frequent report only. The training records' own
 hints are out-of-fold predictions (`folds`-fold cross-fitting), so the LLM learns how far to
-trust hints exactly as reliable as a new record's.
+trust hints exactly as reliable as a new record's. With `train_on='labels'` the training
+records' hints are instead their own labels (among the hinted statements): the LLM then learns
+to copy hints, and a new record's report is as right as its classifier's hints.
 
 Only statements the report matcher scores (`metrics.clinical.ScpMatcher`) and with at least
 `min_positives` training positives are hinted; each one's threshold maximises its out-of-fold
@@ -118,6 +120,12 @@ def predict(classifier: dict, features: np.ndarray) -> list[list[str]]:
                         f"fitted on {classifier['coef'].shape[1]} channels")
   hits = (x @ classifier["coef"].T + classifier["intercept"]) >= classifier["threshold"]
   return [[classifier["codes"][j] for j in np.flatnonzero(row)] for row in hits]
+
+
+def label_hints(classifier: dict, codes: Sequence[Sequence[str]]) -> list[list[str]]:
+  """Each record's own labels among the statements the classifier hints, in its order: the
+  training hints of `train_on='labels'` (the LLM learns to trust hints and copy them)."""
+  return [[c for c in classifier["codes"] if c in set(own)] for own in codes]
 
 
 def prompt_text(hinted: Sequence[str], prompt: str) -> str:
