@@ -57,6 +57,19 @@ def real_records_config(tmp, ptbxl_dir):
   return cfg
 
 
+def assert_score_mode_reproduces(cfg, run_dir, score_dir, summary: dict):
+  """Score mode on the run in `run_dir` (trained with `cfg`, which returned `summary`) gives
+  its eval loss and its generated reports again; returns the score-mode config."""
+  score_cfg = generate_config.get_config("test")
+  score_cfg.data = cfg.data
+  score_cfg.mode, score_cfg.projector = "score", str(run_dir)
+  scored = generate.run_score(score_cfg, str(score_dir))
+  np.testing.assert_allclose(scored["eval_loss"], summary["eval_loss"], rtol=1e-5)
+  with open(pathlib.Path(score_dir) / "samples.csv", newline="", encoding="utf-8") as f:
+    assert [row["generated"] for row in csv.DictReader(f)] == summary["generated"]
+  return score_cfg
+
+
 @pytest.fixture(scope="module")
 def config():
   return generate_config.get_config("test")

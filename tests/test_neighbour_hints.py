@@ -4,8 +4,6 @@ scikit-learn's neighbour search, leave-one-out on the training rows, no hints wi
 and a trained run whose score mode recomputes the same hints from the saved bank.
 """
 
-import csv
-
 import numpy as np
 import pytest
 
@@ -15,6 +13,7 @@ from merit_jax.metrics import clinical
 from merit_jax.report_gen import GenerateError
 from merit_jax.report_gen import neighbours
 from merit_jax.report_gen import projector as projector_lib
+from tests.test_generate import assert_score_mode_reproduces
 from tests.test_generate import generate_config
 from tests.test_generate import real_records_config
 
@@ -109,13 +108,7 @@ def test_trained_run_with_hints_scores_the_same_after_reload(ptbxl_dir, tmp_path
   assert meta["feature_shape"] == [32 + len(clinical.ScpMatcher().codes)]
   assert (tmp / "run" / neighbours.BANK_FILE).is_file()
 
-  score_cfg = generate_config.get_config("test")
-  score_cfg.data = cfg.data
-  score_cfg.mode, score_cfg.projector = "score", str(tmp / "run")
-  scored = generate.run_score(score_cfg, str(tmp / "score"))
-  np.testing.assert_allclose(scored["eval_loss"], summary["eval_loss"], rtol=1e-5)
-  with open(tmp / "score" / "samples.csv", newline="", encoding="utf-8") as f:
-    assert [row["generated"] for row in csv.DictReader(f)] == summary["generated"]
+  score_cfg = assert_score_mode_reproduces(cfg, tmp / "run", tmp / "score", summary)
   # Without its bank the run cannot compute the features it was trained on: a clear error.
   (tmp / "run" / neighbours.BANK_FILE).unlink()
   with pytest.raises(GenerateError, match="neighbour_bank.npz is missing"):

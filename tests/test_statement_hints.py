@@ -4,8 +4,6 @@ different lengths decoded and scored as if each were alone, and a trained run wh
 predict modes write the prompts it was trained with.
 """
 
-import csv
-
 import numpy as np
 import pytest
 
@@ -16,6 +14,7 @@ from merit_jax.report_gen import data as data_lib
 from merit_jax.report_gen import decoding
 from merit_jax.report_gen import projector as projector_lib
 from merit_jax.report_gen import statement_hints
+from tests.test_generate import assert_score_mode_reproduces
 from tests.test_generate import generate_config
 from tests.test_generate import real_records_config
 
@@ -145,13 +144,7 @@ def test_trained_run_with_hints_scores_and_predicts_with_its_prompts(ptbxl_dir, 
   classifier = statement_hints.load(str(tmp / "run"))
   assert classifier["codes"]  # Sinus rhythm at least has positives and negatives here.
 
-  score_cfg = generate_config.get_config("test")
-  score_cfg.data = cfg.data
-  score_cfg.mode, score_cfg.projector = "score", str(tmp / "run")
-  scored = generate.run_score(score_cfg, str(tmp / "score"))
-  np.testing.assert_allclose(scored["eval_loss"], summary["eval_loss"], rtol=1e-5)
-  with open(tmp / "score" / "samples.csv", newline="", encoding="utf-8") as f:
-    assert [row["generated"] for row in csv.DictReader(f)] == summary["generated"]
+  score_cfg = assert_score_mode_reproduces(cfg, tmp / "run", tmp / "score", summary)
   # The prompts matter: scored with the run's one plain prompt instead, the loss changes.
   _, _, trainable, meta = projector_lib.load_projector(str(tmp / "run"))
   test = np.load(tmp / "score" / "features_test.npz", allow_pickle=True)
