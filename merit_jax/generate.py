@@ -138,9 +138,9 @@ def run_train(config, workdir: str, checkpoint: str | None = None, llm=None,
                                      config.eval.max_records)
     test["features"] = data_lib.standardize_features(test["features"], stats)
     if hint_classifier is not None:
-      test["prompts"] = statement_hints.prompt_ids(
-          gen.tokenizer, statement_hints.predict(hint_classifier, test["features"]),
-          config.prompt)
+      test_hints = statement_hints.predict(hint_classifier, test["features"])
+      test["prompts"] = statement_hints.prompt_ids(gen.tokenizer, test_hints, config.prompt)
+      summary["hint_f1"] = _print_hint_f1(config.eval.split, test_hints, test["codes"])
     if hints_k:
       test["features"] = neighbours.with_hints(bank, test["features"], hints_k)
     scores, generated = _score_split(config, gen, trainable, test, workdir,
@@ -171,7 +171,9 @@ def run_predict(config) -> str:
                                int(config.feature_batch_size)),
       meta.get("feature_stats"))  # Absent in projectors trained without standardisation.
   gen = projector_lib.build_generator(train_cfg)
-  prompts = _saved_hint_prompts(train_cfg, config.projector, gen.tokenizer, features)
+  hints = _saved_hints(train_cfg, config.projector, features)
+  prompts = (None if hints is None
+             else statement_hints.prompt_ids(gen.tokenizer, hints, train_cfg.prompt))
   features = _with_saved_hints(train_cfg, config.projector, features)
   bank = (neighbours.load_bank(projector_lib.run_directory(config.projector))
           if decoding.rerank_samples(config) else None)
@@ -211,14 +213,21 @@ def _fit_statement_hints(config, train: dict) -> tuple[dict, list[list[str]]]:
   return classifier, train_hints
 
 
-def _saved_hint_prompts(train_cfg, trained_dir: str, tokenizer, features):
-  """Per-record prompts from the trained run's statement-hint classifier (None when the run
-  used none); `features`: standardised, before any neighbour hints are appended."""
+def _print_hint_f1(split: str, hints, codes) -> dict:
+  """Prints and returns the statement F1 (micro, macro) of the hints alone on `split`."""
+  f1 = statement_hints.hint_f1(hints, codes)
+  print(f"{split}: the statement hints alone score statement F1 micro {f1['micro_f1']:.4f} "
+        f"macro {f1['macro_f1']:.4f}", flush=True)
+  return {"micro_f1": f1["micro_f1"], "macro_f1": f1["macro_f1"]}
+
+
+def _saved_hints(train_cfg, trained_dir: str, features):
+  """Each record's statement hints from the trained run's classifier (None when the run used
+  none); `features`: standardised, before any neighbour hints are appended."""
   if not statement_hints.enabled(train_cfg):
     return None
   classifier = statement_hints.load(projector_lib.run_directory(trained_dir))
-  return statement_hints.prompt_ids(tokenizer, statement_hints.predict(classifier, features),
-                                    train_cfg.prompt)
+  return statement_hints.predict(classifier, features)
 
 
 def _with_saved_hints(train_cfg, trained_dir: str, features):
@@ -285,13 +294,14 @@ def _score_trained(config, trained_dir: str, workdir: str, llm=None,
                                     meta["feature_kind"], config.eval.max_records)
   gen = projector_lib.build_generator(train_cfg, llm)
   standardized = data_lib.standardize_features(split["features"], meta.get("feature_stats"))
-  prompts = _saved_hint_prompts(train_cfg, trained_dir, gen.tokenizer, standardized)
-  if prompts is not None:
-    split["prompts"] = prompts
-  split["features"] = _with_saved_hints(train_cfg, trained_dir, standardized)
-  bank = _decoding_bank(config, trained_dir, workdir, source, meta)
+  hints = _saved_hints(train_cfg, trained_dir, standardized)
   summary = {"projector": os.path.abspath(os.path.expanduser(trained_dir)),
              "decoding": config.decoding.to_dict()}
+  if hints is not None:
+    split["prompts"] = statement_hints.prompt_ids(gen.tokenizer, hints, train_cfg.prompt)
+    summary["hint_f1"] = _print_hint_f1(config.eval.split, hints, split["codes"])
+  split["features"] = _with_saved_hints(train_cfg, trained_dir, standardized)
+  bank = _decoding_bank(config, trained_dir, workdir, source, meta)
   scores, generated = _score_split(train_cfg, gen, trainable, split, workdir,
                                    bool(config.progress), bank)
   summary.update(scores)

@@ -143,6 +143,7 @@ def test_trained_run_with_hints_scores_and_predicts_with_its_prompts(ptbxl_dir, 
   summary = generate.run_train(cfg, str(tmp / "run"))
   classifier = statement_hints.load(str(tmp / "run"))
   assert classifier["codes"]  # Sinus rhythm at least has positives and negatives here.
+  assert 0 < summary["hint_f1"]["micro_f1"] <= 1  # The hints alone, scored on the eval split.
 
   score_cfg = assert_score_mode_reproduces(cfg, tmp / "run", tmp / "score", summary)
   # The prompts matter: scored with the run's one plain prompt instead, the loss changes.
@@ -158,9 +159,24 @@ def test_trained_run_with_hints_scores_and_predicts_with_its_prompts(ptbxl_dir, 
     generate.run_score(score_cfg, str(tmp / "score2"))
 
 
-def test_saved_classifier_gives_the_hinted_prompts(tiny, tmp_path):
-  """`_saved_hint_prompts` (score and predict mode) turns new features into the same prompts
-  as the classifier's own prediction."""
+def test_hint_f1_counts_like_the_report_scorer():
+  from merit_jax.metrics import clinical  # pylint: disable=g-import-not-at-top
+  hints = [["SR", "NORM"], ["AFIB"], [], ["SR", "LVH"]]
+  labels = [["SR", "NORM"], ["SR"], ["SR"], ["SR", "IMI"]]
+  # The same statements written as text and scored by the report scorer.
+  texts = ["sinus rhythm. normal ecg", "atrial fibrillation", "",
+           "sinus rhythm. left ventricular hypertrophy"]
+  assert [clinical.ScpMatcher()(t) for t in texts] == [set(h) for h in hints]
+  expected = clinical.clinical_f1(texts, labels)
+  got = statement_hints.hint_f1(hints, labels)
+  assert got["micro_f1"] == pytest.approx(expected["micro_f1"])  # tp 3, fp 2, fn 3: 6 / 11.
+  assert got["micro_f1"] == pytest.approx(6 / 11)
+  assert got["macro_f1"] == pytest.approx(expected["macro_f1"])
+
+
+def test_saved_classifier_gives_the_hinted_statements(tiny, tmp_path):
+  """`_saved_hints` (score and predict mode) gives the classifier's own prediction for new
+  features, and the prompts that write them."""
   _, gen, _ = tiny
   classifier = {"codes": ["AFIB"], "coef": np.array([[1.0, 0, 0, 0, 0, 0]]),
                 "intercept": np.zeros(1), "threshold": np.zeros(1), "oof_f1": np.ones(1)}
@@ -168,10 +184,11 @@ def test_saved_classifier_gives_the_hinted_prompts(tiny, tmp_path):
   run_cfg = generate_config.get_config("test")
   run_cfg.statement_hints.enabled = True
   features = np.array([[1.0, 0, 0, 0, 0, 0], [-1.0, 0, 0, 0, 0, 0]])
-  prompts = generate._saved_hint_prompts(  # pylint: disable=protected-access
-      run_cfg, str(tmp_path), gen.tokenizer, features)
+  hints = generate._saved_hints(run_cfg, str(tmp_path), features)  # pylint: disable=protected-access
+  assert hints == [["AFIB"], []]
+  prompts = statement_hints.prompt_ids(gen.tokenizer, hints, run_cfg.prompt)
   assert [gen.tokenizer.decode(p) for p in prompts] == [
       "Statements: AFIB.\nECG:", "Statements: none.\nECG:"]
   run_cfg.statement_hints.enabled = False
-  assert generate._saved_hint_prompts(  # pylint: disable=protected-access
-      run_cfg, str(tmp_path), gen.tokenizer, features) is None
+  assert generate._saved_hints(  # pylint: disable=protected-access
+      run_cfg, str(tmp_path), features) is None

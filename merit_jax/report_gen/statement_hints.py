@@ -128,6 +128,21 @@ def label_hints(classifier: dict, codes: Sequence[Sequence[str]]) -> list[list[s
   return [[c for c in classifier["codes"] if c in set(own)] for own in codes]
 
 
+def hint_f1(hints: Sequence[Sequence[str]], codes: Sequence[Sequence[str]]) -> dict:
+  """Statement F1 of the hints themselves against each record's labels, scored as a report's
+  statements are (`metrics.clinical`, the matcher's codes): what a report that wrote exactly
+  its hints would score, so the gap to the generated reports is what the LLM loses."""
+  from merit_jax.metrics import clinical  # pylint: disable=g-import-not-at-top
+  scored = set(clinical.ScpMatcher().codes)
+  tp, fp, fn = {}, {}, {}
+  for hinted, own in zip(hints, codes):
+    hinted, own = set(hinted) & scored, set(own) & scored
+    for counts, found in ((tp, hinted & own), (fp, hinted - own), (fn, own - hinted)):
+      for c in found:
+        counts[c] = counts.get(c, 0) + 1
+  return clinical.clinical_summary(tp, fp, fn)
+
+
 def prompt_text(hinted: Sequence[str], prompt: str) -> str:
   """The prompt of one record: its hinted statements, then the run's prompt."""
   return f"Statements: {' '.join(hinted) if hinted else 'none'}.\n{prompt}"
