@@ -111,7 +111,7 @@ def run_train(config, workdir: str, checkpoint: str | None = None, llm=None,
     hint_classifier, train_hints = _fit_statement_hints(config, train)
     train["prompts"] = statement_hints.prompt_ids(gen.tokenizer, train_hints, config.prompt)
   hints_k = neighbour_k(config)
-  # The training reports' neighbour bank, saved with every projector: the statement hints
+  # The training reports' neighbour bank, saved with every projector: the neighbour hints
   # and decoding's reranking read it (predict and score mode too).
   bank = (neighbours.build_bank(train["features"], train["reports"])
           if kind == "pooled" else None)
@@ -231,7 +231,7 @@ def _saved_hints(train_cfg, trained_dir: str, features):
 
 
 def _with_saved_hints(train_cfg, trained_dir: str, features):
-  """Standardised features plus the statement hints of the trained run's bank, if it used
+  """Standardised features plus the neighbour hints of the trained run's bank, if it used
   them (`report_gen/neighbours.py`)."""
   k = neighbour_k(train_cfg)
   if not k:
