@@ -168,8 +168,14 @@ def clinical_f1(
     macro F1 averages the codes that occur in the labels at least once (`num_codes` of them);
     per_code maps each such code to {'f1', 'support'}.
   """
+  return records_f1(clinical_records(generated, labels, matcher, codes))
+
+
+def records_f1(records: Iterable[tuple[set[str], set[str]]]) -> dict:
+  """`clinical_f1`'s result from per-record (predicted codes, true codes) sets, already
+  restricted to the scored codes (`clinical_records`)."""
   tp, fp, fn = collections.Counter(), collections.Counter(), collections.Counter()
-  for pred, true in clinical_records(generated, labels, matcher, codes):
+  for pred, true in records:
     for c in pred & true:
       tp[c] += 1
     for c in pred - true:

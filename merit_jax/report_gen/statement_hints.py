@@ -125,7 +125,8 @@ def predict(classifier: dict, features: np.ndarray) -> list[list[str]]:
 def label_hints(classifier: dict, codes: Sequence[Sequence[str]]) -> list[list[str]]:
   """Each record's own labels among the statements the classifier hints, in its order: the
   training hints of `train_on='labels'` (the LLM learns to trust hints and copy them)."""
-  return [[c for c in classifier["codes"] if c in set(own)] for own in codes]
+  return [[c for c in classifier["codes"] if c in own_set]
+          for own_set in map(set, codes)]
 
 
 def hint_f1(hints: Sequence[Sequence[str]], codes: Sequence[Sequence[str]]) -> dict:
@@ -134,13 +135,8 @@ def hint_f1(hints: Sequence[Sequence[str]], codes: Sequence[Sequence[str]]) -> d
   its hints would score, so the gap to the generated reports is what the LLM loses."""
   from merit_jax.metrics import clinical  # pylint: disable=g-import-not-at-top
   scored = set(clinical.ScpMatcher().codes)
-  tp, fp, fn = {}, {}, {}
-  for hinted, own in zip(hints, codes):
-    hinted, own = set(hinted) & scored, set(own) & scored
-    for counts, found in ((tp, hinted & own), (fp, hinted - own), (fn, own - hinted)):
-      for c in found:
-        counts[c] = counts.get(c, 0) + 1
-  return clinical.clinical_summary(tp, fp, fn)
+  return clinical.records_f1((set(hinted) & scored, set(own) & scored)
+                             for hinted, own in zip(hints, codes))
 
 
 def prompt_text(hinted: Sequence[str], prompt: str) -> str:
