@@ -154,6 +154,12 @@ def _defaults() -> ml_collections.ConfigDict:
       # The longest report decoded, in tokens; None = max_report_tokens (the training
       # truncation). A decoding setting, so score mode can choose it on validation.
       max_new_tokens=config_dict.placeholder(int),
+      # The report starts with the phrases of its hinted statements (statement_hints; phrases
+      # as the training reports write them, report_gen/statement_phrases.py), written for the
+      # LLM, which continues from there for at most tokens_after_hints tokens (None =
+      # max_new_tokens; 0 = the phrases are the report). A record with no hint is decoded as
+      # usual. Needs statement_hints.enabled.
+      write_hints=False, tokens_after_hints=config_dict.placeholder(int),
       # Choice among several decodes (report_gen/reranking.py): rerank_samples nucleus samples
       # (temperature, top_p above) besides the `method` decode; the candidate whose statements
       # agree best with the reports of the rerank_neighbours nearest training ECGs is kept.

@@ -442,9 +442,17 @@ def validate_generate_config(config: ml_collections.ConfigDict) -> None:
   if isinstance(min_new, int) and isinstance(max_new, int) and min_new > max_new:
     errors.append(f"config.decoding.min_new_tokens={min_new!r} must be an integer in "
                   f"[0, {max_key}={max_new}]")
-  for key in ("ban_markup", "stop_at_end_of_turn"):
-    if not isinstance(config.decoding[key], bool):
+  for key in ("ban_markup", "stop_at_end_of_turn", "write_hints"):
+    if not isinstance(config.decoding.get(key, False), bool):
       errors.append(f"config.decoding.{key}={config.decoding[key]!r} must be one of True, False")
+  if config.decoding.get("tokens_after_hints") is not None:
+    positive_int("decoding.tokens_after_hints", config.decoding.tokens_after_hints, minimum=0)
+  # Train and compare mode fit the hints they write; the other modes check the trained run.
+  hints_cfg = config.get("statement_hints")
+  if (config.decoding.get("write_hints", False) is True and config.mode in ("train", "compare")
+      and not (hints_cfg and hints_cfg.get("enabled", False))):
+    errors.append("config.decoding.write_hints=True writes each record's statement hints: it "
+                  "needs config.statement_hints.enabled=True")
   rerank = config.decoding.get("rerank_samples", 0)
   positive_int("decoding.rerank_samples", rerank, minimum=0)
   if rerank:

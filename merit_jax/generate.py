@@ -50,6 +50,7 @@ from merit_jax.report_gen import projector as projector_lib
 from merit_jax.report_gen import recipe_table
 from merit_jax.report_gen import reporting
 from merit_jax.report_gen import statement_hints
+from merit_jax.report_gen import statement_phrases
 from merit_jax.report_gen import training
 
 # Flags are defined only when run as a program (`cli_main`): merit_jax.train, which tests
@@ -106,10 +107,11 @@ def run_train(config, workdir: str, checkpoint: str | None = None, llm=None,
            else None)
   train["features"] = data_lib.standardize_features(train["features"], stats)
   gen = projector_lib.build_generator(config, llm)
-  hint_classifier = None
+  hint_classifier = phrase_table = None
   if statement_hints.enabled(config):
     hint_classifier, train_hints = _fit_statement_hints(config, train)
     train["prompts"] = statement_hints.prompt_ids(gen.tokenizer, train_hints, config.prompt)
+    phrase_table = statement_phrases.fit(train["reports"], train["codes"])
   hints_k = neighbour_k(config)
   # The training reports' neighbour bank, saved with every projector: the neighbour hints
   # and decoding's reranking read it (predict and score mode too).
@@ -128,6 +130,7 @@ def run_train(config, workdir: str, checkpoint: str | None = None, llm=None,
     neighbours.save_bank(workdir, bank)
   if hint_classifier is not None:
     statement_hints.save(workdir, hint_classifier)
+    statement_phrases.save(workdir, phrase_table)
   summary = {"encoder": source.source, "train_records": len(train["reports"]),
              "steps": int(config.total_steps), "batch_size": int(config.batch_size),
              "train_seconds": train_s, "first_loss": history[0]["loss"],
@@ -137,10 +140,12 @@ def run_train(config, workdir: str, checkpoint: str | None = None, llm=None,
     test = data_lib.compute_features(workdir, config, source, config.eval.split, kind,
                                      config.eval.max_records)
     test["features"] = data_lib.standardize_features(test["features"], stats)
+    test_hints = None
     if hint_classifier is not None:
       test_hints = statement_hints.predict(hint_classifier, test["features"])
       test["prompts"] = statement_hints.prompt_ids(gen.tokenizer, test_hints, config.prompt)
       summary["hint_f1"] = _print_hint_f1(config.eval.split, test_hints, test["codes"])
+    test["written"] = _written_starts(config, gen, test_hints, phrase_table)
     if hints_k:
       test["features"] = neighbours.with_hints(bank, test["features"], hints_k)
     scores, generated = _score_split(config, gen, trainable, test, workdir,
@@ -174,11 +179,12 @@ def run_predict(config) -> str:
   hints = _saved_hints(train_cfg, config.projector, features)
   prompts = (None if hints is None
              else statement_hints.prompt_ids(gen.tokenizer, hints, train_cfg.prompt))
+  written = _written_starts(train_cfg, gen, hints, _saved_phrases(train_cfg, config.projector))
   features = _with_saved_hints(train_cfg, config.projector, features)
   bank = (neighbours.load_bank(projector_lib.run_directory(config.projector))
           if decoding.rerank_samples(config) else None)
   reports = decoding.generate_reports(train_cfg, gen, trainable, features,
-                                      bool(config.progress), bank, prompts)
+                                      bool(config.progress), bank, prompts, written)
   return reporting.write_predictions(config.output, ids, reports)
 
 
@@ -228,6 +234,43 @@ def _saved_hints(train_cfg, trained_dir: str, features):
     return None
   classifier = statement_hints.load(projector_lib.run_directory(trained_dir))
   return statement_hints.predict(classifier, features)
+
+
+def write_hints(config) -> bool:
+  """config.decoding.write_hints (absent from an older run's config: off)."""
+  return bool(config.decoding.get("write_hints", False))
+
+
+def _saved_phrases(train_cfg, trained_dir: str, training_split=None) -> dict | None:
+  """The statement phrase table saved beside the projector (None unless decoding writes
+  hints). A run trained before tables were saved gets one fitted on its training split's
+  reports (`training_split`: () -> that split), as training would have fitted it."""
+  if not write_hints(train_cfg):
+    return None
+  if not statement_hints.enabled(train_cfg):
+    raise GenerateError("config.decoding.write_hints writes each record's statement hints, but "
+                        "the projector was trained without statement_hints.enabled")
+  run_dir = projector_lib.run_directory(trained_dir)
+  table = statement_phrases.load(run_dir)
+  if table is None:
+    if training_split is None:
+      raise GenerateError(f"{run_dir}: {statement_phrases.PHRASES_FILE} is missing there (the "
+                          "statement phrase table that config.decoding.write_hints writes)")
+    train = training_split()
+    table = statement_phrases.fit(train["reports"], train["codes"])
+  return table
+
+
+def _written_starts(config, gen, hints, table) -> list[list[int]] | None:
+  """With config.decoding.write_hints, each record's report start: its hinted statements'
+  phrases as token ids (`statement_phrases`; [] for a record with none); else None."""
+  if not write_hints(config):
+    return None
+  if hints is None:
+    raise GenerateError("config.decoding.write_hints needs statement hints "
+                        "(config.statement_hints.enabled at training)")
+  texts = [statement_phrases.render(table, h) for h in hints]
+  return [gen.tokenizer.encode(t, add_bos=False) if t else [] for t in texts]
 
 
 def _with_saved_hints(train_cfg, trained_dir: str, features):
@@ -300,6 +343,10 @@ def _score_trained(config, trained_dir: str, workdir: str, llm=None,
   if hints is not None:
     split["prompts"] = statement_hints.prompt_ids(gen.tokenizer, hints, train_cfg.prompt)
     summary["hint_f1"] = _print_hint_f1(config.eval.split, hints, split["codes"])
+  if write_hints(train_cfg):
+    table = _saved_phrases(train_cfg, trained_dir, lambda: data_lib.compute_features(
+        workdir, config, source, config.train_split, meta["feature_kind"]))
+    split["written"] = _written_starts(train_cfg, gen, hints, table)
   split["features"] = _with_saved_hints(train_cfg, trained_dir, standardized)
   bank = _decoding_bank(config, trained_dir, workdir, source, meta)
   scores, generated = _score_split(train_cfg, gen, trainable, split, workdir,

@@ -12,6 +12,10 @@ token whose text holds '<', '>' or an '&name' entity start is never generated; c
 per tokenizer from its vocabulary).
 `evaluate` counts the reports that still break a rule (`metrics/degeneracy.py`).
 
+With `decoding.write_hints`, a record's report starts with its hinted statements written out
+(`statement_phrases`), and the LLM continues it for at most `decoding.tokens_after_hints`
+tokens.
+
 `decoding.rerank_samples` / `rerank_neighbours` turn on the choice among several decodes of
 `report_gen/reranking.py` (0 = off: one decode).
 """
@@ -96,10 +100,17 @@ def max_new_tokens(config) -> int:
   return int(config.max_report_tokens if limit is None else limit)
 
 
+def tokens_after_hints(config) -> int:
+  """With decoding.write_hints, the most tokens the LLM writes after the hinted statements'
+  phrases (absent from an older run's config: max_new_tokens)."""
+  limit = config.decoding.get("tokens_after_hints")
+  return max_new_tokens(config) if limit is None else int(limit)
+
+
 def _decode_batch(config, gen: projector_lib.Generator, params, prefix, tokens, input_mask,
-                  rng, rules, method: str):
+                  rng, rules, method: str, limit: int):
   dec = config.decoding
-  kwargs = dict(max_new_tokens=max_new_tokens(config), eos_id=gen.tokenizer.eos_id,
+  kwargs = dict(max_new_tokens=limit, eos_id=gen.tokenizer.eos_id,
                 pad_id=gen.tokenizer.pad_id, prefix_embeddings=prefix, input_mask=input_mask,
                 **rules)
   if method == "greedy":
@@ -114,19 +125,45 @@ def _decode_batch(config, gen: projector_lib.Generator, params, prefix, tokens, 
 
 def _decode_all(config, gen: projector_lib.Generator, llm_params, prefix_fn,
                 features: np.ndarray, method: str, seed: int, progress: bool,
-                prompts=None) -> list[str]:
+                prompts=None, written=None) -> list[str]:
   """One report per feature row by `method` (the other decoding settings from config);
   prefix_fn: features → soft prefix (the trained projector, jitted); prompts: per-row prompt
-  token ids (None: the run's one prompt for every row)."""
+  token ids (None: the run's one prompt for every row); written: per row, the report's first
+  token ids, written for the LLM, which continues from them (`tokens_after_hints` more
+  tokens; rows with none are decoded from the start as usual)."""
+  n = len(features)
+  prompts = data_lib.per_record_prompts(gen.prompt if prompts is None else prompts, n)
+  written = [[] for _ in range(n)] if written is None else [list(w) for w in written]
+  if len(written) != n:
+    raise GenerateError(f"{len(written)} written report starts for {n} records")
+  rows_of = {"free": [i for i in range(n) if not written[i]],
+             "written": [i for i in range(n) if written[i]]}
+  limits = {"free": max_new_tokens(config), "written": tokens_after_hints(config)}
+  rules = decode_rules(config, gen.tokenizer)
+  # min_new_tokens keeps a report from coming out empty; a written start already holds text.
+  rules_of = {"free": rules, "written": dict(rules, min_new_tokens=0)}
+  ids = [[] for _ in range(n)]
+  for group, rows in rows_of.items():
+    if rows and limits[group] > 0:
+      for i, row_ids in zip(rows, _decode_rows(
+          config, gen, llm_params, prefix_fn, features[rows],
+          [prompts[i] + written[i] for i in rows], method, seed, progress, limits[group],
+          rules_of[group])):
+        ids[i] = row_ids
+  return [gen.tokenizer.decode(w + i).strip() for w, i in zip(written, ids)]
+
+
+def _decode_rows(config, gen: projector_lib.Generator, llm_params, prefix_fn,
+                 features: np.ndarray, prompts, method: str, seed: int, progress: bool,
+                 limit: int, rules: dict) -> list[list[int]]:
+  """The new token ids of each row (cut before its first end id), at most `limit` of them;
+  `rules`: `decode_rules`."""
   bs = int(config.eval.batch_size)
   # Every row's prompt, left-padded to the longest (one width for every batch: one compile).
-  prompt_tokens, prompt_mask = data_lib.left_padded(
-      data_lib.per_record_prompts(gen.prompt if prompts is None else prompts, len(features)),
-      gen.tokenizer.pad_id)
+  prompt_tokens, prompt_mask = data_lib.left_padded(prompts, gen.tokenizer.pad_id)
   rng = jax.random.PRNGKey(seed)
-  rules = decode_rules(config, gen.tokenizer)
   ends = {int(gen.tokenizer.eos_id), *rules["stop_ids"]}
-  out: list[str] = []
+  out: list[list[int]] = []
   starts = range(0, len(features), bs)
   if progress:
     from tqdm import auto as tqdm_auto  # pylint: disable=g-import-not-at-top
@@ -142,11 +179,12 @@ def _decode_all(config, gen: projector_lib.Generator, llm_params, prefix_fn,
     sub = None
     if method == "nucleus":  # Only sampling draws: greedy and beam leave the key alone.
       rng, sub = jax.random.split(rng)
-    ids = _decode_batch(config, gen, llm_params, prefix, tokens, mask, sub, rules, method)
+    ids = _decode_batch(config, gen, llm_params, prefix, tokens, mask, sub, rules, method,
+                        limit)
     for row in np.asarray(ids)[:real].tolist():
       # Cut at the first end id: a stop id (<end_of_turn>) ends the report like eos.
       end = next((i for i, t in enumerate(row) if t in ends), len(row))
-      out.append(gen.tokenizer.decode(row[:end]).strip())
+      out.append(row[:end])
   return out
 
 
@@ -157,10 +195,12 @@ def rerank_samples(config) -> int:
 
 def generate_reports(config, gen: projector_lib.Generator, trainable, features: np.ndarray,
                      progress: bool = True, bank: dict | None = None,
-                     prompts=None) -> list[str]:
+                     prompts=None, written=None) -> list[str]:
   """Decodes one report per feature row (greedy / beam / nucleus from config.decoding).
 
   prompts: per-row prompt token ids (`statement_hints`); None: the run's one prompt.
+  written: per row, token ids the report starts with (`statement_phrases`: its hinted
+  statements written out), which the LLM continues; None: none.
 
   With decoding.rerank_samples = n > 0, also draws n nucleus samples per row and keeps the
   candidate that `reranking.pick_reports` prefers; `bank` (`neighbours.build_bank` on the
@@ -178,13 +218,14 @@ def generate_reports(config, gen: projector_lib.Generator, trainable, features: 
     raise GenerateError("config.decoding.rerank_samples needs the training reports' neighbour "
                         "bank (neighbour_bank.npz beside the projector, or the training split)")
   reports = _decode_all(config, gen, llm_params, prefix_fn, features, method, seed, progress,
-                        prompts)
+                        prompts, written)
   if not n:
     return reports
   candidates = [[r] for r in reports]
   for s in range(n):  # Each sample set its own stream, distinct from the first decode's.
     for row, text in zip(candidates, _decode_all(config, gen, llm_params, prefix_fn, features,
-                                                 "nucleus", seed + 1 + s, progress, prompts)):
+                                                 "nucleus", seed + 1 + s, progress, prompts,
+                                                 written)):
       row.append(text)
   k = int(config.decoding.get("rerank_neighbours") or 0)
   return reranking.pick_reports(candidates, neighbours.neighbour_statement_sets(bank, features, k))
@@ -197,7 +238,7 @@ def evaluate(config, gen: projector_lib.Generator, trainable, test: dict,
   from merit_jax.metrics import degeneracy  # pylint: disable=g-import-not-at-top
   from merit_jax.metrics import generation  # pylint: disable=g-import-not-at-top
   generated = generate_reports(config, gen, trainable, test["features"], progress, bank,
-                               test.get("prompts"))
+                               test.get("prompts"), test.get("written"))
   # An empty generation (EOS first) is scored as the empty string, i.e. as a miss.
   metrics = generation.report_generation_metrics(
       generated, test["reports"], labels=test["codes"], with_meteor=bool(config.eval.meteor))
