@@ -1,8 +1,11 @@
 """Tests for the statement hints of report generation (merit_jax/report_gen/statement_hints.py,
 `config.statement_hints`): thresholds against an exhaustive search, out-of-fold hints, prompts of
 different lengths decoded and scored as if each were alone, and a trained run whose score and
-predict modes write the prompts it was trained with.
+predict modes write the prompts it was trained with (and, with decoding.write_hints, the hints'
+phrases).
 """
+
+import csv
 
 import numpy as np
 import pytest
@@ -14,6 +17,7 @@ from merit_jax.report_gen import data as data_lib
 from merit_jax.report_gen import decoding
 from merit_jax.report_gen import projector as projector_lib
 from merit_jax.report_gen import statement_hints
+from merit_jax.report_gen import statement_phrases
 from tests.test_generate import assert_score_mode_reproduces
 from tests.test_generate import generate_config
 from tests.test_generate import real_records_config
@@ -154,6 +158,26 @@ def test_trained_run_with_hints_scores_and_predicts_with_its_prompts(ptbxl_dir, 
   gen = projector_lib.build_generator(cfg)
   plain = generate.training.eval_loss(cfg, gen, trainable, split)["loss"]
   assert abs(plain - summary["eval_loss"]) > 1e-4
+
+  # Written hints (decoding.write_hints): with no tokens after them, a record's report is its
+  # hints' phrases from the table saved beside the projector; a record without one decodes
+  # as before.
+  table = statement_phrases.load(str(tmp / "run"))
+  assert table is not None and "SR" in table["phrases"]
+  score_cfg.decoding.write_hints, score_cfg.decoding.tokens_after_hints = True, 0
+  generate.run_score(score_cfg, str(tmp / "written"))
+  with open(tmp / "written" / "samples.csv", newline="", encoding="utf-8") as f:
+    written = [row["generated"] for row in csv.DictReader(f)]
+  hints = statement_hints.predict(classifier, split["features"])
+  for text, hinted, free in zip(written, hints, summary["generated"]):
+    assert text == (statement_phrases.render(table, hinted) or free)
+  assert any(statement_phrases.render(table, h) for h in hints)
+  # A run trained before the table was saved: it is fitted again on the training reports.
+  (tmp / "run" / statement_phrases.PHRASES_FILE).unlink()
+  generate.run_score(score_cfg, str(tmp / "refit"))
+  with open(tmp / "refit" / "samples.csv", newline="", encoding="utf-8") as f:
+    assert [row["generated"] for row in csv.DictReader(f)] == written
+  score_cfg.decoding.write_hints = False
   (tmp / "run" / statement_hints.HINTS_FILE).unlink()
   with pytest.raises(GenerateError, match="statement_hints.npz is missing"):
     generate.run_score(score_cfg, str(tmp / "score2"))
