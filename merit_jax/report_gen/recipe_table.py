@@ -42,6 +42,8 @@ RECIPE_KEYS = (("lora_rank", "LoRA rank"), ("lora_targets", "LoRA on"), ("optim.
                ("decoding.no_repeat_ngram", "no-repeat n"),
                ("decoding.min_new_tokens", "min tokens"),
                ("decoding.max_new_tokens", "max tokens"),
+               ("decoding.write_hints", "hints written"),
+               ("decoding.tokens_after_hints", "tokens after hints"),
                ("decoding.rerank_samples", "reranked samples"),
                ("decoding.rerank_neighbours", "rerank neighbours (k)"),
                ("decoding.temperature", "sample temperature"),
@@ -56,7 +58,7 @@ PAIRED_BOOTSTRAP = 1000
 # Keys that runs saved before they existed did not write, and what those runs did.
 _OLD_RUN_VALUES = {"standardize_features": False, "neighbour_statements": 0,
                    "decoding.rerank_samples": 0, "statement_hints.enabled": False,
-                   "statement_hints.train_on": "out_of_fold"}
+                   "statement_hints.train_on": "out_of_fold", "decoding.write_hints": False}
 
 
 def recipe_value(tree: dict, dotted: str):
