@@ -57,6 +57,14 @@ def real_records_config(tmp, ptbxl_dir):
   return cfg
 
 
+def tiny_generator(num_features: int = 6):
+  """(the `test` config, its tiny byte-tokenizer generator, untrained projector params for
+  `num_features` feature channels, no LoRA)."""
+  cfg = generate_config.get_config("test")
+  gen = projector_lib.build_generator(cfg)
+  return cfg, gen, projector_lib.init_trainable(gen, (num_features,), lora_rank=0, seed=0)
+
+
 def assert_score_mode_reproduces(cfg, run_dir, score_dir, summary: dict):
   """Score mode on the run in `run_dir` (trained with `cfg`, which returned `summary`) gives
   its eval loss and its generated reports again; returns the score-mode config."""

@@ -20,6 +20,7 @@ from merit_jax.report_gen import statement_hints
 from merit_jax.report_gen import statement_phrases
 from tests.test_generate import assert_score_mode_reproduces
 from tests.test_generate import generate_config
+from tests.test_generate import tiny_generator
 from tests.test_generate import real_records_config
 
 
@@ -102,10 +103,7 @@ def test_prompt_text_and_config_checks():
 
 @pytest.fixture(scope="module")
 def tiny():
-  cfg = generate_config.get_config("test")
-  gen = projector_lib.build_generator(cfg)
-  trainable = projector_lib.init_trainable(gen, (6,), lora_rank=0, seed=0)
-  return cfg, gen, trainable
+  return tiny_generator()
 
 
 def test_left_padded_prompts_score_and_decode_as_if_alone(tiny):

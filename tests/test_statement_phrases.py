@@ -15,9 +15,9 @@ from merit_jax.models.llm import decode
 from merit_jax.report_gen import GenerateError
 from merit_jax.report_gen import data as data_lib
 from merit_jax.report_gen import decoding
-from merit_jax.report_gen import projector as projector_lib
 from merit_jax.report_gen import statement_phrases
 from tests.test_generate import generate_config
+from tests.test_generate import tiny_generator
 
 REPORTS = [
     "sinusrhythmus normales ekg",
@@ -89,10 +89,7 @@ def test_config_checks():
 
 @pytest.fixture(scope="module")
 def tiny():
-  cfg = generate_config.get_config("test")
-  gen = projector_lib.build_generator(cfg)
-  trainable = projector_lib.init_trainable(gen, (6,), lora_rank=0, seed=0)
-  return cfg, gen, trainable
+  return tiny_generator()
 
 
 def _direct_greedy(cfg, gen, trainable, features, prompt, limit, min_new_tokens):
@@ -109,7 +106,7 @@ def _direct_greedy(cfg, gen, trainable, features, prompt, limit, min_new_tokens)
 
 
 def test_written_starts_are_continued_as_a_direct_decode_would(tiny):
-  cfg, gen, trainable = tiny
+  _, gen, trainable = tiny
   tok = gen.tokenizer
   cfg = generate_config.get_config("test")
   cfg.eval.batch_size = 4
