@@ -170,6 +170,25 @@ def test_trained_run_with_hints_scores_and_predicts_with_its_prompts(ptbxl_dir, 
   for text, hinted, free in zip(written, hints, summary["generated"]):
     assert text == (statement_phrases.render(table, hinted) or free)
   assert any(statement_phrases.render(table, h) for h in hints)
+  # Predict mode writes them too, for new ECGs.
+  inputs = tmp / "ecgs"
+  inputs.mkdir()
+  np.save(inputs / "four.npy",
+          np.random.default_rng(3).standard_normal((4, 1000, 12)).astype(np.float32))
+  predict_cfg = generate_config.get_config("test")
+  predict_cfg.mode, predict_cfg.projector = "predict", str(tmp / "run")
+  predict_cfg.input, predict_cfg.output = str(inputs), str(tmp / "reports.csv")
+  predict_cfg.decoding.write_hints, predict_cfg.decoding.tokens_after_hints = True, 0
+  with open(generate.run_predict(predict_cfg), newline="", encoding="utf-8") as f:
+    predicted = [row["report"] for row in csv.DictReader(f)]
+  _, records = data_lib.read_inputs(str(inputs), None)
+  _, source, _, _ = projector_lib.load_projector(str(tmp / "run"))
+  new_hints = statement_hints.predict(classifier, data_lib.standardize_features(
+      data_lib.record_features(source, records, "pooled", 8), meta["feature_stats"]))
+  assert len(predicted) == 4 and all(predicted)
+  assert any(statement_phrases.render(table, h) for h in new_hints)
+  for text, hinted in zip(predicted, new_hints):
+    assert statement_phrases.render(table, hinted) in ("", text)
   # A run trained before the table was saved: it is fitted again on the training reports.
   (tmp / "run" / statement_phrases.PHRASES_FILE).unlink()
   generate.run_score(score_cfg, str(tmp / "refit"))

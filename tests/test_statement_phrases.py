@@ -48,6 +48,8 @@ def test_fit_picks_the_phrase_most_labelled_reports_use():
   assert statement_phrases.render(table, []) == ""
   with pytest.raises(GenerateError, match="6 reports but 2 label sets"):
     statement_phrases.fit(REPORTS, CODES[:2])
+  with pytest.raises(GenerateError, match="'SR NORM' must be a list of SCP codes"):
+    statement_phrases.fit(REPORTS[:1], ["SR NORM"])
 
 
 def test_fit_breaks_ties_by_length_then_text():

@@ -53,6 +53,8 @@ def fit(reports: Sequence[str], codes: Sequence[Sequence[str]], matcher=None) ->
   counts = collections.defaultdict(collections.Counter)
   positions = collections.defaultdict(list)
   for report, labels in zip(reports, codes):
+    if isinstance(labels, str):  # A set of a string would be its characters.
+      raise GenerateError(f"statement phrases: labels {labels!r} must be a list of SCP codes")
     words = re.sub(r"\s+", " ", str(report)).strip().split(" ")
     labels = set(labels)
     seen = set()  # Each n-gram counts once a report: the phrase most reports use wins.
