@@ -10,6 +10,12 @@
   decoding    one report per ECG (greedy / beam / nucleus) and its scores
   reporting   the comparison table (markdown + JSON, bootstrap CIs), samples and predictions
   recipe_table  validation runs side by side, and the recipe the selection rule picks
+  baselines   the most-frequent-report arm
+  neighbours, reranking  statements of the nearest training ECGs: feature hints, reranking
+  statement_hints  a linear classifier's statements, written into each record's prompt
+  statement_phrases  those statements written as the report's start
+  hint_settings  the classifier's settings chosen on validation, no LLM trained
+  samples     the samples page (fixed records side by side, statement confusion counts)
 """
 
 
