@@ -52,14 +52,14 @@ def test_reads_the_runs_standardisation(tmp_path):
   stats = {"mean": [1.0, 0, 0, 0], "std": [2.0, 1, 1, 1]}
   _fake_run(tmp_path / "run", np.random.default_rng(1), stats)
   cached = np.load(tmp_path / "run" / "features_train.npz", allow_pickle=True)
-  split = hint_settings.read_split(str(tmp_path / "run"), "train")
-  np.testing.assert_allclose(split["features"][:, 0], (cached["features"][:, 0] - 1.0) / 2.0,
-                             rtol=1e-6)
-  assert split["codes"][0] in (["SR"], ["SR", "AFIB"])
-  assert hint_settings.run_config(str(tmp_path / "run")) == {"folds": 5, "min_positives": 5,
-                                                             "seed": 0}
+  run = hint_settings.read_run(str(tmp_path / "run"), "validation")
+  np.testing.assert_allclose(run["train"]["features"][:, 0],
+                             (cached["features"][:, 0] - 1.0) / 2.0, rtol=1e-6)
+  assert run["train"]["codes"][0] in (["SR"], ["SR", "AFIB"])
+  assert len(run["split"]["codes"]) == 60
+  assert (run["folds"], run["min_positives"], run["seed"]) == (5, 5, 0)
   with pytest.raises(FileNotFoundError, match="no features_test.npz"):
-    hint_settings.read_split(str(tmp_path / "run"), "test")
+    hint_settings.read_run(str(tmp_path / "run"), "test")
 
 
 def test_command_writes_the_page(tmp_path):

@@ -27,30 +27,32 @@ import numpy as np
 
 from merit_jax import cli
 from merit_jax.report_gen import data as data_lib
+from merit_jax.report_gen import projector as projector_lib
+from merit_jax.report_gen import recipe_table
 from merit_jax.report_gen import statement_hints
 
 
-def read_split(run_dir: str, split: str) -> dict:
-  """{'features' (standardised as the run trained), 'codes' [[str]]} of a run's cached split."""
+def read_run(run_dir: str, split: str) -> dict:
+  """A train-mode run's cached training split and `split` ({'features' standardised as the run
+  trained, 'codes' [[str]]} each, keys 'train' and 'split') and the `statement_hints.fit`
+  settings it keeps: 'folds', 'min_positives', 'seed' (its generate_config.json)."""
   run_dir = os.path.abspath(os.path.expanduser(run_dir))
-  path = os.path.join(run_dir, f"features_{split}.npz")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{run_dir}: no features_{split}.npz (a merit_jax.generate "
-                            f"train-mode run caches the features of its splits there)")
-  with open(os.path.join(run_dir, "generate_config.json"), encoding="utf-8") as f:
-    stats = json.load(f).get("feature_stats")
-  with np.load(path, allow_pickle=True) as cached:
-    return {"features": data_lib.standardize_features(cached["features"], stats),
-            "codes": [str(c).split() for c in cached["codes"]]}
-
-
-def run_config(run_dir: str) -> dict:
-  """The run's statement_hints settings and seed (its generate_config.json)."""
-  path = os.path.join(os.path.abspath(os.path.expanduser(run_dir)), "generate_config.json")
-  with open(path, encoding="utf-8") as f:
-    config = json.load(f)["config"]
+  with open(os.path.join(run_dir, projector_lib.CONFIG_FILE), encoding="utf-8") as f:
+    meta = json.load(f)
+  config = meta["config"]
   hints = config.get("statement_hints") or {}
-  return {"folds": int(hints.get("folds", 5)), "min_positives": int(hints.get("min_positives", 5)),
+
+  def cached(name: str) -> dict:
+    path = os.path.join(run_dir, f"features_{name}.npz")
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"{run_dir}: no features_{name}.npz (a merit_jax.generate "
+                              f"train-mode run caches the features of its splits there)")
+    with np.load(path, allow_pickle=True) as f:
+      return {"features": data_lib.standardize_features(f["features"], meta.get("feature_stats")),
+              "codes": [str(c).split() for c in f["codes"]]}
+
+  return {"train": cached("train"), "split": cached(split),
+          "folds": int(hints.get("folds", 5)), "min_positives": int(hints.get("min_positives", 5)),
           "seed": int(config.get("seed", 0))}
 
 
@@ -72,10 +74,9 @@ def score_settings(train: dict, split: dict, settings: Sequence[tuple[float, flo
 
 
 def best_setting(rows: Sequence[dict]) -> int:
-  """The index the selection rule picks: the highest mean of micro and macro F1 (the first
-  such row on a tie)."""
-  means = [(r["micro_f1"] + r["macro_f1"]) / 2 for r in rows]
-  return int(np.argmax(means))
+  """The index `recipe_table.selection_rule` picks (the first such row on a tie)."""
+  scores = [recipe_table.selection_rule(r["micro_f1"], r["macro_f1"]) for r in rows]
+  return int(np.argmax(scores))
 
 
 def render(results: Sequence[tuple[str, int, list[dict]]], split: str, command: str) -> str:
@@ -110,9 +111,11 @@ def main(argv):
   results = []
   try:
     for run_dir in flags.FLAGS.runs:
-      train, split = read_split(run_dir, "train"), read_split(run_dir, flags.FLAGS.split)
-      rows = score_settings(train, split, settings, **run_config(run_dir))
-      results.append((os.path.basename(os.path.normpath(run_dir)), len(split["codes"]), rows))
+      run = read_run(run_dir, flags.FLAGS.split)
+      rows = score_settings(run["train"], run["split"], settings, run["folds"],
+                            run["min_positives"], run["seed"])
+      results.append((os.path.basename(os.path.normpath(run_dir)), len(run["split"]["codes"]),
+                      rows))
       print(f"{run_dir}: done", flush=True)
   except (FileNotFoundError, KeyError, ValueError) as e:
     sys.exit(f"{program}: {e}")
