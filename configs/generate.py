@@ -224,6 +224,9 @@ def _defaults() -> ml_collections.ConfigDict:
 
 
 def _override(c: ml_collections.ConfigDict, dotted: str, value) -> None:
+  """Sets one dotted key of a VARIANTS entry in `c` (a dict value becomes a ConfigDict)."""
+  # configs/pretrain.apply_overrides walks keys the same way; it is not imported because a
+  # config file is loaded by its path and must not depend on the import path of another.
   *parents, key = dotted.split(".")
   node = c
   for part in parents:
