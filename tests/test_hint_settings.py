@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from merit_jax.report_gen import data as data_lib
 from merit_jax.report_gen import hint_settings
 
 
@@ -41,8 +42,9 @@ def _fake_run(directory, rng, stats):
   directory.mkdir()
   for split, n in (("train", 200), ("validation", 60)):
     x, codes = _records(rng, n)
-    np.savez(directory / f"features_{split}.npz", features=x,
-             codes=np.asarray([" ".join(c) for c in codes], dtype=object))
+    data_lib.save_features(str(directory / f"features_{split}.npz"),
+                           {"features": x, "codes": codes, "ecg_id": np.arange(n),
+                            "source": np.zeros(n, np.int32), "reports": [""] * n})
   config = {"seed": 0, "statement_hints": {"folds": 5, "min_positives": 5}}
   (directory / "generate_config.json").write_text(
       json.dumps({"config": config, "feature_stats": stats}), encoding="utf-8")

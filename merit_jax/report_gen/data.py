@@ -177,6 +177,15 @@ def save_features(path: str, feats: dict) -> None:
            codes=np.asarray([" ".join(c) for c in feats["codes"]], dtype=object))
 
 
+def load_features(path: str) -> dict:
+  """What `save_features` wrote: 'features', 'ecg_id', 'source', 'reports' [str] and 'codes'
+  [[str]] (the features as computed, not standardised)."""
+  with np.load(path, allow_pickle=True) as f:
+    return {"features": f["features"], "ecg_id": f["ecg_id"], "source": f["source"],
+            "reports": [str(r) for r in f["reports"]],
+            "codes": [str(c).split() for c in f["codes"]]}
+
+
 def compute_features(workdir: str, config, source: FeatureSource, split: str, kind: str,
                      max_records: int | None = None) -> dict:
   """`split_features` of `split`, also saved as workdir/features_<split>.npz."""

@@ -47,9 +47,10 @@ def read_run(run_dir: str, split: str) -> dict:
     if not os.path.isfile(path):
       raise FileNotFoundError(f"{run_dir}: no features_{name}.npz (a merit_jax.generate "
                               f"train-mode run caches the features of its splits there)")
-    with np.load(path, allow_pickle=True) as f:
-      return {"features": data_lib.standardize_features(f["features"], meta.get("feature_stats")),
-              "codes": [str(c).split() for c in f["codes"]]}
+    feats = data_lib.load_features(path)
+    return {"features": data_lib.standardize_features(feats["features"],
+                                                      meta.get("feature_stats")),
+            "codes": feats["codes"]}
 
   return {"train": cached("train"), "split": cached(split),
           "folds": int(hints.get("folds", 5)), "min_positives": int(hints.get("min_positives", 5)),
