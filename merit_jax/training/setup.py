@@ -66,23 +66,29 @@ def setup(config, workdir: str) -> Run:
   tokenizer, text_input = load_text_input(config)
   config.model.text.vocab_size = int(tokenizer.vocab_size)
   ckpt = checkpoint_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
-  resume_step = ckpt.latest_step()
-  if resume_step is not None:
-    # Before anything is overwritten or compiled: the checkpoint must fit this model.
-    checkpoint_lib.check_compatible(ckpt.saved_config(resume_step), config,
-                                    f"{ckpt.latest.directory}/{resume_step}")
-  checkpoint_lib.save_run_files(workdir, config, tokenizer)
+  try:
+    resume_step = ckpt.latest_step()
+    if resume_step is not None:
+      # Before anything is overwritten or compiled: the checkpoint must fit this model.
+      checkpoint_lib.check_compatible(ckpt.saved_config(resume_step), config,
+                                      f"{ckpt.latest.directory}/{resume_step}")
+    checkpoint_lib.save_run_files(workdir, config, tokenizer)
 
-  train_iter = pipeline.make_train_iterator(config.data, mesh, config.batch_size, config.seed,
-                                            text_input)
-  init_rng, loop_rng = jax.random.split(jax.random.key(config.seed))
-  state, state_shardings = step_lib.create_train_state(config, mesh, init_rng)
-  start_step = 0
-  if resume_step is not None:
-    state, data_state, start_step = ckpt.restore(state, resume_step)
-    train_iter.set_state(data_state)
-    if main:
-      print(f"resumed from {ckpt.latest.directory}/{start_step}", flush=True)
+    train_iter = pipeline.make_train_iterator(config.data, mesh, config.batch_size, config.seed,
+                                              text_input)
+    init_rng, loop_rng = jax.random.split(jax.random.key(config.seed))
+    state, state_shardings = step_lib.create_train_state(config, mesh, init_rng)
+    start_step = 0
+    if resume_step is not None:
+      state, data_state, start_step = ckpt.restore(state, resume_step)
+      train_iter.set_state(data_state)
+      if main:
+        print(f"resumed from {ckpt.latest.directory}/{start_step}", flush=True)
+  except BaseException:
+    # Orbax's manager runs background threads; left open, a refusal (e.g. an incompatible
+    # checkpoint) ends with their traceback at interpreter shutdown after the clear message.
+    ckpt.close()
+    raise
   return Run(config=config, workdir=workdir, mesh=mesh, tokenizer=tokenizer,
              text_input=text_input, model=merit_lib.build_model(config), checkpointer=ckpt,
              train_iter=train_iter, state=state, start_step=start_step,
