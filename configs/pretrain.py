@@ -244,7 +244,8 @@ _PTBXL_SHARED_ALL = {
     # pretraining seeds. With the convolutional stem below, λ = 3 scores 74.72 / 74.32 (seeds
     # 0 / 1) against 74.47 / 74.22 for λ = 1 (results/probe_lambda3_validation.md) and λ = 1
     # against 74.15 / 73.53 for λ = 0.3 (results/probe_lambda_convstem_validation.md): margins
-    # inside the seed spread, but on both seeds each time; with the linear stem 0.3 had won,
+    # inside the seed spread, but on both seeds each time; λ = 10 then lost on seed 0 (73.97
+    # against 74.72; results/probe_lambda10_validation.md). With the linear stem 0.3 had won,
     # 70.99 against 70.66 (results/README.md).
     "objective.lambda_nce": 3.0,
     # Patches of 25 samples (0.25 s; 12 × 40 tokens) rather than 50, chosen on validation
