@@ -171,6 +171,11 @@ def split_features(data_cfg, split: str, source: FeatureSource, kind: str, batch
           "ecg_id": np.concatenate(ids)[:n], "source": np.concatenate(origin)[:n]}
 
 
+def features_path(workdir: str, split: str) -> str:
+  """Where a run caches the features of `split` (`compute_features` writes it)."""
+  return os.path.join(workdir, f"features_{split}.npz")
+
+
 def save_features(path: str, feats: dict) -> None:
   np.savez(path, features=feats["features"], ecg_id=feats["ecg_id"], source=feats["source"],
            reports=np.asarray(feats["reports"], dtype=object),
@@ -194,7 +199,7 @@ def compute_features(workdir: str, config, source: FeatureSource, split: str, ki
   # The count the run trains or scores on, every source together (the issue's 1,112).
   print(f"{split}: {len(feats['reports'])} records with a report from "
         f"{len(report_sources(config.data))} source(s)", flush=True)
-  save_features(os.path.join(workdir, f"features_{split}.npz"), feats)
+  save_features(features_path(workdir, split), feats)
   return feats
 
 

@@ -43,7 +43,7 @@ def read_run(run_dir: str, split: str) -> dict:
   hints = config.get("statement_hints") or {}
 
   def cached(name: str) -> dict:
-    path = os.path.join(run_dir, f"features_{name}.npz")
+    path = data_lib.features_path(run_dir, name)
     if not os.path.isfile(path):
       raise FileNotFoundError(f"{run_dir}: no features_{name}.npz (a merit_jax.generate "
                               f"train-mode run caches the features of its splits there)")
