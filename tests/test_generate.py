@@ -223,6 +223,33 @@ def test_save_load_roundtrip(projector_dir, merit_run, config):
                                 trained_on.features(_tiny_ecgs(), "pooled"))
 
 
+def _cache(n):
+  return {"features": np.arange(n * 3, dtype=np.float32).reshape(n, 3), "ecg_id": np.arange(n),
+          "source": np.zeros(n, np.int32), "reports": [f"r{i}" for i in range(n)],
+          "codes": [["SR"], ["AFIB", "PVC"], []][:n]}
+
+
+def test_features_cache_roundtrip_and_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
+  path = str(tmp_path / "features_train.npz")
+  data_lib.save_features(path, _cache(3))
+  loaded = data_lib.load_features(path)
+  np.testing.assert_array_equal(loaded["features"], _cache(3)["features"])
+  assert loaded["reports"] == ["r0", "r1", "r2"]
+  assert loaded["codes"] == [["SR"], ["AFIB", "PVC"], []]
+
+  real_savez = np.savez
+
+  def savez_then_crash(file, **arrays):  # Half a file on disk, then the process dies.
+    real_savez(file, features=arrays["features"])
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(np, "savez", savez_then_crash)
+  with pytest.raises(KeyboardInterrupt):
+    data_lib.save_features(path, _cache(2))
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["features_train.npz"]
+  assert data_lib.load_features(path)["reports"] == ["r0", "r1", "r2"]
+
+
 def test_feature_standardisation_matches_sklearn_and_keeps_constant_channels_finite():
   from sklearn import preprocessing  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)

@@ -177,9 +177,18 @@ def features_path(workdir: str, split: str) -> str:
 
 
 def save_features(path: str, feats: dict) -> None:
-  np.savez(path, features=feats["features"], ecg_id=feats["ecg_id"], source=feats["source"],
-           reports=np.asarray(feats["reports"], dtype=object),
-           codes=np.asarray([" ".join(c) for c in feats["codes"]], dtype=object))
+  """Writes `feats` to `path` (.npz) through a temporary file beside it, then renames it, so an
+  interrupted write never leaves a partial cache that a later run would load."""
+  tmp = path + ".tmp.npz"
+  try:
+    np.savez(tmp, features=feats["features"], ecg_id=feats["ecg_id"], source=feats["source"],
+             reports=np.asarray(feats["reports"], dtype=object),
+             codes=np.asarray([" ".join(c) for c in feats["codes"]], dtype=object))
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
 
 
 def load_features(path: str) -> dict:
