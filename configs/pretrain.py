@@ -260,6 +260,9 @@ _PTBXL_SHARED_ALL = {
     # mean validation probe AUROC 71.5 below 100 % labels and 75.7 overall, against 69.4 /
     # 73.2). The stem works at sample resolution, so a step costs more (results/README.md).
     "model.stem": "conv",
+    # The mask ratio stays the base config's 0.75: 0.5 lost on validation (seed 0,
+    # results/probe_mask_ratio_validation.md) and 0.9 lost on seed 0 and won on seed 1 (74.43 /
+    # 75.17 against 74.72 / 74.32 by the λ rule; results/probe_mask_ratio90_validation.md).
     # The paired sources keep their 3:2 ratio (so a contrastive-only run, which drops the
     # ECG-only sources, reads exactly ptbxl_shared's stream); the ECG-only ones get weights in
     # proportion to their training records (181 and 817 against 541 + 571 paired), so an
