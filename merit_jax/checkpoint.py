@@ -44,6 +44,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from merit_jax import atomic_files
 from merit_jax import config_validation
 
 LATEST_DIR = "checkpoints"
@@ -68,16 +69,6 @@ def resolve_path(path: str | os.PathLike) -> epath.Path:
   if "://" in text:
     return epath.Path(text)
   return epath.Path(os.path.abspath(os.path.expanduser(text)))
-
-
-def _write_atomic(path: epath.Path, data: bytes) -> None:
-  """Writes via a temporary file and a rename where the filesystem has atomic renames."""
-  if "://" in os.fspath(path):  # Object stores: a single write is all-or-nothing already.
-    path.write_bytes(data)
-    return
-  tmp = path.parent / (path.name + ".tmp")
-  tmp.write_bytes(data)
-  os.replace(os.fspath(tmp), os.fspath(path))
 
 
 def _gather_json(obj: Any) -> list[Any]:
@@ -105,12 +96,12 @@ def save_run_files(workdir: str, config: ml_collections.ConfigDict, tokenizer: A
     return
   workdir = resolve_path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  _write_atomic(workdir / CONFIG_FILE,
+  atomic_files.write_bytes(workdir / CONFIG_FILE,
                 json.dumps(config_to_json(config), indent=2, sort_keys=True).encode("utf-8"))
   proto = getattr(tokenizer, "_proto", None)
   src = getattr(tokenizer, "path", None)
   if proto is not None:  # SentencePiece: the serialized model is all it needs.
-    _write_atomic(workdir / TOKENIZER_FILE, proto)
+    atomic_files.write_bytes(workdir / TOKENIZER_FILE, proto)
   elif src:  # Hugging Face: copy the folder holding tokenizer.json.
     folder = resolve_path(src)
     folder = folder.parent if folder.is_file() else folder

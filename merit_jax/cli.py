@@ -26,6 +26,8 @@ from absl import flags
 
 import ml_collections
 
+from merit_jax import atomic_files
+
 _PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 
 
@@ -164,9 +166,5 @@ def write_page(path: str, text: str) -> str:
   """Writes a results page through a temporary file, so no half-written page is left behind;
   returns the absolute path."""
   path = os.path.abspath(os.path.expanduser(path))
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, path)
+  atomic_files.write_text(path, text)
   return path

@@ -40,6 +40,7 @@ from absl import flags
 from absl import logging as absl_logging
 import numpy as np
 
+from merit_jax import atomic_files
 from merit_jax import cli
 from merit_jax import encoder as encoder_lib
 
@@ -174,11 +175,12 @@ def main(argv):
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"merit_jax.embed: {e}")
   output = os.path.expanduser(_OUTPUT.value)
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  np.save(output, emb)
+  # np.save names the file '<output>.npy' when `output` lacks the extension; so does this.
+  npy_path = output if output.endswith(".npy") else output + ".npy"
+  with atomic_files.replacing(npy_path, suffix=".npy") as tmp:
+    np.save(tmp, emb)
   if names is not None:
-    with open(output + ".records.txt", "w", encoding="utf-8") as f:
-      f.write("\n".join(names) + "\n")
+    atomic_files.write_text(output + ".records.txt", "\n".join(names) + "\n")
   print(f"wrote {emb.shape[0]} embeddings of dim {emb.shape[1]} ({_KIND.value}) to {output}")
 
 

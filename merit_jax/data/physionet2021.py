@@ -47,6 +47,7 @@ from typing import Iterator, Optional
 import numpy as np
 import tensorflow_datasets as tfds
 
+from merit_jax import atomic_files
 from merit_jax.data import schema as features
 from merit_jax.data import preprocess
 from merit_jax.data import skips
@@ -250,13 +251,11 @@ def generate_examples(manual_dir, cfg: Physionet2021Config, skip_log: skips.Skip
 def write_unknown_codes(counts: collections.Counter, directory: str) -> str:
   """Writes `unknown_snomed_codes.csv` (code, description, records) atomically."""
   path = os.path.join(directory, UNKNOWN_CODES_CSV)
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w", newline="", encoding="utf-8") as f:
+  with atomic_files.replacing(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
     writer = csv.writer(f)
     writer.writerow(["code", "description", "records"])
     for code, n in counts.most_common():
       writer.writerow([code, snomed_maps.code_description(code), n])
-  os.replace(tmp, path)
   return path
 
 

@@ -6,6 +6,8 @@ import os
 import threading
 from typing import Optional
 
+from merit_jax import atomic_files
+
 SKIPPED_RECORDS_CSV = "skipped_records.csv"
 
 
@@ -52,17 +54,15 @@ class SkipLog:
     return collections.Counter(self.reason_category(r["reason"]) for r in self._rows)
 
   def write(self, directory, filename: str = SKIPPED_RECORDS_CSV) -> str:
-    """Writes the CSV into `directory` via a temporary file + os.replace; returns its path."""
+    """Writes the CSV into `directory` whole or not at all; returns its path."""
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, filename)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_files.replacing(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
       writer = csv.DictWriter(f, fieldnames=["split", "record_id", "path", "reason"])
       writer.writeheader()
       for row in sorted(self._rows, key=lambda r: (r["split"], r["record_id"])):
         writer.writerow(row)
-    os.replace(tmp, path)
     return path
 
   def summary(self, name: Optional[str] = None) -> str:

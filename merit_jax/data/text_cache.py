@@ -37,6 +37,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from merit_jax import atomic_files
 from merit_jax.data import tokenizer as tokenizer_lib
 
 CACHE_DIR = "text_embeddings"
@@ -134,7 +135,7 @@ def load_or_build(tower, spec, progress: bool = True) -> ReportEmbeddings:
   np.savez(buffer, texts=np.asarray(reports, dtype=str), embeddings=embeddings,
            info_digest=np.asarray(digest))
   path.parent.mkdir(parents=True, exist_ok=True)
-  tokenizer_lib.atomic_write(path, buffer.getvalue())
+  atomic_files.write_bytes(path, buffer.getvalue())
   return ReportEmbeddings(reports, embeddings)
 
 

@@ -25,10 +25,11 @@ import logging
 import os
 import pathlib
 import re
-import tempfile
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
+
+from merit_jax import atomic_files
 
 TOKENIZER_FILENAME = 'tokenizer.model'
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -234,19 +235,6 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int = 4000, *,
   return proto
 
 
-def atomic_write(path: pathlib.Path, data: bytes) -> None:
-  """Writes `data` to a temporary file beside `path`, then renames it: never half a file."""
-  fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def train_dataset_tokenizer(builder: Any, vocab_size: int = 4000, *, split: str = 'train',
                             overwrite: bool = True, **train_kwargs) -> pathlib.Path:
   """Trains SentencePiece on a built dataset's reports and saves it beside the dataset.
@@ -269,5 +257,5 @@ def train_dataset_tokenizer(builder: Any, vocab_size: int = 4000, *, split: str 
   source = builder.as_data_source(split)
   reports = (as_text(source[i]['report']) for i in range(len(source)))
   proto = train_sentencepiece(reports, vocab_size, **train_kwargs)
-  atomic_write(path, proto)
+  atomic_files.write_bytes(path, proto)
   return path

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from merit_jax import atomic_files
 from merit_jax.report_gen import GenerateError
 
 NO_ECG_DIM = 16  # Feature width of the no-ECG arm (all zeros; the projector learns a constant).
@@ -179,16 +180,10 @@ def features_path(workdir: str, split: str) -> str:
 def save_features(path: str, feats: dict) -> None:
   """Writes `feats` to `path` (.npz) through a temporary file beside it, then renames it, so an
   interrupted write never leaves a partial cache that a later run would load."""
-  tmp = path + ".tmp.npz"
-  try:
+  with atomic_files.replacing(path, suffix=".npz") as tmp:
     np.savez(tmp, features=feats["features"], ecg_id=feats["ecg_id"], source=feats["source"],
              reports=np.asarray(feats["reports"], dtype=object),
              codes=np.asarray([" ".join(c) for c in feats["codes"]], dtype=object))
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 def load_features(path: str) -> dict:

@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
+from merit_jax import atomic_files
 from merit_jax.report_gen import GenerateError
 
 BANK_FILE = "neighbour_bank.npz"
@@ -112,10 +113,9 @@ def with_hints(bank: dict, features: np.ndarray, k: int,
 def save_bank(directory: str, bank: dict) -> None:
   """Writes the bank atomically (a crash leaves the old file or none, never half of one)."""
   path = os.path.join(directory, BANK_FILE)
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, features=bank["features"], statements=bank["statements"],
-           codes=np.asarray(bank["codes"], dtype=object))
-  os.replace(tmp, path)
+  with atomic_files.replacing(path, suffix=".npz") as tmp:
+    np.savez(tmp, features=bank["features"], statements=bank["statements"],
+             codes=np.asarray(bank["codes"], dtype=object))
 
 
 def load_bank(directory: str) -> dict:

@@ -19,6 +19,7 @@ from typing import Sequence
 
 import jax
 
+from merit_jax import atomic_files
 from merit_jax.report_gen import decoding
 from merit_jax.report_gen import projector as projector_lib
 
@@ -297,19 +298,17 @@ def write_comparison(config, results: dict, workdir: str, command: str) -> str:
                            # Each arm's "versus" (the MERIT arm): MERIT minus that arm.
                            "versus_arm": TARGET_ARM},
              "metric_settings": _metric_settings()}
-  with open(os.path.join(workdir, "report_generation.json"), "w", encoding="utf-8") as f:
-    json.dump(payload, f, indent=2, default=str)
+  atomic_files.write_text(os.path.join(workdir, "report_generation.json"),
+                          json.dumps(payload, indent=2, default=str))
   if config.results_path:
     out = page_path_for_split(config.results_path, config.eval.split)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w", encoding="utf-8") as f:
-      f.write(table)
+    atomic_files.write_text(out, table)
   return table
 
 
 def write_samples(path: str, test: dict, generated: Sequence[str]) -> None:
   """CSV (ecg_id, reference, generated, scp_codes) of a scored split."""
-  with open(path, "w", newline="", encoding="utf-8") as f:
+  with atomic_files.replacing(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
     w = csv.writer(f)
     w.writerow(["ecg_id", "reference", "generated", "scp_codes"])
     for i, g in enumerate(generated):
@@ -319,8 +318,7 @@ def write_samples(path: str, test: dict, generated: Sequence[str]) -> None:
 def write_predictions(path: str, ids: Sequence[str], reports: Sequence[str]) -> str:
   """CSV (id, report) of predict mode; returns its absolute path."""
   out = os.path.abspath(os.path.expanduser(path))
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  with open(out, "w", newline="", encoding="utf-8") as f:
+  with atomic_files.replacing(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
     w = csv.writer(f)
     w.writerow(["id", "report"])
     w.writerows(zip(ids, reports))

@@ -15,6 +15,7 @@ import html
 import os
 from typing import Iterable, Sequence
 
+from merit_jax import atomic_files
 from merit_jax.metrics import clinical
 from merit_jax.report_gen import reporting
 
@@ -158,11 +159,8 @@ def write_samples_page(config, results: dict, workdir: str, command: str = "") -
   for a split other than test); returns the path of the latter (else of the former)."""
   page = samples_markdown(results, command, split=config.eval.split)
   out = os.path.join(workdir, "report_generation_samples.md")
-  with open(out, "w", encoding="utf-8") as f:
-    f.write(page)
+  atomic_files.write_text(out, page)
   if config.samples_path:
     out = reporting.page_path_for_split(config.samples_path, config.eval.split)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w", encoding="utf-8") as f:
-      f.write(page)
+    atomic_files.write_text(out, page)
   return out

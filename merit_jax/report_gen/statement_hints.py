@@ -30,6 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
+from merit_jax import atomic_files
 from merit_jax.report_gen import GenerateError
 
 HINTS_FILE = "statement_hints.npz"
@@ -152,11 +153,10 @@ def prompt_ids(tokenizer, hints: Sequence[Sequence[str]], prompt: str) -> list[l
 def save(directory: str, classifier: dict) -> None:
   """Writes the classifier atomically (a crash leaves the old file or none)."""
   path = os.path.join(directory, HINTS_FILE)
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, codes=np.asarray(classifier["codes"], dtype=object), coef=classifier["coef"],
-           intercept=classifier["intercept"], threshold=classifier["threshold"],
-           oof_f1=classifier["oof_f1"])
-  os.replace(tmp, path)
+  with atomic_files.replacing(path, suffix=".npz") as tmp:
+    np.savez(tmp, codes=np.asarray(classifier["codes"], dtype=object), coef=classifier["coef"],
+             intercept=classifier["intercept"], threshold=classifier["threshold"],
+             oof_f1=classifier["oof_f1"])
 
 
 def load(directory: str) -> dict:

@@ -24,6 +24,7 @@ import os
 import re
 from typing import Sequence
 
+from merit_jax import atomic_files
 from merit_jax.report_gen import GenerateError
 
 PHRASES_FILE = "statement_phrases.json"
@@ -86,10 +87,7 @@ def render(table: dict, hinted: Sequence[str]) -> str:
 def save(directory: str, table: dict) -> None:
   """Writes the table atomically (a crash leaves the old file or none)."""
   path = os.path.join(directory, PHRASES_FILE)
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(table, f, ensure_ascii=False, indent=1, sort_keys=True)
-  os.replace(tmp, path)
+  atomic_files.write_text(path, json.dumps(table, ensure_ascii=False, indent=1, sort_keys=True))
 
 
 def load(directory: str) -> dict | None:

@@ -8,6 +8,7 @@ from typing import Optional
 
 import numpy as np
 
+from merit_jax import atomic_files
 from merit_jax.reporting import markdown
 from merit_jax.reporting import plots
 
@@ -51,9 +52,9 @@ def write_results(results: dict, results_dir: str, name: str,
   folder.mkdir(parents=True, exist_ok=True)
   paths = {"json": folder / f"{name}.json", "md": folder / f"{name}.md"}
   results = dict(results, meta=dict(results["meta"], command=command))
-  paths["json"].write_text(results_json(results), encoding="utf-8")
+  atomic_files.write_text(paths["json"], results_json(results))
   text = markdown.results_markdown(results, title or name, command) + extra_markdown
-  paths["md"].write_text(text, encoding="utf-8")
+  atomic_files.write_text(paths["md"], text)
   fractions_png = plots.plot_fractions(results, folder / f"{name}_fractions.png")
   shift_png = plots.plot_shift(results, folder / f"{name}_shift.png")
   if fractions_png:

@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 from etils import epath
 
+from merit_jax import atomic_files
+
 LOG_FILES = ("metrics.jsonl", "tensorboard", "plots")
 SUMMARY_FILE = "summary.json"
 
@@ -48,7 +50,8 @@ def upload_logs(local_dir: str, workdir: str) -> None:
 
 
 def write_summary(workdir: str, summary: Mapping[str, Any]) -> None:
-  (epath.Path(workdir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=float))
+  atomic_files.write_text(epath.Path(workdir) / SUMMARY_FILE,
+                          json.dumps(summary, indent=2, default=float))
 
 
 def summary_lines(summary: Mapping[str, Any]) -> str:
