@@ -10,6 +10,10 @@ prefers in that cell (the kind the probe then scores on test). Two summary colum
 over cells below 100 % labels (the grid's rule for λ) and over every cell. No test figure is
 read or written, so the table can drive a choice.
 
+Beside the page, `<output>.png`: each row's validation AUROC minus the first row's in every
+cell below 100 % labels, and their mean (the rule's difference), so a reader sees whether a
+lever's gain is broad or rests on a few cells.
+
 When a run's directory (an evaluate file's checkpoint, an ablations file's variant workdir) still
 holds its `config.json`, the table lists the pretraining config keys in which each run differs
 from the first such run.
@@ -27,6 +31,7 @@ import numpy as np
 
 from merit_jax import checkpoint
 from merit_jax import cli
+from merit_jax.reporting import plots
 
 
 def validation_cells(entry_by_task: dict) -> dict:
@@ -86,8 +91,10 @@ def config_differences(reference: dict, other: dict) -> list:
   return out
 
 
-def table_markdown(results: list, inputs: list) -> str:
-  rows = []  # (label, cells, config)
+def _rows(results: list, inputs: list) -> tuple[list, list, list]:
+  """([(label, cells, config)] one per encoder of each input, every (task, fraction) cell key,
+  the keys every row has); ValueError when there is nothing to compare."""
+  rows = []
   for result, path in zip(results, inputs):
     for encoder, by_task in result.get("linear_probe", {}).items():
       rows.append((f"{os.path.basename(path)}: {encoder}", validation_cells(by_task),
@@ -100,6 +107,22 @@ def table_markdown(results: list, inputs: list) -> str:
   common = [k for k in keys if all(k in cells for _, cells, _ in rows)]
   if not common:
     raise ValueError("the inputs share no (task, label fraction) cell")
+  return rows, keys, common
+
+
+def differences_below_full_labels(results: list, inputs: list) -> tuple[list, list]:
+  """(row labels, [per row: {cell: points}]): each row's validation AUROC minus the first
+  row's, in AUROC points, on the common cells below 100 % labels (the cells the rule
+  averages). Shows whether a gain in the rule is broad or rests on a few cells."""
+  rows, _, common = _rows(results, inputs)
+  low = [k for k in common if float(k[1]) < 1.0]
+  reference = rows[0][1]
+  return ([label for label, _, _ in rows],
+          [{k: 100 * (cells[k] - reference[k]) for k in low} for _, cells, _ in rows])
+
+
+def table_markdown(results: list, inputs: list) -> str:
+  rows, keys, common = _rows(results, inputs)
   head = [f"{t} {float(f):g}" for t, f in keys]
   out = ["# Pretraining runs compared on the validation fold", "", "Produced by:", "", "```",
          "python -m merit_jax.validation_table --inputs=" + ",".join(inputs), "```", "",
@@ -139,6 +162,11 @@ def main(argv):
     sys.exit(f"merit_jax.validation_table: {e}")
   output = cli.write_page(flags.FLAGS.output, text)
   print(f"wrote {output}")
+  labels, differences = differences_below_full_labels(results, inputs)
+  if len(labels) > 1 and differences[0]:
+    png = plots.plot_validation_differences(labels, differences,
+                                            os.path.splitext(output)[0] + ".png")
+    print(f"wrote {png}")
 
 
 def cli_main():

@@ -1,10 +1,16 @@
 """validation_table: the preferred feature kind per cell, the means, the config differences."""
 
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import pytest
 
 from merit_jax import validation_table
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _entry(by_feature, test_value=0.99):
@@ -99,4 +105,28 @@ def test_command_reports_a_bad_input_and_writes_no_half_page(tmp_path):
     cli.read_json_inputs([str(tmp_path / "missing.json")], "merit_jax.validation_table")
   page = tmp_path / "out" / "table.md"
   assert cli.write_page(str(page), "text\n") == str(page)
-  assert page.read_text() == "text\n" and not (tmp_path / "out" / "table.md.tmp").exists()
+  assert page.read_text() == "text\n" and os.listdir(tmp_path / "out") == ["table.md"]
+
+
+def test_differences_are_each_cell_below_full_labels_against_the_first_row():
+  better = _result()
+  better["linear_probe"]["run"]["form"]["0.1"] = _entry({"pooled": 0.77})   # 0.74 -> 0.77
+  better["linear_probe"]["run"]["all"]["0.01"] = _entry({"pooled": 0.59})   # 0.61 -> 0.59
+  labels, differences = validation_table.differences_below_full_labels(
+      [_result(), better], ["a.json", "b.json"])
+  assert labels == ["a.json: run", "b.json: run"]
+  assert differences[0] == {("all", "0.01"): 0.0, ("form", "0.1"): 0.0}
+  assert differences[1] == pytest.approx({("all", "0.01"): -2.0, ("form", "0.1"): 3.0})
+
+
+def test_command_writes_the_page_and_the_difference_plot(tmp_path):
+  for name in ("a", "b"):
+    (tmp_path / f"{name}.json").write_text(json.dumps(_result()))
+  out = tmp_path / "pages" / "levers.md"
+  result = subprocess.run(
+      [sys.executable, "-m", "merit_jax.validation_table",
+       f"--inputs={tmp_path / 'a.json'},{tmp_path / 'b.json'}", f"--output={out}"],
+      capture_output=True, text=True, timeout=300, cwd=REPO)
+  assert result.returncode == 0, result.stderr
+  assert sorted(os.listdir(out.parent)) == ["levers.md", "levers.png"]
+  assert (out.parent / "levers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,21 +1,30 @@
-"""Figures of evaluation results: test AUROC against label fraction, degradation curves."""
+"""Figures of evaluation results: test AUROC against label fraction, degradation curves, and
+validation differences between pretraining runs. Each PNG is written whole or not at all."""
 
 from __future__ import annotations
 
 import pathlib
 from typing import Optional
 
+from merit_jax import atomic_files
+
+
+def _save(fig, path) -> pathlib.Path:
+  """Writes `fig` as a PNG at `path` and closes it."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(path)
+  with atomic_files.replacing(path, suffix=".png") as tmp:
+    fig.savefig(tmp, dpi=100)
+  plt.close(fig)
+  return path
+
 
 def _save_auroc_figure(fig, axes, path) -> pathlib.Path:
   """Labels a grid of test-AUROC subplots, writes it as a PNG and closes the figure."""
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   axes[0][0].set_ylabel("test macro AUROC (%)")
   axes[0][-1].legend(fontsize=7)
   fig.tight_layout()
-  path = pathlib.Path(path)
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return _save(fig, path)
 
 
 def plot_fractions(results: dict, path) -> Optional[pathlib.Path]:
@@ -70,3 +79,25 @@ def plot_shift(results: dict, path) -> Optional[pathlib.Path]:
           ax.set_xlabel(curve["unit"], fontsize=8)
       ax.set_title(f"{task}: {name}", fontsize=8)
   return _save_auroc_figure(fig, axes, path)
+
+
+def plot_validation_differences(labels: list, differences: list, path) -> pathlib.Path:
+  """One line per run (`labels`): a small dot per cell of `differences` (row minus the first
+  row, AUROC points) and a large one at their mean; the first row is the zero line."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(labels) + 1.4))
+  for y, cells in enumerate(differences):
+    values = list(cells.values())
+    ax.scatter(values, [y] * len(values), s=14, color="0.55", zorder=2)
+    ax.scatter([sum(values) / len(values)], [y], s=70, color="C0", zorder=3)
+  ax.axvline(0.0, color="0.3", linewidth=0.8)
+  ax.set_yticks(range(len(labels)))
+  ax.set_yticklabels(labels, fontsize=7)
+  ax.invert_yaxis()
+  ax.set_xlabel("validation macro AUROC minus the first row's (points)", fontsize=8)
+  ax.set_title("grey: each cell below 100 % labels; blue: their mean (the rule's difference)",
+               fontsize=8)
+  fig.tight_layout()
+  return _save(fig, path)
