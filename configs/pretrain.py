@@ -170,7 +170,8 @@ def _shared_source(folder: str, config: str, weight: float, reports: bool = True
 
 
 # The ECG side every CPU-sized variant shares: a 64-wide, 3-layer ViT (4 heads, MLP 128), a
-# 64-wide one-layer decoder and 64-dimensional contrastive projections.
+# 64-wide one-layer decoder and 64-dimensional contrastive projections. (Two decoder layers lost
+# on validation for ptbxl_shared_all, one seed: results/probe_decoder_depth_validation.md.)
 _CPU_ECG_MODEL = {
     "model.size": "tiny", "model.width": 64, "model.depth": 3, "model.heads": 4,
     "model.mlp_dim": 128, "model.proj_dim": 64,
