@@ -92,19 +92,20 @@ def config_differences(reference: dict, other: dict) -> list:
 
 
 def _rows(results: list, inputs: list) -> tuple[list, list, list]:
-  """([(label, cells, config)] one per encoder of each input, every (task, fraction) cell key,
-  the keys every row has); ValueError when there is nothing to compare."""
+  """([(label, cells, result, encoder)] one per encoder of each input, every (task, fraction)
+  cell key, the keys every row has); ValueError when there is nothing to compare. Reads no
+  run directory: only the page's config section needs those."""
   rows = []
   for result, path in zip(results, inputs):
     for encoder, by_task in result.get("linear_probe", {}).items():
-      rows.append((f"{os.path.basename(path)}: {encoder}", validation_cells(by_task),
-                   _run_config(result, encoder)))
+      rows.append((f"{os.path.basename(path)}: {encoder}", validation_cells(by_task), result,
+                   encoder))
   if not rows:
     raise ValueError("no linear-probe results in the inputs")
-  keys = sorted({k for _, cells, _ in rows for k in cells}, key=lambda k: (k[0], float(k[1])))
+  keys = sorted({k for _, cells, _, _ in rows for k in cells}, key=lambda k: (k[0], float(k[1])))
   # The means average the cells every row has, so rows from runs evaluated on more tasks or
   # fractions stay comparable.
-  common = [k for k in keys if all(k in cells for _, cells, _ in rows)]
+  common = [k for k in keys if all(k in cells for _, cells, _, _ in rows)]
   if not common:
     raise ValueError("the inputs share no (task, label fraction) cell")
   return rows, keys, common
@@ -117,8 +118,8 @@ def differences_below_full_labels(results: list, inputs: list) -> tuple[list, li
   rows, _, common = _rows(results, inputs)
   low = [k for k in common if float(k[1]) < 1.0]
   reference = rows[0][1]
-  return ([label for label, _, _ in rows],
-          [{k: 100 * (cells[k] - reference[k]) for k in low} for _, cells, _ in rows])
+  return ([label for label, _, _, _ in rows],
+          [{k: 100 * (cells[k] - reference[k]) for k in low} for _, cells, _, _ in rows])
 
 
 def table_markdown(results: list, inputs: list) -> str:
@@ -135,13 +136,14 @@ def table_markdown(results: list, inputs: list) -> str:
          + ". No test-fold figure is used.", "",
          "| run: encoder | " + " | ".join(head) + " | mean < 100 % | mean |",
          "|---|" + "---|" * (len(head) + 2)]
-  for label, cells, _ in rows:
+  for label, cells, _, _ in rows:
     low = [cells[k] for k in common if float(k[1]) < 1.0]
     values = [f"{100 * cells[k]:.1f}" if k in cells else "–" for k in keys]
     values.append(f"{100 * np.mean(low):.2f}" if low else "–")
     values.append(f"{100 * np.mean([cells[k] for k in common]):.2f}")
     out.append(f"| {label} | " + " | ".join(values) + " |")
-  configs = [(label, config) for label, _, config in rows if config is not None]
+  configs = [(label, _run_config(result, encoder)) for label, _, result, encoder in rows]
+  configs = [(label, config) for label, config in configs if config is not None]
   if len(configs) > 1:
     ref_label, ref = configs[0]
     out += ["", f"Pretraining config of each run, as it differs from `{ref_label}`'s:", ""]
