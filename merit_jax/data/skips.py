@@ -55,9 +55,7 @@ class SkipLog:
 
   def write(self, directory, filename: str = SKIPPED_RECORDS_CSV) -> str:
     """Writes the CSV into `directory` whole or not at all; returns its path."""
-    directory = os.fspath(directory)
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, filename)
+    path = os.path.join(os.fspath(directory), filename)
     with atomic_files.replacing(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
       writer = csv.DictWriter(f, fieldnames=["split", "record_id", "path", "reason"])
       writer.writeheader()

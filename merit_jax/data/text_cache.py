@@ -30,7 +30,6 @@ API:
 from __future__ import annotations
 
 import hashlib
-import io
 import pathlib
 import sys
 from typing import Any, Iterable, Sequence
@@ -131,11 +130,9 @@ def load_or_build(tower, spec, progress: bool = True) -> ReportEmbeddings:
       (0,) + tower.row_shape, np.float32)
   if bar is not None:
     bar.close()
-  buffer = io.BytesIO()
-  np.savez(buffer, texts=np.asarray(reports, dtype=str), embeddings=embeddings,
-           info_digest=np.asarray(digest))
-  path.parent.mkdir(parents=True, exist_ok=True)
-  atomic_files.write_bytes(path, buffer.getvalue())
+  with atomic_files.replacing(path, suffix=".npz") as tmp:
+    np.savez(tmp, texts=np.asarray(reports, dtype=str), embeddings=embeddings,
+             info_digest=np.asarray(digest))
   return ReportEmbeddings(reports, embeddings)
 
 

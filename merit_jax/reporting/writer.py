@@ -49,7 +49,6 @@ def write_results(results: dict, results_dir: str, name: str,
   `extra_markdown` is appended to the tables (the ablation grid's own sections).
   """
   folder = pathlib.Path(results_dir)
-  folder.mkdir(parents=True, exist_ok=True)
   paths = {"json": folder / f"{name}.json", "md": folder / f"{name}.md"}
   results = dict(results, meta=dict(results["meta"], command=command))
   atomic_files.write_text(paths["json"], results_json(results))
