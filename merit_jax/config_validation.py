@@ -337,6 +337,16 @@ def validate_evaluate_config(config: ml_collections.ConfigDict) -> None:
       tasks_lib.resolve_tasks(value, key)
     except ValueError as e:
       errors.append(str(e))
+  probe = config.get("probe")
+  if probe is not None:
+    error = choice_error("probe.solver", probe.get("solver", "adam"), ("adam", "lbfgs"))
+    errors += [error] if error else []
+    if probe.get("solver") == "lbfgs" and not all(
+        float(wd) > 0 for wd in tasks_lib.parse_list(probe.weight_decays, float)):
+      errors.append(f"config.probe.weight_decays={probe.weight_decays!r}: the lbfgs solver "
+                    "fits each weight decay to its optimum, which does not exist at 0 when "
+                    "the training records are separable; give values > 0, e.g. "
+                    "1e-4,1e-3,1e-2,0.1,1,10,100")
   for name in names:
     section = config.evals.get(name)
     kind = section.get("type", name) if section is not None else None

@@ -410,6 +410,15 @@ def test_config_errors_are_named():
     config.baselines = ("random_conv", bad)
     with pytest.raises(ValueError, match="unknown baseline"):
       check(config)
+  config = evaluate_config.get_config()
+  config.probe.solver = "sgd"
+  with pytest.raises(ValueError, match="probe.solver='sgd' must be one of"):
+    check(config)
+  config.probe.solver = "lbfgs"  # ... whose weight decays must all be > 0.
+  with pytest.raises(ValueError, match=r"weight_decays=.*values > 0"):
+    check(config)
+  config.probe.weight_decays = (1e-3, 1.0)
+  check(config)
 
 
 def test_comma_lists_from_the_command_line_are_split():

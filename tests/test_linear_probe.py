@@ -130,3 +130,69 @@ def test_bad_input(splits):
     linear_probe.run_linear_probe(train, (val[0][:, :3], val[1]), test)
   with pytest.raises(ValueError, match="unknown grid keys"):
     linear_probe.run_linear_probe(train, val, test, grid={"lr": [1.0]})
+
+
+LBFGS_GRID = {"weight_decay": [1e-3, 1e-1, 10.0]}
+
+
+@pytest.fixture(scope="module")
+def lbfgs_probe(splits):
+  train, val, test = splits
+  return linear_probe.run_linear_probe(train, val, test, grid=LBFGS_GRID, solver="lbfgs",
+                                       tol=1e-6, n_bootstrap=100)
+
+
+def test_lbfgs_reaches_the_regularised_optimum_of_sklearn(lbfgs_probe, splits):
+  """The L-BFGS head is the optimum an independent solver finds: sklearn's L2 logistic
+  regression per class on the same standardised features, with its C matched to the probe's
+  loss (mean BCE over records and classes + 0.5 * wd * |w|^2 => C = 1 / (wd * N * classes))."""
+  from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
+  (x_train, y_train), _, _ = splits
+  head = lbfgs_probe.head
+  x = (x_train - head["feature_mean"]) / head["feature_std"]
+  num, num_classes = y_train.shape
+  weight_decay = lbfgs_probe.hparams["weight_decay"]
+  for c in range(num_classes):
+    reference = LogisticRegression(C=1.0 / (weight_decay * num * num_classes), tol=1e-10,
+                                   max_iter=10_000).fit(x, y_train[:, c])
+    np.testing.assert_allclose(head["w"][:, c], reference.coef_[0], rtol=0,
+                               atol=1e-3 * np.abs(reference.coef_[0]).max())
+    assert head["b"][c] == pytest.approx(reference.intercept_[0], abs=1e-3)
+  assert lbfgs_probe.hparams["solver"] == "lbfgs"
+  assert lbfgs_probe.test_metrics["macro_auroc"]["value"] > 0.8
+
+
+def test_lbfgs_chooses_on_validation_only(lbfgs_probe, splits):
+  train, (x_val, y_val), (x_test, y_test) = splits
+  # Each grid point's validation AUROC is that of its own optimum; the best one is chosen.
+  aucs = [g["val_auroc"] for g in lbfgs_probe.grid_results]
+  assert [g["weight_decay"] for g in lbfgs_probe.grid_results] == LBFGS_GRID["weight_decay"]
+  assert lbfgs_probe.hparams["weight_decay"] == LBFGS_GRID["weight_decay"][int(np.argmax(aucs))]
+  assert lbfgs_probe.val_metrics["macro_auroc"]["value"] == pytest.approx(max(aucs))
+  permuted = y_test[np.random.default_rng(1).permutation(len(y_test))]
+  other = linear_probe.run_linear_probe(train, (x_val, y_val), (x_test, permuted),
+                                        grid=LBFGS_GRID, solver="lbfgs", tol=1e-6,
+                                        n_bootstrap=0)
+  assert other.hparams == lbfgs_probe.hparams
+  np.testing.assert_array_equal(other.test_scores, lbfgs_probe.test_scores)
+
+
+def test_grid_edge_is_flagged(splits):
+  """A grid whose only strong regularisation is its smallest value puts the choice at an
+  edge; a grid around the optimum does not."""
+  train, val, test = splits
+  weak = linear_probe.run_linear_probe(train, val, test, grid={"weight_decay": [1e3, 1e4]},
+                                       solver="lbfgs", n_bootstrap=0)
+  assert weak.hparams["weight_decay"] == 1e3 and weak.hparams["at_grid_edge"]
+  single = linear_probe.run_linear_probe(train, val, test, grid={"weight_decay": [1e-2]},
+                                         solver="lbfgs", n_bootstrap=0)
+  assert not single.hparams["at_grid_edge"]
+
+
+def test_bad_solver_settings(splits):
+  train, val, test = splits
+  with pytest.raises(ValueError, match="solver 'sgd'"):
+    linear_probe.run_linear_probe(train, val, test, solver="sgd")
+  with pytest.raises(ValueError, match="full batch"):
+    linear_probe.run_linear_probe(train, val, test, grid=LBFGS_GRID, solver="lbfgs",
+                                  batch_size=32)

@@ -4,16 +4,26 @@ Public API:
 
 - `run_linear_probe(train=(X, Y), val=(X, Y), test=(X, Y), grid=None, seed=0, ...)
   -> ProbeResult`. X: (N, D) float features, Y: (N, C) 0/1 labels.
-  Protocol: standardise with train statistics; train a linear multi-label head
-  (sigmoid / BCE, L2 weight decay) with optax Adam in JAX, one run per grid point (the grid
-  points train together under `jax.vmap`); every `eval_every` epochs score the validation fold;
-  keep the parameters with the best validation macro AUROC (= early stopping, `patience`
-  evaluations without improvement). The grid point with the best validation macro AUROC wins;
+  Protocol: standardise with train statistics; fit a linear multi-label head (sigmoid / BCE,
+  L2 weight decay) in JAX, one fit per grid point (the grid points fit together under
+  `jax.vmap`), by one of two `solver`s:
+  `adam` (the default): optax Adam for up to `max_epochs` epochs; every `eval_every` epochs
+  score the validation fold and keep the parameters with the best validation macro AUROC
+  (= early stopping, `patience` evaluations without improvement);
+  `lbfgs`: optax L-BFGS, full batch, to the regularised optimum (gradient norm below `tol`
+  times its starting value, or `max_iters` iterations), so the weight decay alone sets the fit and validation only
+  chooses among the grid points. Adam's steps keep each weight moving by about the learning
+  rate, so under a strong weight decay it wanders around an optimum smaller than that instead
+  of reaching it; L-BFGS has no such floor, which is what a weight-decay grid reaching 1 and
+  beyond needs.
+  The grid point with the best validation macro AUROC wins;
   F1 thresholds are fitted on validation with those parameters. Only then is the test fold
   scored, once. Test labels never influence any choice.
   `ProbeResult` holds `test_metrics` and `val_metrics` (layout of
   `metrics.evaluate_multilabel`; test with bootstrap CIs), `hparams` (weight_decay,
-  learning_rate, epochs = the early-stopping epoch, batch_size), `thresholds` (C,),
+  learning_rate, epochs = the early-stopping epoch (adam) or the iterations run (lbfgs),
+  batch_size, solver, at_grid_edge = the chosen weight decay is the grid's largest or smallest
+  non-zero one, so the grid may not reach the validation optimum), `thresholds` (C,),
   `grid_results` (validation AUROC per grid point), `test_scores` / `val_scores` (N, C)
   logits and the fitted `head`; `result.evaluate(features, labels)` scores other features
   (corrupted test signals, another dataset) with the fixed head and validation thresholds.
@@ -24,8 +34,8 @@ Public API:
   macro test metric.
 
 `grid` is a dict of lists: `weight_decay` (L2 coefficient; default 0, 1e-4, 1e-3, 1e-2, 1e-1)
-and `learning_rate` (default 1e-2). The head starts at zero (the problem is convex), so with
-full-batch training the result does not depend on the seed.
+and `learning_rate` (default 1e-2; Adam only). The head starts at zero (the problem is
+convex), so with full-batch training the result does not depend on the seed.
 
 `Evaluator` (config `evals.linear_probe`): per task, probes at every label fraction on each
 feature kind of `probe.features`, the kind with the best mean validation macro AUROC reported
@@ -50,6 +60,7 @@ from merit_jax.metrics import classification as metrics
 from merit_jax.metrics import stratify
 
 DEFAULT_GRID = {"weight_decay": [0.0, 1e-4, 1e-3, 1e-2, 1e-1], "learning_rate": [1e-2]}
+SOLVERS = ("adam", "lbfgs")
 
 
 @dataclasses.dataclass
@@ -150,42 +161,45 @@ def _epoch_batches(num_records: int, batch_size: Optional[int], num_epochs: int,
   return np.concatenate(rows, axis=0)
 
 
-def run_linear_probe(train, val, test, grid: Optional[dict] = None, seed: int = 0,
-                     max_epochs: int = 300, eval_every: int = 10, patience: int = 5,
-                     batch_size: Optional[int] = None, n_bootstrap: int = 1000,
-                     bootstrap_seed: int = 0) -> ProbeResult:
-  """Trains linear heads over `grid`, picks on validation, scores test once (module docstring)."""
-  x_train, y_train = _check_split(train, "train")
-  x_val, y_val = _check_split(val, "val", x_train.shape[1], y_train.shape[1])
-  x_test, y_test = _check_split(test, "test", x_train.shape[1], y_train.shape[1])
-  if eval_every < 1 or max_epochs < eval_every:
-    raise ValueError(f"run_linear_probe: need 1 <= eval_every ({eval_every}) <= max_epochs "
-                     f"({max_epochs})")
-  val_pos = y_val.sum(axis=0)
-  if not np.any((val_pos > 0) & (val_pos < y_val.shape[0])):
-    raise ValueError("run_linear_probe: no class has both positives and negatives in val, so "
-                     "nothing can be selected on validation")
-  grid = dict(DEFAULT_GRID if grid is None else grid)
-  unknown = set(grid) - {"weight_decay", "learning_rate"}
-  if unknown:
-    raise ValueError(f"run_linear_probe: unknown grid keys {sorted(unknown)}; "
-                     "use weight_decay and learning_rate")
-  points = list(itertools.product(grid.get("weight_decay", DEFAULT_GRID["weight_decay"]),
-                                  grid.get("learning_rate", DEFAULT_GRID["learning_rate"])))
-  weight_decays = np.array([p[0] for p in points], dtype=np.float32)
-  learning_rates = np.array([p[1] for p in points], dtype=np.float32)
+def _lbfgs_fit_one(params, x, y, weight_decay, max_iters, tol):
+  """Full-batch L-BFGS on one weight decay's regularised loss, until the gradient norm falls
+  below `tol` times its value at the start (scale-free in records and classes) or
+  `max_iters` iterations."""
+  def loss(p):
+    return _bce_loss(p, x, y, weight_decay)
 
-  feature_mean, feature_std = _feature_stats(x_train)
-  x_train, x_val, x_test = ((x - feature_mean) / feature_std for x in (x_train, x_val, x_test))
-  num_features, num_classes = x_train.shape[1], y_train.shape[1]
-  num_points = len(points)
+  optimiser = optax.lbfgs()
+  value_and_grad = optax.value_and_grad_from_state(loss)
+  start_norm = optax.tree.norm(jax.grad(loss)(params))
 
-  params = {"w": jnp.zeros((num_points, num_features, num_classes), jnp.float32),
-            "b": jnp.zeros((num_points, num_classes), jnp.float32)}
+  def cond(carry):
+    _, _, iteration, grad_norm = carry
+    return (iteration < max_iters) & (grad_norm > tol * start_norm)
+
+  def body(carry):
+    p, state, iteration, _ = carry
+    value, grad = value_and_grad(p, state=state)
+    updates, state = optimiser.update(grad, state, p, value=value, grad=grad, value_fn=loss)
+    return optax.apply_updates(p, updates), state, iteration + 1, optax.tree.norm(grad)
+
+  carry = (params, optimiser.init(params), jnp.asarray(0), start_norm)
+  params, _, iterations, _ = jax.lax.while_loop(cond, body, carry)
+  return params, iterations
+
+
+# Jitted once per shapes. Grid points are fitted one after another, not vmapped: under vmap
+# every point would run as many iterations and line-search steps as the slowest one.
+_LBFGS_FN = jax.jit(_lbfgs_fit_one)
+
+
+def _fit_adam(params, x_train, y_train, x_val, y_val, weight_decays, learning_rates, rng,
+              batch_size, max_epochs, eval_every, patience):
+  """Adam per grid point with early stopping on validation macro AUROC.
+
+  Returns (best params per point, the epoch each was kept at, their validation AUROC)."""
+  num_points = weight_decays.shape[0]
   opt_state = jax.vmap(lambda p, lr: optax.adam(lr).init(p))(params, jnp.asarray(learning_rates))
-  rng = np.random.default_rng(seed)
   x_train_j, y_train_j = jnp.asarray(x_train), jnp.asarray(y_train)
-
   best_auc = np.full(num_points, -np.inf)
   best_epoch = np.zeros(num_points, dtype=np.int64)
   best_params = jax.tree.map(lambda a: np.array(a, copy=True), params)
@@ -207,6 +221,79 @@ def run_linear_probe(train, val, test, grid: Optional[dict] = None, seed: int = 
         best_params["w"][g], best_params["b"][g] = w[g], b[g]
       else:
         stale[g] += 1
+  return best_params, best_epoch, best_auc
+
+
+def _fit_lbfgs(x_train, y_train, x_val, y_val, weight_decays, max_iters, tol):
+  """L-BFGS per grid point to the regularised optimum.
+
+  Returns (params per point, the iterations each ran, their validation AUROC)."""
+  num_features, num_classes = x_train.shape[1], y_train.shape[1]
+  zeros = {"w": jnp.zeros((num_features, num_classes), jnp.float32),
+           "b": jnp.zeros((num_classes,), jnp.float32)}
+  x_train_j, y_train_j = jnp.asarray(x_train), jnp.asarray(y_train)
+  fits = [_LBFGS_FN(zeros, x_train_j, y_train_j, jnp.float32(wd), int(max_iters), float(tol))
+          for wd in weight_decays]
+  fitted = {k: np.stack([np.asarray(params[k]) for params, _ in fits]) for k in ("w", "b")}
+  val_auc = np.array([metrics.macro_auroc(y_val, x_val @ fitted["w"][g] + fitted["b"][g])
+                      for g in range(len(fits))])
+  return fitted, np.array([int(iterations) for _, iterations in fits]), val_auc
+
+
+def _at_grid_edge(weight_decays: np.ndarray, chosen: int) -> bool:
+  """Whether the chosen weight decay is the largest, or the smallest non-zero, in the grid."""
+  nonzero = weight_decays[weight_decays > 0]
+  value = weight_decays[chosen]
+  return bool(nonzero.size > 1 and value > 0 and value in (nonzero.max(), nonzero.min()))
+
+
+def run_linear_probe(train, val, test, grid: Optional[dict] = None, seed: int = 0,
+                     max_epochs: int = 300, eval_every: int = 10, patience: int = 5,
+                     batch_size: Optional[int] = None, n_bootstrap: int = 1000,
+                     bootstrap_seed: int = 0, solver: str = "adam", max_iters: int = 500,
+                     tol: float = 1e-4) -> ProbeResult:
+  """Fits linear heads over `grid`, picks on validation, scores test once (module docstring)."""
+  x_train, y_train = _check_split(train, "train")
+  x_val, y_val = _check_split(val, "val", x_train.shape[1], y_train.shape[1])
+  x_test, y_test = _check_split(test, "test", x_train.shape[1], y_train.shape[1])
+  if solver not in SOLVERS:
+    raise ValueError(f"run_linear_probe: solver {solver!r} is not one of {SOLVERS}")
+  if solver == "adam" and (eval_every < 1 or max_epochs < eval_every):
+    raise ValueError(f"run_linear_probe: need 1 <= eval_every ({eval_every}) <= max_epochs "
+                     f"({max_epochs})")
+  if solver == "lbfgs" and (max_iters < 1 or tol < 0 or batch_size is not None):
+    raise ValueError(f"run_linear_probe: lbfgs needs max_iters >= 1 ({max_iters}), tol >= 0 "
+                     f"({tol}) and the full batch (batch_size={batch_size})")
+  val_pos = y_val.sum(axis=0)
+  if not np.any((val_pos > 0) & (val_pos < y_val.shape[0])):
+    raise ValueError("run_linear_probe: no class has both positives and negatives in val, so "
+                     "nothing can be selected on validation")
+  grid = dict(DEFAULT_GRID if grid is None else grid)
+  unknown = set(grid) - {"weight_decay", "learning_rate"}
+  if unknown:
+    raise ValueError(f"run_linear_probe: unknown grid keys {sorted(unknown)}; "
+                     "use weight_decay and learning_rate")
+  points = list(itertools.product(grid.get("weight_decay", DEFAULT_GRID["weight_decay"]),
+                                  grid.get("learning_rate", DEFAULT_GRID["learning_rate"])))
+  if solver == "lbfgs":  # The learning rate is Adam's; L-BFGS fits each weight decay once.
+    points = list(dict.fromkeys((wd, points[0][1]) for wd, _ in points))
+  weight_decays = np.array([p[0] for p in points], dtype=np.float32)
+  learning_rates = np.array([p[1] for p in points], dtype=np.float32)
+
+  feature_mean, feature_std = _feature_stats(x_train)
+  x_train, x_val, x_test = ((x - feature_mean) / feature_std for x in (x_train, x_val, x_test))
+  num_features, num_classes = x_train.shape[1], y_train.shape[1]
+  num_points = len(points)
+
+  if solver == "adam":
+    params = {"w": jnp.zeros((num_points, num_features, num_classes), jnp.float32),
+              "b": jnp.zeros((num_points, num_classes), jnp.float32)}
+    best_params, best_epoch, best_auc = _fit_adam(
+        params, x_train, y_train, x_val, y_val, weight_decays, learning_rates,
+        np.random.default_rng(seed), batch_size, max_epochs, eval_every, patience)
+  else:
+    best_params, best_epoch, best_auc = _fit_lbfgs(
+        x_train, y_train, x_val, y_val, weight_decays, max_iters, tol)
 
   chosen = int(np.argmax(best_auc))  # ties: first grid point in order
   w, b = best_params["w"][chosen], best_params["b"][chosen]
@@ -220,7 +307,9 @@ def run_linear_probe(train, val, test, grid: Optional[dict] = None, seed: int = 
   hparams = {"weight_decay": float(points[chosen][0]),
              "learning_rate": float(points[chosen][1]),
              "epochs": int(best_epoch[chosen]),
-             "batch_size": batch_size}
+             "batch_size": batch_size,
+             "solver": solver,
+             "at_grid_edge": _at_grid_edge(weight_decays, chosen)}
   grid_results = [{"weight_decay": float(p[0]), "learning_rate": float(p[1]),
                    "epochs": int(best_epoch[g]), "val_auroc": float(best_auc[g])}
                   for g, p in enumerate(points)]
@@ -269,10 +358,14 @@ def run_label_fractions(train, val, test, fractions: Sequence[float] = (0.01, 0.
 
 def probe_kwargs(probe_cfg, n_bootstrap: int) -> dict:
   """`run_linear_probe` keyword arguments from a `probe` config section."""
+  # solver, max_iters and tol are optional, so probe sections written before them still read.
   return dict(grid={"weight_decay": tasks_lib.parse_list(probe_cfg.weight_decays, float),
                     "learning_rate": [float(probe_cfg.learning_rate)]},
               max_epochs=int(probe_cfg.max_epochs), eval_every=int(probe_cfg.eval_every),
-              patience=int(probe_cfg.patience), n_bootstrap=int(n_bootstrap))
+              patience=int(probe_cfg.patience), n_bootstrap=int(n_bootstrap),
+              solver=str(probe_cfg.get("solver", "adam")),
+              max_iters=int(probe_cfg.get("max_iters", 500)),
+              tol=float(probe_cfg.get("tol", 1e-4)))
 
 
 def fraction_results(fraction_runs: dict) -> dict:
@@ -330,8 +423,8 @@ def probe_paired_difference(results: dict, encoder_a: str, encoder_b: str, task:
 class Evaluator(registry.EvaluatorBase):
   """Linear probe at every label fraction per task, feature kind chosen on validation.
 
-  Config: tasks, fractions, seeds (subsets below 100 %), n_bootstrap, probe (weight_decays,
-  learning_rate, max_epochs, eval_every, patience, features).
+  Config: tasks, fractions, seeds (subsets below 100 %), n_bootstrap, probe (solver,
+  weight_decays, learning_rate, max_epochs, eval_every, patience, max_iters, tol, features).
   """
 
   def __init__(self, config, context):
