@@ -14,7 +14,8 @@ from merit_jax.reporting import writer
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
 # Result files written by the current markdown writer (older ones predate its last sections).
 CURRENT = ("ablations_minilm_seed0", "ablations_minilm_seed1", "ablations_minilm_patch25_seed0",
-           "capacity_w192_d6", "merit_gemma_l9_zero_shot")
+           "capacity_w192_d6", "merit_gemma_l9_zero_shot", "ablations_minilm_lambda3_paired_seed0",
+           "ablations_minilm_lambda3_paired_seed1")
 ABLATIONS_TITLE = "Ablations: MERIT vs its ablations vs baselines"
 C0, C1 = np.array([0x1f, 0x77, 0xb4]) / 255, np.array([0xff, 0x7f, 0x0e]) / 255
 
@@ -79,3 +80,16 @@ def test_fraction_plot_draws_each_encoder_at_its_auroc(tmp_path):
 def test_results_json_keeps_number_lists_on_one_line():
   text = writer.results_json({"a": {"b": [1, 2.5, float("nan")], "c": [{"d": 1}]}})
   assert "\"b\": [1, 2.5, NaN]" in text and json.loads(text)["a"]["c"] == [{"d": 1}]
+
+
+def test_grid_edge_table_counts_runs_at_either_end_of_their_grid():
+  def run(chosen, grid=(0.0, 1e-3, 1e-1)):
+    return {"hparams": {"weight_decay": chosen}, "grid": [{"weight_decay": g} for g in grid]}
+  section = {"enc": {"sub": {"0.01": {"runs": [run(1e-1), run(1e-1), run(1e-3), run(0.0)]},
+                             "1.0": {"runs": [run(1e-1, grid=(1e-2,))]}}}}
+  # Four runs with a grid of two non-zero values (the single-value grid has no edge): two at
+  # the largest, one at the smallest non-zero; the unregularised choice is at neither.
+  assert markdown._grid_edge_markdown(section)[4] == "| enc | 4 | 2 | 1 |"
+  assert markdown._grid_edge_markdown({"enc": {"sub": {"1.0": {"runs": [
+      run(1e-2, grid=(1e-2,))]}}}}) == []
+

@@ -88,6 +88,8 @@ def results_markdown(results: dict, title: str, command: Optional[str] = None) -
       out += _fraction_table(results[key], tasks, key_fractions, metric)
       out.append("")
     out += _probe_feature_markdown(results[key], tasks, key_fractions)
+    if key == "linear_probe":
+      out += _grid_edge_markdown(results[key])
   out += _zero_shot_markdown(results, tasks)
   if "retrieval" in results and any(results["retrieval"].values()):
     out += ["## Retrieval (test, records with a report): Recall@K % (chance in brackets)", ""]
@@ -124,6 +126,31 @@ def _probe_feature_markdown(section: dict, tasks, fractions) -> list[str]:
   head = [f"{t} {f:g}" for t in tasks for f in fractions]
   return (["## Probe features chosen on validation (mean validation macro AUROC over seeds)",
            "", row(["encoder"] + head), "|" + "---|" * (len(head) + 1)] + rows + [""])
+
+
+def _grid_edge_markdown(section: dict) -> list[str]:
+  """How many probe runs chose the largest, or the smallest non-zero, weight decay of their
+  grid: many at one edge mean the grid may stop short of the validation optimum."""
+  rows = []
+  for encoder, per_task in section.items():
+    counts = {"largest": 0, "smallest": 0, "runs": 0}
+    for entry in (e for t in (per_task or {}).values() for e in (t or {}).values()):
+      for run in entry.get("runs", []):
+        grid = sorted({g["weight_decay"] for g in run.get("grid", [])})
+        nonzero = [wd for wd in grid if wd > 0]
+        if len(nonzero) < 2:
+          continue
+        counts["runs"] += 1
+        chosen = run["hparams"]["weight_decay"]
+        counts["largest"] += chosen == nonzero[-1]
+        counts["smallest"] += chosen == nonzero[0]
+    if counts["runs"]:
+      rows.append(row([encoder, counts["runs"], counts["largest"], counts["smallest"]]))
+  if not rows:
+    return []
+  return (["## Probe weight decay chosen at the edge of its grid (runs)", "",
+           row(["encoder", "runs", "largest weight decay", "smallest non-zero weight decay"]),
+           "|---|---|---|---|"] + rows + [""])
 
 
 def row(cells) -> str:
