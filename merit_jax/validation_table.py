@@ -16,12 +16,14 @@ lever's gain is broad or rests on a few cells.
 
 When a run's directory (an evaluate file's checkpoint, an ablations file's variant workdir) still
 holds its `config.json`, the table lists the pretraining config keys in which each run differs
-from the first such run.
+from the first such run; and where files were written by the same program with different
+evaluation settings (say the probe's solver), it lists those flags of each file's command too.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 
 from absl import app
@@ -91,6 +93,40 @@ def config_differences(reference: dict, other: dict) -> list:
   return out
 
 
+# Evaluation flags that say where a run or its outputs live, not how it is evaluated.
+_LOCATION_FLAGS = ("checkpoint", "output_dir", "results_dir", "name", "workdir", "progress")
+
+
+def _evaluation_flags(command: str) -> tuple[str, dict]:
+  """(program, {flag: value}) of the evaluation settings on an evaluate or ablations command
+  line: `--config.*` for evaluate, `--eval_config.*` for ablations (whose `--config.*` flags
+  are the pretraining config, which the run's config.json already shows)."""
+  words = shlex.split(command)
+  program = " ".join(words[:3])
+  prefix = "--eval_config" if program.endswith("ablations") else "--config"
+  settings = {}
+  for word in words[3:]:
+    key, _, value = word.partition("=")
+    if (key == prefix or key.startswith(prefix + ".")) and (
+        key.rsplit(".", 1)[-1] not in _LOCATION_FLAGS):
+      settings[key] = value
+  return program, settings
+
+
+def evaluation_differences(reference: dict, other: dict) -> list:
+  """'flag=value' for every evaluation flag in which `other`'s command differs from
+  `reference`'s ('flag unset' where only the reference sets it); [] when either file has no
+  command or the two come from different programs."""
+  commands = [r.get("meta", {}).get("command") for r in (reference, other)]
+  if not all(commands):
+    return []
+  (program_a, flags_a), (program_b, flags_b) = (_evaluation_flags(c) for c in commands)
+  if program_a != program_b:
+    return []
+  return [f"{key}={flags_b[key]}" if key in flags_b else f"{key} unset"
+          for key in sorted(set(flags_a) | set(flags_b)) if flags_a.get(key) != flags_b.get(key)]
+
+
 def _rows(results: list, inputs: list) -> tuple[list, list, list]:
   """([(label, cells, result, encoder)] one per encoder of each input, every (task, fraction)
   cell key, the keys every row has); ValueError when there is nothing to compare. Reads no
@@ -150,6 +186,13 @@ def table_markdown(results: list, inputs: list) -> str:
     for label, config in configs[1:]:
       diff = config_differences(ref, config)
       out.append(f"- `{label}`: " + (", ".join(f"`{d}`" for d in diff) if diff else "the same"))
+  evaluated = [(os.path.basename(path), evaluation_differences(results[0], result))
+               for result, path in zip(results[1:], inputs[1:])]
+  evaluated = [(name, diff) for name, diff in evaluated if diff]
+  if evaluated:
+    out += ["", f"Evaluation settings of each file, as they differ from "
+            f"`{os.path.basename(inputs[0])}`'s command:", ""]
+    out += [f"- `{name}`: " + ", ".join(f"`{d}`" for d in diff) for name, diff in evaluated]
   return "\n".join(out) + "\n"
 
 

@@ -87,6 +87,24 @@ def test_config_differences_name_what_a_run_trains_differently(tmp_path):
   assert "- `grid.json: run`: the same" in md
 
 
+def test_evaluation_settings_that_differ_are_named():
+  base = ("python -m merit_jax.evaluate --config=configs/evaluate.py --config.checkpoint={} "
+          "--config.seeds=0,1 --config.output_dir=/tmp/{} --config.name={}")
+  reference, lbfgs, grid = _result(), _result(), _result(variants={})
+  reference["meta"]["command"] = base.format("/runs/a", "a", "a")
+  # Another checkpoint and output folder are not an evaluation setting; the solver is.
+  lbfgs["meta"]["command"] = (base.format("/runs/b", "b", "b")
+                              + " --config.probe.solver=lbfgs").replace(" --config.seeds=0,1", "")
+  # An ablations command is another program: its flags are not compared with evaluate's.
+  grid["meta"]["command"] = "python -m merit_jax.ablations --eval_config.seeds=0"
+  md = validation_table.table_markdown([reference, lbfgs, grid], ["a.json", "b.json", "g.json"])
+  assert ("Evaluation settings of each file, as they differ from `a.json`'s command:\n\n"
+          "- `b.json`: `--config.probe.solver=lbfgs`, `--config.seeds unset`\n") in md
+  assert "g.json`: `" not in md
+  same = validation_table.table_markdown([reference, reference], ["a.json", "a2.json"])
+  assert "Evaluation settings" not in same
+
+
 def test_no_probe_results_is_an_error():
   with pytest.raises(ValueError, match="no linear-probe results"):
     validation_table.table_markdown([{"meta": {}}], ["empty.json"])
