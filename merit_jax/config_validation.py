@@ -306,6 +306,7 @@ def validate_evaluate_config(config: ml_collections.ConfigDict) -> None:
     ConfigError: naming the key, its value and the allowed values.
   """
   # pylint: disable=g-import-not-at-top
+  from merit_jax.evaluators import linear_probe
   from merit_jax.evaluators import prompts
   from merit_jax.evaluators import shift
   from merit_jax.evaluators import tasks as tasks_lib
@@ -339,7 +340,7 @@ def validate_evaluate_config(config: ml_collections.ConfigDict) -> None:
       errors.append(str(e))
   probe = config.get("probe")
   if probe is not None:
-    error = choice_error("probe.solver", probe.get("solver", "adam"), ("adam", "lbfgs"))
+    error = choice_error("probe.solver", probe.get("solver", "adam"), linear_probe.SOLVERS)
     errors += [error] if error else []
     if probe.get("solver") == "lbfgs" and not all(
         float(wd) > 0 for wd in tasks_lib.parse_list(probe.weight_decays, float)):

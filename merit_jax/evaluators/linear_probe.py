@@ -11,8 +11,8 @@ Public API:
   score the validation fold and keep the parameters with the best validation macro AUROC
   (= early stopping, `patience` evaluations without improvement);
   `lbfgs`: optax L-BFGS, full batch, to the regularised optimum (gradient norm below `tol`
-  times its starting value, or `max_iters` iterations), so the weight decay alone sets the fit and validation only
-  chooses among the grid points. Adam's steps keep each weight moving by about the learning
+  times its starting value, or `max_iters` iterations), so the weight decay alone sets the
+  fit and validation only chooses among the grid points. Adam's steps keep each weight moving by about the learning
   rate, so under a strong weight decay it wanders around an optimum smaller than that instead
   of reaching it; L-BFGS has no such floor, which is what a weight-decay grid reaching 1 and
   beyond needs.
@@ -240,11 +240,13 @@ def _fit_lbfgs(x_train, y_train, x_val, y_val, weight_decays, max_iters, tol):
   return fitted, np.array([int(iterations) for _, iterations in fits]), val_auc
 
 
-def _at_grid_edge(weight_decays: np.ndarray, chosen: int) -> bool:
-  """Whether the chosen weight decay is the largest, or the smallest non-zero, in the grid."""
-  nonzero = weight_decays[weight_decays > 0]
-  value = weight_decays[chosen]
-  return bool(nonzero.size > 1 and value > 0 and value in (nonzero.max(), nonzero.min()))
+def grid_edge(weight_decays, chosen: float) -> Optional[str]:
+  """'largest' or 'smallest' where `chosen` is the largest, or the smallest non-zero, of two or
+  more non-zero weight decays in the grid (the grid may stop short of the optimum), else None."""
+  nonzero = sorted({float(wd) for wd in weight_decays if wd > 0})
+  if len(nonzero) < 2 or chosen <= 0:
+    return None
+  return {nonzero[-1]: "largest", nonzero[0]: "smallest"}.get(float(chosen))
 
 
 def run_linear_probe(train, val, test, grid: Optional[dict] = None, seed: int = 0,
@@ -309,7 +311,7 @@ def run_linear_probe(train, val, test, grid: Optional[dict] = None, seed: int = 
              "epochs": int(best_epoch[chosen]),
              "batch_size": batch_size,
              "solver": solver,
-             "at_grid_edge": _at_grid_edge(weight_decays, chosen)}
+             "at_grid_edge": grid_edge(weight_decays, weight_decays[chosen]) is not None}
   grid_results = [{"weight_decay": float(p[0]), "learning_rate": float(p[1]),
                    "epochs": int(best_epoch[g]), "val_auroc": float(best_auc[g])}
                   for g, p in enumerate(points)]

@@ -14,6 +14,7 @@ from typing import Optional
 
 import numpy as np
 
+from merit_jax.evaluators import linear_probe
 from merit_jax.evaluators import tasks as tasks_lib
 from merit_jax.evaluators import zero_shot
 
@@ -136,14 +137,13 @@ def _grid_edge_markdown(section: dict) -> list[str]:
     counts = {"largest": 0, "smallest": 0, "runs": 0}
     for entry in (e for t in (per_task or {}).values() for e in (t or {}).values()):
       for run in entry.get("runs", []):
-        grid = sorted({g["weight_decay"] for g in run.get("grid", [])})
-        nonzero = [wd for wd in grid if wd > 0]
-        if len(nonzero) < 2:
+        grid = [g["weight_decay"] for g in run.get("grid", [])]
+        if sum(1 for wd in set(grid) if wd > 0) < 2:
           continue
         counts["runs"] += 1
-        chosen = run["hparams"]["weight_decay"]
-        counts["largest"] += chosen == nonzero[-1]
-        counts["smallest"] += chosen == nonzero[0]
+        edge = linear_probe.grid_edge(grid, run["hparams"]["weight_decay"])
+        if edge is not None:
+          counts[edge] += 1
     if counts["runs"]:
       rows.append(row([encoder, counts["runs"], counts["largest"], counts["smallest"]]))
   if not rows:
