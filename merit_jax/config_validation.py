@@ -239,6 +239,14 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
       fail(choice_error(f"data.sources[{i}].reports", src.get("reports", True), (True, False)))
   elif not data.name:
     fail("config.data.name is empty; name a TFDS dataset (e.g. 'ptbxl', 'synthetic_ecg')")
+  share = data.get("report_less_share")
+  if share is not None:
+    if not data.sources:
+      fail(f"config.data.report_less_share={share} needs a data.sources mixture with "
+           "reports=False (ECG-only) sources")
+    elif not 0.0 < float(share) < 1.0:
+      fail(f"config.data.report_less_share={share} must lie strictly between 0 and 1 (the "
+           "share of each batch drawn from the ECG-only sources)")
   fail(choice_error("data.drop_empty_reports", data.drop_empty_reports, (None, True, False)))
   rate = data.preprocess.sample_rate
   if not _is_int(rate) or rate <= 0:

@@ -215,6 +215,37 @@ def test_ecg_only_source_mixed_with_paired_one(data_cfg, tokenizer, toy_dir, mes
     pipeline.primary_source(dict(cfg, sources=cfg['sources'][1:]))
 
 
+def test_report_less_share_sets_the_ecg_only_rows_per_batch(data_cfg, tokenizer, toy_dir, mesh):
+  toy.build(toy_dir, 'noreports')
+  cfg = dict(data_cfg, sources=[
+      {'name': 'toy_ecg', 'config': '100hz', 'data_dir': toy_dir, 'weight': 1.0},
+      {'name': 'toy_ecg', 'config': 'noreports', 'data_dir': toy_dir, 'weight': 1.0,
+       'reports': False},
+  ], report_less_share=0.25)
+  cfg.update(name=None, config=None, data_dir=None)
+  batches = _take(pipeline.make_train_iterator(cfg, mesh, 8, 0, tokenizer), 4)
+  has_report = np.concatenate([b['has_report'] for b in batches])
+  ecg_only = np.array(sum((_ids(b) for b in batches), [])) >= 1000
+  assert ecg_only.sum() == 8 and has_report.sum() == 24  # a quarter of 32 rows, not a half
+  # Three sources: the paired weights (0.6, 0.4) stay, the ECG-only pair (1 : 3) keeps its
+  # ratio and together takes 0.2 of the total: x + 3x = 0.2 / 0.8 * (0.6 + 0.4).
+  specs = [pipeline.SourceSpec('a', None, 'd', 0.6), pipeline.SourceSpec('b', None, 'd', 0.4),
+           pipeline.SourceSpec('c', None, 'd', 1.0, reports=False),
+           pipeline.SourceSpec('e', None, 'd', 3.0, reports=False)]
+  weights = [s.weight for s in pipeline.with_report_less_share(specs, 0.2)]
+  np.testing.assert_allclose(weights, [0.6, 0.4, 0.0625, 0.1875])
+  assert pipeline.with_report_less_share(specs, None) == specs
+  assert pipeline.with_report_less_share(specs[:2], 0.2) == specs[:2]  # nothing to rescale
+  config = pretrain.get_config('test')
+  config.data.report_less_share = 0.3
+  with pytest.raises(config_validation.ConfigError, match='needs a data.sources mixture'):
+    config_validation.validate_config(config, num_devices=8)
+  config.data.sources = cfg['sources']
+  config.data.report_less_share = 1.0
+  with pytest.raises(config_validation.ConfigError, match='strictly between 0 and 1'):
+    config_validation.validate_config(config, num_devices=8)
+
+
 def test_clear_errors_for_missing_data(data_cfg, tmp_path, mesh):
   with pytest.raises(FileNotFoundError, match='no built dataset'):
     pipeline.make_train_iterator(dict(data_cfg, data_dir=str(tmp_path)), mesh, 8, 0)

@@ -88,12 +88,37 @@ class SourceSpec:
 
 
 def data_sources(data_cfg: Mapping[str, Any]) -> list[SourceSpec]:
-  """The datasets of a run: `data.sources` when given, else data.name/config/data_dir."""
+  """The datasets of a run: `data.sources` when given, else data.name/config/data_dir.
+
+  With `data.report_less_share` set, the ECG-only sources' weights are the ones that give
+  them that share of the mixture (`with_report_less_share`).
+  """
   if data_cfg['sources']:
-    return [SourceSpec.from_entry(src) for src in data_cfg['sources']]
+    specs = [SourceSpec.from_entry(src) for src in data_cfg['sources']]
+    # .get: the data config of a run saved before the key existed has none.
+    return with_report_less_share(specs, data_cfg.get('report_less_share'))
   if not data_cfg['name'] or not data_cfg['data_dir']:
     raise ValueError('config.data needs name and data_dir (or a non-empty data.sources)')
   return [SourceSpec(data_cfg['name'], data_cfg['config'], str(data_cfg['data_dir']))]
+
+
+def with_report_less_share(specs: Sequence[SourceSpec],
+                           share: float | None) -> list[SourceSpec]:
+  """`specs` with the ECG-only (reports=False) weights scaled to `share` of the total weight.
+
+  The paired sources keep their weights and the ECG-only ones their ratios to each other, so
+  on average a batch holds `share` report-less rows. None, or no ECG-only source (a
+  contrastive-only run drops them), leaves the weights as they are.
+  """
+  specs = list(specs)
+  report_less = sum(s.weight for s in specs if not s.reports)
+  paired = sum(s.weight for s in specs if s.reports)
+  if share is None or not report_less or not paired:
+    return specs
+  if not 0.0 < share < 1.0:
+    raise ValueError(f'data.report_less_share={share} must lie strictly between 0 and 1')
+  scale = share / (1.0 - share) * paired / report_less
+  return [s if s.reports else dataclasses.replace(s, weight=s.weight * scale) for s in specs]
 
 
 def _version_key(path: pathlib.Path) -> tuple[int, ...]:
