@@ -186,14 +186,20 @@ def test_source_without_reports(data_cfg, tokenizer, toy_dir, mesh):
   assert next(pipeline.make_train_iterator(cfg, mesh, 8, 0, None))['ecg'].shape[0] == 8
 
 
-def test_ecg_only_source_mixed_with_paired_one(data_cfg, tokenizer, toy_dir, mesh):
+def _paired_and_ecg_only(data_cfg, toy_dir, **overrides):
+  """data_cfg reading the toy paired build and its report-less twin, weights 1 : 1."""
   toy.build(toy_dir, 'noreports')
   cfg = dict(data_cfg, sources=[
       {'name': 'toy_ecg', 'config': '100hz', 'data_dir': toy_dir, 'weight': 1.0},
       {'name': 'toy_ecg', 'config': 'noreports', 'data_dir': toy_dir, 'weight': 1.0,
        'reports': False},
-  ])
+  ], **overrides)
   cfg.update(name=None, config=None, data_dir=None)
+  return cfg
+
+
+def test_ecg_only_source_mixed_with_paired_one(data_cfg, tokenizer, toy_dir, mesh):
+  cfg = _paired_and_ecg_only(data_cfg, toy_dir)
   batches = _take(pipeline.make_train_iterator(cfg, mesh, 8, 0, tokenizer), 3)
   ids = np.array(sum((_ids(b) for b in batches), []))
   has_report = np.concatenate([b['has_report'] for b in batches])
@@ -216,13 +222,7 @@ def test_ecg_only_source_mixed_with_paired_one(data_cfg, tokenizer, toy_dir, mes
 
 
 def test_report_less_share_sets_the_ecg_only_rows_per_batch(data_cfg, tokenizer, toy_dir, mesh):
-  toy.build(toy_dir, 'noreports')
-  cfg = dict(data_cfg, sources=[
-      {'name': 'toy_ecg', 'config': '100hz', 'data_dir': toy_dir, 'weight': 1.0},
-      {'name': 'toy_ecg', 'config': 'noreports', 'data_dir': toy_dir, 'weight': 1.0,
-       'reports': False},
-  ], report_less_share=0.25)
-  cfg.update(name=None, config=None, data_dir=None)
+  cfg = _paired_and_ecg_only(data_cfg, toy_dir, report_less_share=0.25)
   batches = _take(pipeline.make_train_iterator(cfg, mesh, 8, 0, tokenizer), 4)
   has_report = np.concatenate([b['has_report'] for b in batches])
   ecg_only = np.array(sum((_ids(b) for b in batches), [])) >= 1000
