@@ -273,7 +273,8 @@ _PTBXL_SHARED_ALL = {
     # ECG-only sources, reads exactly ptbxl_shared's stream); the ECG-only ones get weights in
     # proportion to their training records (181 and 817 against 541 + 571 paired), so an
     # ECG-only record is drawn about as often as a paired one on average and ~47 % of a batch
-    # has no report.
+    # has no report. A quarter or three fifths instead (data.report_less_share 0.25 / 0.6) lost
+    # on validation on both seeds (results/probe_report_less_share_validation.md).
     "data.sources": _PAIRED_SOURCES + (
         _shared_source("ptbxl", "100hz_ecg_only", 0.16, reports=False),
         _shared_source("ptbxl_derived", "100hz_ecg_only", 0.74, reports=False),
