@@ -12,10 +12,10 @@ Public API:
   (= early stopping, `patience` evaluations without improvement);
   `lbfgs`: optax L-BFGS, full batch, to the regularised optimum (gradient norm below `tol`
   times its starting value, or `max_iters` iterations), so the weight decay alone sets the
-  fit and validation only chooses among the grid points. Adam's steps keep each weight moving by about the learning
-  rate, so under a strong weight decay it wanders around an optimum smaller than that instead
-  of reaching it; L-BFGS has no such floor, which is what a weight-decay grid reaching 1 and
-  beyond needs.
+  fit and validation only chooses among the grid points. Adam's steps keep each weight
+  moving by about the learning rate, so under a strong weight decay it wanders around an
+  optimum smaller than that instead of reaching it; L-BFGS has no such floor, which is what a
+  weight-decay grid reaching 1 and beyond needs.
   The grid point with the best validation macro AUROC wins;
   F1 thresholds are fitted on validation with those parameters. Only then is the test fold
   scored, once. Test labels never influence any choice.
