@@ -114,8 +114,8 @@ def crossfit_encoders(labelled_encoders: Sequence, context, config,
                   for kind in kinds}
       labels = {s: data.labels[s] for s in _SPLITS}
       results["meta"]["records"][task] = {s: int(len(y)) for s, y in labels.items()}
-      per_grid = grid_crossfit.crossfit_grids(features, labels, grids, fractions, seeds, probe_kwargs,
-                                halves_seed)
+      per_grid = grid_crossfit.crossfit_grids(features, labels, grids, fractions, seeds,
+                                              probe_kwargs, halves_seed)
       by_task[task] = [{str(f): cell for f, cell in g.items()} for g in per_grid]
       if progress:
         cells = " ".join(f"{f:g}: " + " / ".join(f"{100 * g[f]['held_out']:.1f}"
