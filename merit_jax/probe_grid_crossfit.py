@@ -20,7 +20,9 @@ The evaluate config gives the tasks, label fractions, subset seeds, the probe's 
 are read from (or cached in) `<config.output_dir or first checkpoint/eval>/features`, the
 cache `merit_jax.evaluate` fills. Writes `<output>` (per encoder, task and label fraction each
 grid's held-out macro AUROC and its difference to the first grid; the means below and at 100 %
-labels) and `<output minus .md>.json`.
+labels, and over every encoder per label fraction) and `<output minus .md>.json`.
+`--combine=A.json,B.json --output=...` merges earlier runs' JSON files (one per pretraining
+seed, say) into one page instead of running.
 """
 
 from __future__ import annotations
@@ -125,6 +127,27 @@ def crossfit_encoders(labelled_encoders: Sequence, context, config,
   return results
 
 
+_SAME_META = ("grids", "tasks", "fractions", "seeds", "halves_seed")
+
+
+def merge_results(results: Sequence[dict], names: Sequence[str]) -> dict:
+  """One result of several files of this program (say one per pretraining seed), which must
+  share grids, tasks, fractions, subset seeds and halves; an encoder label may appear once."""
+  merged = {"meta": dict(results[0]["meta"], sources=[]), "encoders": {}}
+  for result, name in zip(results, names):
+    meta = result.get("meta", {})
+    for key in _SAME_META:
+      if meta.get(key) != merged["meta"].get(key):
+        raise ValueError(f"{name}: its {key} {meta.get(key)} differ from {names[0]}'s "
+                         f"{merged['meta'].get(key)}")
+    for label, by_task in result.get("encoders", {}).items():
+      if label in merged["encoders"]:
+        raise ValueError(f"{name}: encoder {label!r} is already in an earlier file")
+      merged["encoders"][label] = by_task
+    merged["meta"]["sources"].append(meta.get("command", name))
+  return merged
+
+
 def page_markdown(results: dict, command: str) -> str:
   """Per encoder: task × fraction rows, each grid's held-out AUROC and its difference to the
   first grid, then the means below and at 100 % labels."""
@@ -141,8 +164,10 @@ def page_markdown(results: dict, command: str) -> str:
          f"{', '.join(str(s) for s in meta['seeds'])} below 100 %). Validation records per task: "
          + ", ".join(f"{t} {r['validation']}" for t, r in meta["records"].items())
          + ". No test-fold figure is computed.", ""]
+  if meta.get("sources"):
+    out += ["Merged from the files of:", "", "```", *meta["sources"], "```", ""]
   head = ["task", "fraction"] + names + [f"{n} − A" for n in names[1:]]
-  summary = {}
+  summary, by_fraction = {}, {}
   for label, by_task in results["encoders"].items():
     out += [f"## {label}", "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for task, per_grid in by_task.items():
@@ -154,6 +179,7 @@ def page_markdown(results: dict, command: str) -> str:
             + [f"{v - values[0]:+.2f}" for v in values[1:]]) + " |")
         key = "below" if float(fraction) < 1 else "full"
         summary.setdefault(label, {}).setdefault(key, []).append(values)
+        by_fraction.setdefault(f"{100 * float(fraction):g} %", []).append(values)
     out.append("")
   out += ["## Means over tasks", "",
           "| encoder | labels | " + " | ".join(names) + " | " + " | ".join(
@@ -166,6 +192,15 @@ def page_markdown(results: dict, command: str) -> str:
       means = np.mean(by_key[key], axis=0)
       out.append(f"| {label} | {text} | " + " | ".join(f"{m:.2f}" for m in means) + " | "
                  + " | ".join(f"{m - means[0]:+.2f}" for m in means[1:]) + " |")
+  out += ["", f"## Every encoder together ({len(summary)})", "",
+          "| labels | " + " | ".join(names) + " | " + " | ".join(
+              f"{n} − A" for n in names[1:]) + " |",
+          "|---|" + "---|" * (2 * len(names) - 1)]
+  every = [v for values in by_fraction.values() for v in values]
+  for text, values in [*by_fraction.items(), ("every cell", every)]:
+    means = np.mean(values, axis=0)
+    out.append(f"| {text} | " + " | ".join(f"{m:.2f}" for m in means) + " | "
+               + " | ".join(f"{m - means[0]:+.2f}" for m in means[1:]) + " |")
   out += ["", "The feature kind shown is the one the first grid's first half chose; each "
           "direction's choice is in the JSON, with every run's chosen weight decay."]
   return "\n".join(out) + "\n"
@@ -175,18 +210,27 @@ _CONFIG = None
 _CHECKPOINTS = None
 _GRIDS = None
 _HALVES_SEED = None
+_COMBINE = None
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   program = "merit_jax.probe_grid_crossfit"
-  config = _CONFIG.value
   command = f"python -m {program} " + " ".join(sys.argv[1:])
   try:
-    grids = [grid_crossfit.parse_grid(g) for g in _GRIDS.value]
-    checkpoints = list(_CHECKPOINTS.value or ([config.checkpoint] if config.checkpoint else []))
-    results = run(config, checkpoints, grids, _HALVES_SEED.value, bool(config.progress))
+    if _COMBINE.value:
+      inputs = [p for p in _COMBINE.value if p]
+      results = merge_results(cli.read_json_inputs(inputs, program), inputs)
+    else:
+      config = _CONFIG.value
+      if config is None or not _GRIDS.value:
+        raise ValueError("pass --config=configs/evaluate.py and two or more --grids (or "
+                         "--combine=A.json,B.json to merge earlier results)")
+      grids = [grid_crossfit.parse_grid(g) for g in _GRIDS.value]
+      checkpoints = list(_CHECKPOINTS.value
+                         or ([config.checkpoint] if config.checkpoint else []))
+      results = run(config, checkpoints, grids, _HALVES_SEED.value, bool(config.progress))
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"{program}: {e}")
   results["meta"]["command"] = command
@@ -198,7 +242,7 @@ def main(argv):
 
 def cli_main():
   """The `python -m merit_jax.probe_grid_crossfit` program."""
-  global _CONFIG, _CHECKPOINTS, _GRIDS, _HALVES_SEED
+  global _CONFIG, _CHECKPOINTS, _GRIDS, _HALVES_SEED, _COMBINE
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   _CONFIG = config_flags.DEFINE_config_file(
       "config", None, "Evaluation config, e.g. configs/evaluate.py.", lock_config=True)
@@ -207,8 +251,10 @@ def cli_main():
   _GRIDS = flags.DEFINE_multi_string("grids", None, "A weight-decay grid, comma-separated; "
                                      "give two or more.")
   _HALVES_SEED = flags.DEFINE_integer("halves_seed", 0, "Seed of the validation halves.")
+  _COMBINE = flags.DEFINE_list("combine", None, "Instead of running: JSON files of earlier "
+                               "runs of this program to merge into one page.")
   flags.DEFINE_string("output", None, "Markdown file to write.")
-  flags.mark_flags_as_required(["config", "grids", "output"])
+  flags.mark_flags_as_required(["output"])
   app.run(main, flags_parser=cli.make_flags_parser("merit_jax.probe_grid_crossfit"))
 
 

@@ -155,3 +155,30 @@ def test_command_names_a_bad_grid_and_writes_nothing(tmp_path):
   assert proc.returncode != 0
   assert "merit_jax.probe_grid_crossfit: grid '0,x': 'x' is not a number" in proc.stderr
   assert not output.exists()
+
+
+def _result(label, held_out, grids=([0.0], [0.0, 1.0]), command="run"):
+  """A file of this program with one encoder, one task, fractions 0.1 and 1 (held_out[g][f])."""
+  cells = [{f: {"held_out": h, "directions": [{"kind": "pooled"}]}
+            for f, h in zip(("0.1", "1.0"), per_grid)} for per_grid in held_out]
+  return {"meta": {"grids": [list(g) for g in grids], "tasks": ["rhythm"],
+                   "fractions": [0.1, 1.0], "seeds": [0], "halves_seed": 0,
+                   "records": {"rhythm": {"train": 9, "validation": 8}}, "command": command},
+          "encoders": {label: {"rhythm": cells}}}
+
+
+def test_files_merge_into_one_page_with_every_encoder_together():
+  a = _result("seed0/merit", [[0.70, 0.80], [0.74, 0.78]], command="run seed 0")
+  b = _result("seed1/merit", [[0.60, 0.90], [0.61, 0.95]], command="run seed 1")
+  merged = crossfit.merge_results([a, b], ["a.json", "b.json"])
+  assert list(merged["encoders"]) == ["seed0/merit", "seed1/merit"]
+  page = crossfit.page_markdown(merged, "combine")
+  assert "run seed 0\nrun seed 1" in page
+  # Every encoder together: 10 % (0.70, 0.60) -> (0.74, 0.61); every cell: four values each.
+  assert "| 10 % | 65.00 | 67.50 | +2.50 |" in page
+  assert "| every cell | 75.00 | 77.00 | +2.00 |" in page
+  with pytest.raises(ValueError, match="b.json: its grids"):
+    crossfit.merge_results([a, _result("x", [[0.5, 0.5]] * 2, grids=([0.0], [1.0]))],
+                           ["a.json", "b.json"])
+  with pytest.raises(ValueError, match="'seed0/merit' is already"):
+    crossfit.merge_results([a, a], ["a.json", "a2.json"])
