@@ -106,6 +106,16 @@ def _skipped_tasks(config) -> tuple[list, dict]:
   return [t for t in tasks if t not in skipped], skipped
 
 
+def feature_store(data_cfg, config, output_dir: Optional[str],
+                  progress: Optional[bool] = None) -> features_lib.FeatureStore:
+  """The evaluation's `FeatureStore`, caching under `<output_dir>/features` (none without one)."""
+  return features_lib.FeatureStore(
+      data_cfg, None if output_dir is None else os.path.join(output_dir, "features"),
+      sources=features_lib.data_sources(data_cfg, bool(config.data.all_sources)),
+      batch_size=int(config.batch_size), max_records=config.max_records,
+      progress=bool(config.progress if progress is None else progress))
+
+
 def evaluate_encoders(encoders: Sequence, data_cfg, config, output_dir: Optional[str],
                       store=None, metrics_dir: Optional[str] = None) -> dict:
   """Runs the configured evaluators for every encoder; returns the results dict.
@@ -117,11 +127,7 @@ def evaluate_encoders(encoders: Sequence, data_cfg, config, output_dir: Optional
   names = tasks_lib.parse_list(config.evaluators)
   tasks, skipped_tasks = _skipped_tasks(config)
   if store is None:
-    store = features_lib.FeatureStore(
-        data_cfg, None if output_dir is None else os.path.join(output_dir, "features"),
-        sources=features_lib.data_sources(data_cfg, bool(config.data.all_sources)),
-        batch_size=int(config.batch_size), max_records=config.max_records,
-        progress=bool(config.progress))
+    store = feature_store(data_cfg, config, output_dir)
   context = registry.EvalContext(
       data_cfg=data_cfg, store=store, output_dir=output_dir,
       merl_splits=bool(config.merl_splits), merl_dir=config.merl_dir,

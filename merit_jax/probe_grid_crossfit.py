@@ -41,7 +41,6 @@ from merit_jax import cli
 from merit_jax import config_validation
 from merit_jax import evaluate
 from merit_jax.encoder import Encoder
-from merit_jax.evaluators import features as features_lib
 from merit_jax.evaluators import grid_crossfit
 from merit_jax.evaluators import linear_probe
 from merit_jax.evaluators import registry
@@ -75,10 +74,7 @@ def run(config, checkpoints: Sequence[str], grids: Sequence[Sequence[float]],
                                                              encoders[0][0].tokenizer)]
   output_dir = config.output_dir or os.path.join(tasks_lib.expand(checkpoints[0]), "eval")
   data_cfg = evaluate.eval_data_config(run_config, config)
-  store = features_lib.FeatureStore(
-      data_cfg, os.path.join(output_dir, "features"),
-      sources=features_lib.data_sources(data_cfg, bool(config.data.all_sources)),
-      batch_size=int(config.batch_size), max_records=config.max_records, progress=progress)
+  store = evaluate.feature_store(data_cfg, config, output_dir, progress)
   context = registry.EvalContext(data_cfg=data_cfg, store=store, output_dir=output_dir)
   labelled = [(_encoder_label(e, c), e) for e, c in encoders]
   results = crossfit_encoders(labelled, context, config, grids, halves_seed, progress)
@@ -95,23 +91,17 @@ def crossfit_encoders(labelled_encoders: Sequence, context, config,
   fractions = tasks_lib.parse_list(config.fractions, float)
   seeds = tasks_lib.parse_list(config.seeds, int)
   probe_kwargs = linear_probe.probe_kwargs(config.probe, n_bootstrap=0)
-  kinds_wanted = tasks_lib.parse_list(config.probe.features)
   results = {"meta": {"grids": [list(g) for g in grids], "tasks": tasks,
                       "fractions": fractions, "seeds": seeds, "halves_seed": halves_seed,
                       "probe": {k: v for k, v in probe_kwargs.items() if k != "grid"},
                       "records": {}},
              "encoders": {}}
   for label, encoder in labelled_encoders:
-    kinds = [k for k in kinds_wanted if k in encoder.feature_kinds]
-    if not kinds:
-      raise ValueError(f"config.probe.features={config.probe.features!r}: encoder "
-                       f"{label!r} provides none of them")
+    kinds = linear_probe.offered_feature_kinds(config.probe.features, encoder, label)
     by_task = {}
     for task in tasks:
       data = context.task_data(task)
-      for split in _SPLITS:  # Every kind in one encoder pass per split, as data.prepare does.
-        for tfds_split, _ in data.index[split]:
-          context.store.features(encoder, tfds_split, kinds=tuple(kinds))
+      data.prepare(encoder, kinds, splits=_SPLITS)
       features = {kind: {s: data.features(encoder, s, kind) for s in _SPLITS}
                   for kind in kinds}
       labels = {s: data.labels[s] for s in _SPLITS}

@@ -56,8 +56,8 @@ def test_halves_split_the_records_in_two_fixed_disjoint_parts():
 def test_held_out_score_is_the_probe_chosen_on_one_half_scored_on_the_other():
   features, labels = _splits()
   half = grid_crossfit.validation_halves(len(labels["validation"]))
-  out = grid_crossfit.crossfit_direction({"signal": features["signal"]}, labels, half, (1.0,),
-                                    (0,), PROBE)
+  out = grid_crossfit.crossfit_direction({"signal": features["signal"]}, labels, half,
+                                         (1.0,), (0,), PROBE)
   # By hand: the probe with the choice half as validation, its head applied to the other
   # half, macro AUROC by sklearn over the classes that half can score.
   x_val, y_val = features["signal"]["validation"], labels["validation"]
@@ -92,8 +92,8 @@ def test_held_out_labels_reach_no_choice():
 def test_every_grid_sees_the_same_halves_and_both_directions_count():
   features, labels = _splits(2)
   probe = dict(PROBE, grid={"learning_rate": [1e-2]})
-  out = grid_crossfit.crossfit_grids(features, labels, ([0.0], [1.0], [0.0, 1.0]), (1.0,), (0,),
-                                probe, halves_seed=5)
+  out = grid_crossfit.crossfit_grids(features, labels, ([0.0], [1.0], [0.0, 1.0]), (1.0,),
+                                     (0,), probe, halves_seed=5)
   assert len(out) == 3
   for cell in (g[1.0] for g in out):
     assert len(cell["directions"]) == 2

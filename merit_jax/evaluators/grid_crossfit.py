@@ -62,8 +62,7 @@ def crossfit_direction(features: dict, labels: dict, choose: np.ndarray, fractio
   out = {}
   for fraction in fractions:
     by_kind = {kind: runs[fraction]["runs"] for kind, runs in runs_by_kind.items()}
-    chosen = max(by_kind, key=lambda k: np.mean(
-        [r.val_metrics["macro_auroc"]["value"] for r in by_kind[k]]))
+    chosen, _ = linear_probe.preferred_kind(by_kind)
     runs = by_kind[chosen]
     out[fraction] = {"kind": chosen,
                      "held_out": float(np.mean([r.test_metrics["macro_auroc"]["value"]

@@ -422,6 +422,25 @@ def probe_paired_difference(results: dict, encoder_a: str, encoder_b: str, task:
       n_bootstrap=n_bootstrap, seed=seed)
 
 
+def offered_feature_kinds(features_setting, encoder, name: Optional[str] = None) -> list[str]:
+  """The kinds of a `probe.features` setting that `encoder` provides, in the setting's order;
+  ValueError naming the encoder (`name`, default its own) when it provides none."""
+  kept = [k for k in tasks_lib.parse_list(features_setting) if k in encoder.feature_kinds]
+  if not kept:
+    raise ValueError(f"config.probe.features={features_setting!r}: encoder "
+                     f"{(name or encoder.name)!r} provides none of them (it has "
+                     f"{sorted(encoder.feature_kinds)})")
+  return kept
+
+
+def preferred_kind(runs_by_kind: dict) -> tuple[str, dict]:
+  """(the feature kind with the best mean validation macro AUROC over its runs, {kind: that
+  mean}) for one label fraction's probe runs per kind; ties: the first kind."""
+  scores = {kind: float(np.mean([r.val_metrics["macro_auroc"]["value"] for r in runs]))
+            for kind, runs in runs_by_kind.items()}
+  return max(scores, key=scores.get), scores
+
+
 class Evaluator(registry.EvaluatorBase):
   """Linear probe at every label fraction per task, feature kind chosen on validation.
 
@@ -441,13 +460,7 @@ class Evaluator(registry.EvaluatorBase):
 
   def feature_kinds(self, encoder) -> list[str]:
     """The feature kinds of `probe.features` that this encoder provides."""
-    kinds = tasks_lib.parse_list(self.config.probe.features)
-    kept = [k for k in kinds if k in encoder.feature_kinds]
-    if not kept:
-      raise ValueError(f"config.probe.features={self.config.probe.features!r}: encoder "
-                       f"{encoder.name!r} provides none of them (it has "
-                       f"{sorted(encoder.feature_kinds)})")
-    return kept
+    return offered_feature_kinds(self.config.probe.features, encoder)
 
   def run_task(self, encoder, data: tasks_lib.TaskData) -> dict:
     """Every label fraction of one task; with several `probe.features` every kind is probed
@@ -464,10 +477,8 @@ class Evaluator(registry.EvaluatorBase):
           **probe_kwargs(self.config.probe, self.config.n_bootstrap))
     results = {}
     for fraction in next(iter(runs_by_kind.values())):
-      scores = {kind: float(np.mean([r.val_metrics["macro_auroc"]["value"]
-                                     for r in runs[fraction]["runs"]]))
-                for kind, runs in runs_by_kind.items()}
-      chosen = max(scores, key=scores.get)
+      chosen, scores = preferred_kind(
+          {kind: runs[fraction]["runs"] for kind, runs in runs_by_kind.items()})
       entry = fraction_results({fraction: runs_by_kind[chosen][fraction]})[str(fraction)]
       if fraction == 1.0:  # One run: keep what a paired comparison of encoders needs.
         run = runs_by_kind[chosen][fraction]["runs"][0]

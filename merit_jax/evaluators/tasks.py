@@ -128,10 +128,10 @@ class TaskData:
       parts.append(feats[kind][rows])
     return np.concatenate(parts)
 
-  def prepare(self, encoder, kinds: Sequence[str]) -> None:
-    """Computes (or reads) every kind of `kinds` on every split in one pass per split, so
+  def prepare(self, encoder, kinds: Sequence[str], splits: Sequence[str] = SPLITS) -> None:
+    """Computes (or reads) every kind of `kinds` on each of `splits` in one pass per split, so
     that the `features` calls after it, one kind at a time, run the encoder no more."""
-    for split in SPLITS:
+    for split in splits:
       for tfds_split, _ in self.index[split]:
         self.store.features(encoder, tfds_split, kinds=tuple(kinds))
 
