@@ -140,7 +140,8 @@ def merge_results(results: Sequence[dict], names: Sequence[str]) -> dict:
 
 def page_markdown(results: dict, command: str) -> str:
   """Per encoder: task × fraction rows, each grid's held-out AUROC and its difference to the
-  first grid, then the means below and at 100 % labels."""
+  first grid, then its means below and at 100 % labels and over every cell, then every encoder
+  together per label fraction."""
   meta = results["meta"]
   grids = meta["grids"]
   names = [f"grid {chr(65 + i)}" for i in range(len(grids))]
@@ -176,7 +177,8 @@ def page_markdown(results: dict, command: str) -> str:
               f"{n} − A" for n in names[1:]) + " |",
           "|---|---|" + "---|" * (2 * len(names) - 1)]
   for label, by_key in summary.items():
-    for key, text in (("below", "below 100 %"), ("full", "100 %")):
+    by_key["every"] = by_key.get("below", []) + by_key.get("full", [])
+    for key, text in (("below", "below 100 %"), ("full", "100 %"), ("every", "every cell")):
       if key not in by_key:
         continue
       means = np.mean(by_key[key], axis=0)

@@ -177,6 +177,8 @@ def test_files_merge_into_one_page_with_every_encoder_together():
   # Every encoder together: 10 % (0.70, 0.60) -> (0.74, 0.61); every cell: four values each.
   assert "| 10 % | 65.00 | 67.50 | +2.50 |" in page
   assert "| every cell | 75.00 | 77.00 | +2.00 |" in page
+  # Each encoder over its own cells: seed 0 (0.70, 0.80) -> (0.74, 0.78).
+  assert "| seed0/merit | every cell | 75.00 | 76.00 | +1.00 |" in page
   with pytest.raises(ValueError, match="b.json: its grids"):
     crossfit.merge_results([a, _result("x", [[0.5, 0.5]] * 2, grids=([0.0], [1.0]))],
                            ["a.json", "b.json"])
