@@ -7,8 +7,10 @@ Each input is the JSON that `merit_jax.ablations` writes for one pretraining see
 same evaluation config). Pretrained variants (the encoders listed in `meta.variants`) are pooled
 over the files: a linear-probe cell is the mean ± sd over every (pretraining seed, label subset)
 run. Baselines do not depend on the pretraining seed, so they are taken from the first file
-only (pooling identical copies would shrink their spread). Zero-shot and the paired
-differences are single runs per seed and are listed per seed.
+only (pooling identical copies would shrink their spread). A second probe table gives each MERIT
+variant minus every other encoder, paired by label subset and summarised seed by seed, so a
+gap can be set against its spread over pretraining seeds. Zero-shot and the paired 100 %
+differences (with bootstrap intervals) are single runs per seed and are listed per seed.
 """
 
 from __future__ import annotations
@@ -43,6 +45,66 @@ def pooled_probe(results: list, encoder: str, task: str, fraction: str, metric: 
     if entry:
       values += [run["test"][metric]["value"] for run in entry["runs"] if metric in run["test"]]
   return values
+
+
+def _runs_by_subset(result: dict, encoder: str, task: str, fraction: str, metric: str) -> dict:
+  """{label-subset seed: test value} of one file's probe runs at one cell."""
+  entry = result.get("linear_probe", {}).get(encoder, {}).get(task, {}).get(fraction) or {}
+  return {run.get("seed", i): run["test"][metric]["value"]
+          for i, run in enumerate(entry.get("runs", [])) if metric in run["test"]}
+
+
+def paired_probe_differences(results: list, reference: str, other: str, task: str,
+                             fraction: str, metric: str = "macro_auroc") -> list:
+  """`reference` minus `other`, one value per pretraining seed: the mean over label subsets of
+  the difference between the two probes trained on the same subset (the subset is drawn from
+  the labels and the subset seed alone, so both encoders saw the same labelled records).
+
+  A pretrained `other` is paired within the same pretraining seed; an `other` absent from a
+  file (a baseline, evaluated once) is taken from the first file that holds it. Files of one
+  pretraining seed (a seed split over files) pool into one value; files without a recorded
+  command count as a seed each.
+  """
+  fallback = next((r for r in results if r.get("linear_probe", {}).get(other)), None)
+  by_seed: dict = {}
+  for i, r in enumerate(results):
+    mine = _runs_by_subset(r, reference, task, fraction, metric)
+    source = r if r.get("linear_probe", {}).get(other) else fallback
+    theirs = _runs_by_subset(source, other, task, fraction, metric) if source else {}
+    seed = pretraining_seed(r)
+    key = ("file", i) if seed is None else seed
+    by_seed.setdefault(key, []).extend(mine[s] - theirs[s] for s in mine if s in theirs)
+  return [float(np.mean(d)) for d in by_seed.values() if d]
+
+
+def _paired_markdown(results: list, variants: list, baselines: list, tasks: list,
+                     fractions: list) -> list:
+  """The section on how far each MERIT variant is ahead of every other encoder, seed by seed."""
+  merits = [v for v in variants if v.startswith("MERIT")]
+  if not merits:
+    return []
+  head = [f"{t} {float(f):g}" for t in tasks for f in fractions]
+  out = ["## Linear probe: MERIT minus each other encoder, paired by label subset (macro AUROC)",
+         "",
+         "Each cell: the mean over pretraining seeds of the per-seed difference (itself the mean "
+         "over label subsets of MERIT's test AUROC minus the other encoder's on the same subset), "
+         "then [lowest … highest per-seed difference] and in how many seeds MERIT is ahead. "
+         "Pretrained encoders are paired within a pretraining seed; baselines (one evaluation) "
+         "against every seed. Points of AUROC.", ""]
+  for merit in merits:
+    out += [f"### {merit}", "", "| minus | " + " | ".join(head) + " |",
+            "|---|" + "---|" * len(head)]
+    for other in [e for e in variants + baselines if e != merit]:
+      cells = []
+      for task in tasks:
+        for fraction in fractions:
+          d = 100 * np.asarray(paired_probe_differences(results, merit, other, task, fraction))
+          cells.append("–" if not d.size else
+                       f"{d.mean():+.1f} [{d.min():+.1f} … {d.max():+.1f}] "
+                       f"{int((d > 0).sum())}/{d.size}")
+      out.append(f"| {other} | " + " | ".join(cells) + " |")
+    out.append("")
+  return out
 
 
 def _encoders(results: list) -> tuple[list, list]:
@@ -100,6 +162,7 @@ def summary_markdown(results: list, inputs: list) -> str:
             cells.append(f"{markdown.pct(np.mean(v))} ± {100 * np.std(v, ddof=1):.1f} (n={len(v)})")
       out.append(f"| {encoder} | " + " | ".join(cells) + " |")
     out.append("")
+  out += _paired_markdown(results, variants, baselines, tasks, fractions)
   out += ["## Zero-shot (test): macro AUROC, per pretraining seed", "",
           "| encoder | seed file | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
   for encoder in variants + baselines:

@@ -49,3 +49,43 @@ def test_header_counts_seeds_not_files():
   assert "3 result files (s0.json, s1.json, s1_low.json)." in seed_summary.summary_markdown(
       results, ["s0.json", "s1.json", "s1_low.json"])
 
+
+
+def _seeded(merit, contrastive, baseline=None, seed=0):
+  """One pretraining seed's file: probe runs given as {label-subset seed: test AUROC}."""
+  def entry(values):
+    return {"runs": [{"seed": s, "test": {"macro_auroc": {"value": v}}}
+                     for s, v in values.items()]}
+  probe = {"MERIT": {"sub": {"0.1": entry(merit)}},
+           "contrastive only": {"sub": {"0.1": entry(contrastive)}}}
+  encoders = [{"name": "MERIT"}, {"name": "contrastive only"}]
+  if baseline is not None:
+    probe["random_conv"] = {"sub": {"0.1": entry(baseline)}}
+    encoders.append({"name": "random_conv"})
+  return {"meta": {"variants": {"MERIT": {}, "contrastive only": {}}, "tasks": ["sub"],
+                   "fractions": [0.1], "encoders": encoders,
+                   "command": f"python -m merit_jax.ablations --config.seed={seed}"},
+          "linear_probe": probe}
+
+
+def test_paired_differences_pair_by_subset_and_summarise_by_seed():
+  # Seed 0: subset 0 MERIT 0.70 vs 0.65 (+5), subset 1 0.60 vs 0.70 (-10): mean -2.5 points.
+  # Seed 1 lists its contrastive runs in the other order; pairing is by subset, not position:
+  # +10 and +10, mean +10. Random conv (seed 0's file only) 0.50 / 0.55 against both seeds:
+  # seed 0 (+20, +5) = +12.5, seed 1 (+30, +15) = +22.5.
+  results = [_seeded({0: 0.70, 1: 0.60}, {0: 0.65, 1: 0.70}, {0: 0.50, 1: 0.55}, seed=0),
+             _seeded({0: 0.80, 1: 0.70}, {1: 0.60, 0: 0.70}, seed=1)]
+  diffs = seed_summary.paired_probe_differences(results, "MERIT", "contrastive only", "sub", "0.1")
+  assert diffs == pytest.approx([-0.025, 0.10])
+  diffs = seed_summary.paired_probe_differences(results, "MERIT", "random_conv", "sub", "0.1")
+  assert diffs == pytest.approx([0.125, 0.225])
+  md = seed_summary.summary_markdown(results, ["s0.json", "s1.json"])
+  assert "| contrastive only | +3.8 [-2.5 … +10.0] 1/2 |" in md
+  assert "| random_conv | +17.5 [+12.5 … +22.5] 2/2 |" in md
+
+
+def test_paired_differences_pool_files_of_one_seed():
+  """A seed split over two files (its subsets apart) gives one value, not two."""
+  results = [_seeded({0: 0.70}, {0: 0.60}, seed=3), _seeded({1: 0.70}, {1: 0.80}, seed=3)]
+  assert seed_summary.paired_probe_differences(
+      results, "MERIT", "contrastive only", "sub", "0.1") == pytest.approx([0.0])
