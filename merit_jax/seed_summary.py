@@ -37,21 +37,23 @@ def _ci(m) -> str:
   return f"{markdown.pct(m['value'])} [{markdown.pct(m['ci_low'])}, {markdown.pct(m['ci_high'])}]"
 
 
+def _probe_entry(result: dict, encoder: str, task: str, fraction: str) -> dict:
+  """One file's linear-probe entry at one cell ({} when the file has none)."""
+  return result.get("linear_probe", {}).get(encoder, {}).get(task, {}).get(fraction) or {}
+
+
 def pooled_probe(results: list, encoder: str, task: str, fraction: str, metric: str):
   """Test values of every run of `encoder` (all files holding it) at one cell."""
-  values = []
-  for r in results:
-    entry = r.get("linear_probe", {}).get(encoder, {}).get(task, {}).get(fraction)
-    if entry:
-      values += [run["test"][metric]["value"] for run in entry["runs"] if metric in run["test"]]
-  return values
+  return [run["test"][metric]["value"] for r in results
+          for run in _probe_entry(r, encoder, task, fraction).get("runs", [])
+          if metric in run["test"]]
 
 
 def _runs_by_subset(result: dict, encoder: str, task: str, fraction: str, metric: str) -> dict:
   """{label-subset seed: test value} of one file's probe runs at one cell."""
-  entry = result.get("linear_probe", {}).get(encoder, {}).get(task, {}).get(fraction) or {}
+  runs = _probe_entry(result, encoder, task, fraction).get("runs", [])
   return {run.get("seed", i): run["test"][metric]["value"]
-          for i, run in enumerate(entry.get("runs", [])) if metric in run["test"]}
+          for i, run in enumerate(runs) if metric in run["test"]}
 
 
 def paired_probe_differences(results: list, reference: str, other: str, task: str,
