@@ -49,11 +49,12 @@ def pooled_probe(results: list, encoder: str, task: str, fraction: str, metric: 
           if metric in run["test"]]
 
 
-def _runs_by_subset(result: dict, encoder: str, task: str, fraction: str, metric: str) -> dict:
-  """{label-subset seed: test value} of one file's probe runs at one cell."""
-  runs = _probe_entry(result, encoder, task, fraction).get("runs", [])
-  return {run.get("seed", i): run["test"][metric]["value"]
-          for i, run in enumerate(runs) if metric in run["test"]}
+def _runs_by_subset(results: list, encoder: str, task: str, fraction: str,
+                    metric: str) -> dict:
+  """{label-subset seed: test value} of the probe runs at one cell, over the given files."""
+  return {run.get("seed", i): run["test"][metric]["value"] for r in results
+          for i, run in enumerate(_probe_entry(r, encoder, task, fraction).get("runs", []))
+          if metric in run["test"]}
 
 
 def paired_probe_differences(results: list, reference: str, other: str, task: str,
@@ -62,21 +63,26 @@ def paired_probe_differences(results: list, reference: str, other: str, task: st
   the difference between the two probes trained on the same subset (the subset is drawn from
   the labels and the subset seed alone, so both encoders saw the same labelled records).
 
-  A pretrained `other` is paired within the same pretraining seed; an `other` absent from a
-  file (a baseline, evaluated once) is taken from the first file that holds it. Files of one
-  pretraining seed (a seed split over files) pool into one value; files without a recorded
-  command count as a seed each.
+  Files of one pretraining seed (a seed split over files) are read together; files without a
+  recorded command count as a seed each. A pretrained `other` (in some file's `meta.variants`)
+  is paired only within its own pretraining seed; a baseline (evaluated once, it does not
+  depend on the pretraining seed) is taken from the first file that holds it.
   """
-  fallback = next((r for r in results if r.get("linear_probe", {}).get(other)), None)
+  pretrained = any(other in r.get("meta", {}).get("variants", {}) for r in results)
+  baseline = [] if pretrained else [
+      next((r for r in results if r.get("linear_probe", {}).get(other)), {})]
   by_seed: dict = {}
   for i, r in enumerate(results):
-    mine = _runs_by_subset(r, reference, task, fraction, metric)
-    source = r if r.get("linear_probe", {}).get(other) else fallback
-    theirs = _runs_by_subset(source, other, task, fraction, metric) if source else {}
     seed = pretraining_seed(r)
-    key = ("file", i) if seed is None else seed
-    by_seed.setdefault(key, []).extend(mine[s] - theirs[s] for s in mine if s in theirs)
-  return [float(np.mean(d)) for d in by_seed.values() if d]
+    by_seed.setdefault(("file", i) if seed is None else seed, []).append(r)
+  out = []
+  for files in by_seed.values():
+    mine = _runs_by_subset(files, reference, task, fraction, metric)
+    theirs = _runs_by_subset(files if pretrained else baseline, other, task, fraction, metric)
+    differences = [mine[s] - theirs[s] for s in mine if s in theirs]
+    if differences:
+      out.append(float(np.mean(differences)))
+  return out
 
 
 def _paired_markdown(results: list, variants: list, baselines: list, tasks: list,

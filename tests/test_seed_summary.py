@@ -50,7 +50,6 @@ def test_header_counts_seeds_not_files():
       results, ["s0.json", "s1.json", "s1_low.json"])
 
 
-
 def _seeded(merit, contrastive, baseline=None, seed=0):
   """One pretraining seed's file: probe runs given as {label-subset seed: test AUROC}."""
   def entry(values):
@@ -89,3 +88,18 @@ def test_paired_differences_pool_files_of_one_seed():
   results = [_seeded({0: 0.70}, {0: 0.60}, seed=3), _seeded({1: 0.70}, {1: 0.80}, seed=3)]
   assert seed_summary.paired_probe_differences(
       results, "MERIT", "contrastive only", "sub", "0.1") == pytest.approx([0.0])
+
+
+def test_a_pretrained_encoder_pairs_only_within_its_own_seed():
+  """A seed's MERIT in a file without contrastive only pairs with that seed's contrastive only
+  from its other file, never with another seed's (those are different encoders)."""
+  seed1_merit_only = _seeded({0: 0.90}, {}, seed=1)
+  del seed1_merit_only["linear_probe"]["contrastive only"]
+  seed1_rest = _seeded({}, {0: 0.60}, seed=1)
+  seed2_merit_only = _seeded({0: 0.80}, {}, seed=2)
+  del seed2_merit_only["linear_probe"]["contrastive only"]
+  results = [_seeded({0: 0.70}, {0: 0.50}, seed=0), seed1_merit_only, seed1_rest,
+             seed2_merit_only]
+  # Seed 0: +20; seed 1: 0.90 - 0.60 = +30; seed 2 has no contrastive only: no value.
+  assert seed_summary.paired_probe_differences(
+      results, "MERIT", "contrastive only", "sub", "0.1") == pytest.approx([0.20, 0.30])
