@@ -138,6 +138,13 @@ def merge_results(results: Sequence[dict], names: Sequence[str]) -> dict:
   return merged
 
 
+def _means_cells(rows) -> str:
+  """Each grid's mean over `rows` (one held-out value per grid each), then each later grid's
+  mean minus the first's, as table cells."""
+  means = np.mean(rows, axis=0)
+  return " | ".join([f"{m:.2f}" for m in means] + [f"{m - means[0]:+.2f}" for m in means[1:]])
+
+
 def page_markdown(results: dict, command: str) -> str:
   """Per encoder: task × fraction rows, each grid's held-out AUROC and its difference to the
   first grid, then its means below and at 100 % labels and over every cell, then every encoder
@@ -172,27 +179,20 @@ def page_markdown(results: dict, command: str) -> str:
         summary.setdefault(label, {}).setdefault(key, []).append(values)
         by_fraction.setdefault(f"{100 * float(fraction):g} %", []).append(values)
     out.append("")
-  out += ["## Means over tasks", "",
-          "| encoder | labels | " + " | ".join(names) + " | " + " | ".join(
-              f"{n} − A" for n in names[1:]) + " |",
+  means_head = " | ".join(names + [f"{n} − A" for n in names[1:]])
+  out += ["## Means over tasks", "", f"| encoder | labels | {means_head} |",
           "|---|---|" + "---|" * (2 * len(names) - 1)]
   for label, by_key in summary.items():
     by_key["every"] = by_key.get("below", []) + by_key.get("full", [])
     for key, text in (("below", "below 100 %"), ("full", "100 %"), ("every", "every cell")):
       if key not in by_key:
         continue
-      means = np.mean(by_key[key], axis=0)
-      out.append(f"| {label} | {text} | " + " | ".join(f"{m:.2f}" for m in means) + " | "
-                 + " | ".join(f"{m - means[0]:+.2f}" for m in means[1:]) + " |")
-  out += ["", f"## Every encoder together ({len(summary)})", "",
-          "| labels | " + " | ".join(names) + " | " + " | ".join(
-              f"{n} − A" for n in names[1:]) + " |",
+      out.append(f"| {label} | {text} | {_means_cells(by_key[key])} |")
+  out += ["", f"## Every encoder together ({len(summary)})", "", f"| labels | {means_head} |",
           "|---|" + "---|" * (2 * len(names) - 1)]
   every = [v for values in by_fraction.values() for v in values]
   for text, values in [*by_fraction.items(), ("every cell", every)]:
-    means = np.mean(values, axis=0)
-    out.append(f"| {text} | " + " | ".join(f"{m:.2f}" for m in means) + " | "
-               + " | ".join(f"{m - means[0]:+.2f}" for m in means[1:]) + " |")
+    out.append(f"| {text} | {_means_cells(values)} |")
   out += ["", "The feature kind shown is the one the first grid's first half chose; each "
           "direction's choice is in the JSON, with every run's chosen weight decay."]
   return "\n".join(out) + "\n"
