@@ -72,6 +72,9 @@ def _base_config() -> ml_collections.ConfigDict:
   config.model.stem_channels = 32
   config.model.num_leads = 12
   config.model.mask_ratio = 0.75
+  # Which tokens a mask hides: 'random' (any, per token) or 'time' (whole time slots, every
+  # lead at once, so a hidden patch cannot be copied from the same instant of another lead).
+  config.model.mask_strategy = "random"
   config.model.decoder = ml_collections.ConfigDict(
       dict(width=256, depth=4, heads=4))
   # kind: transformer (from scratch on the dataset's SentencePiece ids) or hf_bert (a BERT

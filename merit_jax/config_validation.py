@@ -20,6 +20,7 @@ import ml_collections
 MODEL_SIZES = ("tiny", "small", "base")
 TEXT_KINDS = ("transformer", "hf_bert", "gemma3")
 CONTRASTIVE_VIEWS = ("masked", "full")
+MASK_STRATEGIES = ("random", "time")  # models/merit.random_masking / time_masking
 STEMS = ("linear", "conv")  # models/ecg_vit.TokenEmbedding
 DTYPES = ("float32", "bfloat16")
 TOKENIZER_KINDS = ("sentencepiece", "hf")
@@ -135,6 +136,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
          "reduced-lead inputs are handled by lead masking at evaluation, keep 12")
   if not 0.0 < float(model.mask_ratio) < 1.0:
     fail(f"config.model.mask_ratio={model.mask_ratio} must lie strictly between 0 and 1")
+  fail(choice_error("model.mask_strategy", model.mask_strategy, MASK_STRATEGIES))
   fail(choice_error("model.dtype", model.dtype, DTYPES))
   text = model.text
   fail(choice_error("model.text.kind", text.kind, TEXT_KINDS))

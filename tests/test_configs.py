@@ -120,6 +120,7 @@ def _errors(config, num_devices=8):
     ("objective.contrastive_view", "both", "contrastive_view='both'"),
     ("model.dtype", "float16", "config.model.dtype='float16'"),
     ("model.mask_ratio", 1.0, "config.model.mask_ratio=1.0"),
+    ("model.mask_strategy", "lead", "config.model.mask_strategy='lead'"),
     ("optim.warmup_steps", 10_000, "config.optim.warmup_steps=10000"),
 ])
 def test_single_bad_value_is_named(key, value, expected):

@@ -118,6 +118,38 @@ def test_masking_keeps_right_count():
                                 np.arange(keep))
 
 
+def test_time_masking_hides_whole_time_slots():
+  leads, slots, keep_slots = 3, 8, 2
+  ids_keep, ids_restore, mask = merit_lib.time_masking(jax.random.key(0), 4, leads, slots,
+                                                       keep_slots)
+  ids_keep, ids_restore, mask = map(np.asarray, (ids_keep, ids_restore, mask))
+  assert ids_keep.shape == (4, leads * keep_slots)
+  for row_keep, row_restore, row_mask in zip(ids_keep, ids_restore, mask):
+    # Token l * slots + t: one (leads, slots) grid of the mask has identical columns.
+    grid = row_mask.reshape(leads, slots)
+    np.testing.assert_array_equal(grid, np.broadcast_to(grid[0], grid.shape))
+    assert (grid[0] == 0).sum() == keep_slots
+    kept = np.zeros(leads * slots)
+    kept[row_keep] = 1
+    np.testing.assert_array_equal(kept, 1 - row_mask)  # Kept tokens are the unmasked ones.
+    np.testing.assert_array_equal(row_restore[row_keep], np.arange(leads * keep_slots))
+  assert not np.array_equal(mask[0], mask[1])  # Per-sample slot choices.
+
+
+def test_time_masked_model_reconstructs_whole_slots():
+  cfg = tiny_config()
+  cfg.model.mask_strategy = "time"
+  model = merit_lib.build_model(cfg)
+  batch = tiny_batch(2)
+  params = model.init(jax.random.key(0), batch["ecg"], batch["tokens"],
+                      jax.random.key(1))["params"]
+  out = model.apply({"params": params}, batch["ecg"], batch["tokens"], jax.random.key(2))
+  grid = np.asarray(out["mask"]).reshape(2, LEADS, SAMPLES // PATCH)
+  np.testing.assert_array_equal(grid, np.broadcast_to(grid[:, :1], grid.shape))
+  assert grid[:, 0].sum() == 2 * (SAMPLES // PATCH
+                                  - merit_lib.num_kept_tokens(SAMPLES // PATCH, 0.75))
+
+
 def test_lead_subset_is_a_valid_input(model_and_params):
   model, params = model_and_params
   ecg = tiny_batch(2)["ecg"]

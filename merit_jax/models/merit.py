@@ -1,8 +1,9 @@
 """MERIT: one ECG encoder shared by a masked-reconstruction branch and an ECG-text branch.
 
 Forward pass: the ECG is patchified per lead; a per-sample random permutation
-keeps the first round((1 - mask_ratio) * N) tokens (static shapes); the encoder sees the kept
-tokens; the decoder predicts all patches from the kept encodings plus mask tokens. The
+keeps the first round((1 - mask_ratio) * N) tokens (static shapes), either any tokens
+(`mask_strategy='random'`) or whole time slots, every lead of a kept slot (`'time'`); the
+encoder sees the kept tokens; the decoder predicts all patches from the kept encodings plus mask tokens. The
 contrastive branch uses either the pooled visible-token encoding (`contrastive_view='masked'`,
 FLIP-style) or a second, unmasked pass (`'full'`), projected linearly to `proj_dim` and
 L2-normalised; the text tower's pooled output is projected and normalised the same way.
@@ -10,7 +11,7 @@ L2-normalised; the text tower's pooled output is projected and normalised the sa
 API:
   build_model(config) -> MERIT, from the config schema in docs/ARCHITECTURE.md
     (model.size [+ width/depth/heads/mlp_dim overrides], patch_size, stem, stem_channels,
-    num_leads, mask_ratio, decoder, text, proj_dim, temperature_init, dtype, remat;
+    num_leads, mask_ratio, mask_strategy, decoder, text, proj_dim, temperature_init, dtype, remat;
     data.preprocess.num_samples).
   MERIT.__call__(ecg (B, leads, S), tokens (B, L), rng, *, reconstruction=True,
     contrastive=True, contrastive_view='masked') -> dict with
@@ -68,6 +69,27 @@ def random_masking(rng: jax.Array, batch: int, num_tokens: int, num_keep: int):
   return ids_keep, ids_restore, mask
 
 
+def time_masking(rng: jax.Array, batch: int, num_leads: int, num_patches: int,
+                 num_keep_slots: int):
+  """Per-sample random permutation of time slots; keeps every lead of its first
+  `num_keep_slots` slots. Hiding a slot in every lead at once means a masked patch cannot be
+  read off the same instant of other leads (limb leads are linear combinations of two of
+  them), so reconstruction has to come from the signal's course in time.
+
+  Tokens are in `ecg_vit.patchify` order (lead-major: token l * num_patches + t).
+  Returns ids_keep (B, num_leads * num_keep_slots), ids_restore (B, N), mask (B, N) as
+  `random_masking` does.
+  """
+  slot_noise = jax.random.uniform(rng, (batch, num_patches))
+  # Every token of a slot shares its slot's noise; a stable sort keeps the kept slots first.
+  ids_shuffle = jnp.argsort(jnp.tile(slot_noise, (1, num_leads)), axis=1, stable=True)
+  ids_restore = jnp.argsort(ids_shuffle, axis=1)
+  num_keep = num_leads * num_keep_slots
+  ids_keep = ids_shuffle[:, :num_keep]
+  mask = (ids_restore >= num_keep).astype(jnp.float32)
+  return ids_keep, ids_restore, mask
+
+
 def num_kept_tokens(num_tokens: int, mask_ratio: float) -> int:
   return max(1, int(round((1.0 - mask_ratio) * num_tokens)))
 
@@ -81,6 +103,7 @@ class MERIT(nn.Module):
   num_samples: int = 1000
   patch_size: int = 50
   mask_ratio: float = 0.75
+  mask_strategy: str = "random"  # config_validation.MASK_STRATEGIES
   proj_dim: int = 256
   temperature_init: float = 0.07
 
@@ -139,8 +162,13 @@ class MERIT(nn.Module):
 
     need_masked_pass = reconstruction or (contrastive and contrastive_view == "masked")
     if need_masked_pass:
-      ids_keep, ids_restore, mask = random_masking(
-          rng, b, n, num_kept_tokens(n, self.mask_ratio))
+      if self.mask_strategy == "time":
+        ids_keep, ids_restore, mask = time_masking(
+            rng, b, self.num_leads, self.num_patches,
+            num_kept_tokens(self.num_patches, self.mask_ratio))
+      else:
+        ids_keep, ids_restore, mask = random_masking(
+            rng, b, n, num_kept_tokens(n, self.mask_ratio))
       visible = jnp.take_along_axis(patches, ids_keep[..., None], axis=1)
       encoded = self.encoder(visible, jnp.asarray(lead_ids)[ids_keep],
                              jnp.asarray(time_ids)[ids_keep])
@@ -251,7 +279,8 @@ def build_model(config) -> MERIT:
                      "(or 'gemma3' with model.text.frozen=True)")
   return MERIT(encoder=encoder, decoder=decoder, text_encoder=text_encoder,
                num_leads=num_leads, num_samples=num_samples, patch_size=patch,
-               mask_ratio=float(m.mask_ratio), proj_dim=int(m.proj_dim),
+               mask_ratio=float(m.mask_ratio), mask_strategy=str(m.mask_strategy),
+               proj_dim=int(m.proj_dim),
                temperature_init=float(m.temperature_init))
 
 
