@@ -277,6 +277,9 @@ _PTBXL_SHARED_ALL = {
     # The mask ratio stays the base config's 0.75: 0.5 lost on validation (seed 0,
     # results/probe_mask_ratio_validation.md) and 0.9 lost on seed 0 and won on seed 1 (74.43 /
     # 75.17 against 74.72 / 74.32 by the λ rule; results/probe_mask_ratio90_validation.md).
+    # Random token masking (the base config's mask_strategy) stays too: whole time slots tied
+    # on three seeds (75.46 against 75.48 by the λ rule's mean, ahead on seed 2 only;
+    # results/probe_mask_strategy_validation.md).
     # The paired sources keep their 3:2 ratio (so a contrastive-only run, which drops the
     # ECG-only sources, reads exactly ptbxl_shared's stream); the ECG-only ones get weights in
     # proportion to their training records (181 and 817 against 541 + 571 paired), so an
