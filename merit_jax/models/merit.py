@@ -1,12 +1,12 @@
 """MERIT: one ECG encoder shared by a masked-reconstruction branch and an ECG-text branch.
 
-Forward pass: the ECG is patchified per lead; a per-sample random permutation
-keeps the first round((1 - mask_ratio) * N) tokens (static shapes), either any tokens
-(`mask_strategy='random'`) or whole time slots, every lead of a kept slot (`'time'`); the
-encoder sees the kept tokens; the decoder predicts all patches from the kept encodings plus mask tokens. The
-contrastive branch uses either the pooled visible-token encoding (`contrastive_view='masked'`,
-FLIP-style) or a second, unmasked pass (`'full'`), projected linearly to `proj_dim` and
-L2-normalised; the text tower's pooled output is projected and normalised the same way.
+Forward pass: the ECG is patchified per lead; a per-sample random permutation keeps
+round((1 - mask_ratio) * N) of the N tokens (static shapes): any tokens
+(`mask_strategy='random'`), or every lead of round((1 - mask_ratio) * slots) time slots
+(`'time'`). The encoder sees the kept tokens; the decoder predicts all patches from the kept
+encodings plus mask tokens. The contrastive branch uses either the pooled visible-token
+encoding (`contrastive_view='masked'`, FLIP-style) or a second, unmasked pass (`'full'`),
+projected linearly to `proj_dim` and L2-normalised; the text tower's pooled output is projected and normalised the same way.
 
 API:
   build_model(config) -> MERIT, from the config schema in docs/ARCHITECTURE.md
