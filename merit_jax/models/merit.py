@@ -6,7 +6,8 @@ round((1 - mask_ratio) * N) of the N tokens (static shapes): any tokens
 (`'time'`). The encoder sees the kept tokens; the decoder predicts all patches from the kept
 encodings plus mask tokens. The contrastive branch uses either the pooled visible-token
 encoding (`contrastive_view='masked'`, FLIP-style) or a second, unmasked pass (`'full'`),
-projected linearly to `proj_dim` and L2-normalised; the text tower's pooled output is projected and normalised the same way.
+projected linearly to `proj_dim` and L2-normalised; the text tower's pooled output is
+projected and normalised the same way.
 
 API:
   build_model(config) -> MERIT, from the config schema in docs/ARCHITECTURE.md
