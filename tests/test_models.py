@@ -136,7 +136,7 @@ def test_time_masking_hides_whole_time_slots():
   assert not np.array_equal(mask[0], mask[1])  # Per-sample slot choices.
 
 
-def test_time_masked_model_reconstructs_whole_slots():
+def test_time_masked_model_hides_whole_slots():
   cfg = tiny_config()
   cfg.model.mask_strategy = "time"
   model = merit_lib.build_model(cfg)

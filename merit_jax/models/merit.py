@@ -62,8 +62,13 @@ def random_masking(rng: jax.Array, batch: int, num_tokens: int, num_keep: int):
     ids_keep (B, num_keep) token indices kept, ids_restore (B, N) inverse permutation,
     mask (B, N) float32 with 1 at masked (hidden) tokens.
   """
-  noise = jax.random.uniform(rng, (batch, num_tokens))
-  ids_shuffle = jnp.argsort(noise, axis=1)
+  return _keep_lowest_noise(jax.random.uniform(rng, (batch, num_tokens)), num_keep)
+
+
+def _keep_lowest_noise(noise: jax.Array, num_keep: int):
+  """(ids_keep, ids_restore, mask) keeping each row's `num_keep` tokens of lowest noise; a
+  stable sort, so tokens of equal noise keep their order."""
+  ids_shuffle = jnp.argsort(noise, axis=1, stable=True)
   ids_restore = jnp.argsort(ids_shuffle, axis=1)
   ids_keep = ids_shuffle[:, :num_keep]
   mask = (ids_restore >= num_keep).astype(jnp.float32)
@@ -82,13 +87,8 @@ def time_masking(rng: jax.Array, batch: int, num_leads: int, num_patches: int,
   `random_masking` does.
   """
   slot_noise = jax.random.uniform(rng, (batch, num_patches))
-  # Every token of a slot shares its slot's noise; a stable sort keeps the kept slots first.
-  ids_shuffle = jnp.argsort(jnp.tile(slot_noise, (1, num_leads)), axis=1, stable=True)
-  ids_restore = jnp.argsort(ids_shuffle, axis=1)
-  num_keep = num_leads * num_keep_slots
-  ids_keep = ids_shuffle[:, :num_keep]
-  mask = (ids_restore >= num_keep).astype(jnp.float32)
-  return ids_keep, ids_restore, mask
+  # Every token of a slot shares its slot's noise, so the kept tokens are whole slots.
+  return _keep_lowest_noise(jnp.tile(slot_noise, (1, num_leads)), num_leads * num_keep_slots)
 
 
 def num_kept_tokens(num_tokens: int, mask_ratio: float) -> int:
